@@ -1,0 +1,149 @@
+"""``linewatch simulate``, ``linewatch train`` and ``linewatch evaluate``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from train.errors import DataError
+from train.models import MODELS
+from train.thresholds import METHODS
+
+DATA_OPTIONS = [
+    click.option("--time-column", default=None, help="Time column (default: time/timestamp/datetime)."),
+    click.option("--label-column", default=None, help="0/1 label column (default: label/anomaly)."),
+    click.option("--series-column", default=None, help="Column that splits the file into series, e.g. machine."),
+    click.option("--features", default=None, help="Comma-separated feature columns (default: all numeric)."),
+]
+
+
+def data_options(function):
+    """Attach the shared data-reading options."""
+    for option in reversed(DATA_OPTIONS):
+        function = option(function)
+    return function
+
+
+def read(paths, time_column, label_column, series_column, features):
+    """Read data files with the shared options, turning data errors into one-line CLI errors."""
+    from train.data import read_table
+
+    try:
+        return read_table(list(paths), features.split(",") if features else None, time_column, label_column, series_column)
+    except DataError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="CSV or .parquet file to write.")
+@click.option("--machines", default=3, show_default=True)
+@click.option("--rows", default=6000, show_default=True, help="Samples per machine.")
+@click.option("--normal-rows", default=2000, show_default=True, help="Fault-free rows at the start.")
+@click.option("--faults", "faults_per_machine", default=2, show_default=True, help="Faults per machine (0: normal only).")
+@click.option("--period", default=1.0, show_default=True, help="Sample period in seconds.")
+@click.option("--seed", default=0, show_default=True)
+def simulate(output, machines, rows, normal_rows, faults_per_machine, period, seed):
+    """Write a synthetic plant with labelled faults (columns time, machine, sensors, label, fault)."""
+    from train.simulate import simulate_plant, write_table
+
+    frame, faults = simulate_plant(machines, rows, normal_rows, faults_per_machine, period, seed)
+    write_table(frame, output)
+    click.echo(f"wrote {len(frame)} rows for {machines} machines to {output}")
+    for fault in faults:
+        click.echo(f"  {fault.machine}: {fault.kind:<19} on {fault.feature:<12} rows {fault.start}-{fault.start + fault.length - 1}")
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
+@click.option("--model", "kind", type=click.Choice(sorted(MODELS)), default="dense", show_default=True)
+@click.option("--window", default=50, show_default=True, help="Samples per window.")
+@click.option("--stride", default=10, show_default=True, help="Samples between scored windows at runtime.")
+@click.option("--train-stride", default=1, show_default=True, help="Samples between training windows.")
+@click.option("--max-gap", type=float, default=None, help="Longest gap in seconds to hold over (default 3 periods).")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--param", "params", multiple=True, help="Model hyper-parameter KEY=VALUE (JSON value), e.g. latent=16.")
+@click.option("--threshold", type=click.Choice(METHODS), default="pot", show_default=True)
+@click.option("--threshold-param", type=float, default=None, help="Risk (pot), percentile, k (sigma) or rate (fpr).")
+@click.option("--threshold-data", type=click.Path(exists=True, dir_okay=False), default=None, help="Labelled data for f1/youden.")
+@click.option("--max-windows", default=50_000, show_default=True, help="Cap on training windows (random subset).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--seed", default=0, show_default=True)
+@data_options
+def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, batch_size, lr, patience, params, threshold,
+          threshold_param, threshold_data, max_windows, device, seed, time_column, label_column, series_column, features):
+    """Train an anomaly detector on normal sensor data DATA (CSV or Parquet).
+
+    Rows labelled anomalous are left out of training. The run directory receives config.json,
+    model.npz, calibration windows and the loss curve.
+    """
+    from train.detector import AutoencoderDetector
+
+    table = read(data, time_column, label_column, series_column, features)
+    model_params = {}
+    for item in params:
+        key, _, value = item.partition("=")
+        try:
+            model_params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise click.ClickException(f"--param {item}: value must be JSON (e.g. latent=16, hidden=[64,32])") from None
+    supervised = threshold in ("f1", "youden")
+    if supervised and threshold_data is None:
+        raise click.ClickException(f"--threshold {threshold} needs --threshold-data with labels")
+    detector = AutoencoderDetector(
+        kind=kind, window=window, stride=stride, model_params=model_params, max_gap=max_gap, train_stride=train_stride,
+        max_windows=max_windows, threshold="pot" if supervised else threshold, threshold_param=threshold_param,
+        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed,
+    )
+    started = time.perf_counter()
+    try:
+        detector.fit(table)
+        if supervised:
+            labelled = read([threshold_data], time_column, label_column, series_column, ",".join(detector.features_))
+            import numpy as np
+
+            scores = detector.score_samples(labelled)
+            labels = np.concatenate([s.labels for s in labelled.series])
+            detector.calibrate(scores, labels, method=threshold)
+    except (DataError, TypeError) as error:
+        raise click.ClickException(str(error)) from None
+    detector.save(run_dir)
+    h = detector.history_
+    click.echo(
+        f"trained {kind} on {detector.training_windows_} windows x {len(detector.features_)} features in "
+        f"{time.perf_counter() - started:.1f} s on {h.device} ({len(h.train_loss)} epochs, best {h.best_epoch}, "
+        f"val loss {min(h.val_loss):.4g}); threshold {detector.threshold_:.4g} ({threshold}) -> {run_dir}"
+    )
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/evaluation).")
+@data_options
+def evaluate(run_dir, data, output, time_column, label_column, series_column, features):
+    """Score labelled DATA with RUN_DIR: metrics table, evaluation.json and an HTML report."""
+    from train.detector import AutoencoderDetector
+    from train.evaluation import evaluate_detector
+    from train.report import write_evaluation_report
+
+    try:
+        detector = AutoencoderDetector.load(run_dir)
+        table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_))
+        metrics, scored = evaluate_detector(detector, table)
+    except DataError as error:
+        raise click.ClickException(str(error)) from None
+    out = Path(output or Path(run_dir) / "evaluation")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    report = write_evaluation_report(out, metrics, scored, detector, Path(run_dir))
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        click.echo(f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    click.echo(f"report: {report}")

@@ -1,0 +1,192 @@
+"""Reading sensor tables (CSV or Parquet) and cutting them into gap-free segments.
+
+The gap rule is the one the runtime applies to a live stream (see ``edge_runtime.streams``):
+a missing value is held from the last observation for at most ``max_gap`` seconds; a longer
+gap, in a column or in the time axis, ends the segment. Windows never span a segment boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from train.errors import DataError
+
+TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
+LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")
+# Columns that are annotations, not sensors, in known data sets (SKAB's second label column,
+# the synthetic plant's fault name).
+ANNOTATION_COLUMNS = ("changepoint", "fault")
+
+
+@dataclass
+class Series:
+    """One machine's time series: times in seconds, values ``[T, F]``, optional 0/1 labels."""
+
+    name: str
+    time: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+@dataclass
+class SensorTable:
+    """Several series that share one ordered list of feature columns."""
+
+    features: list[str]
+    series: list[Series] = field(default_factory=list)
+
+    @property
+    def has_labels(self) -> bool:
+        """True when every series carries labels."""
+        return bool(self.series) and all(s.labels is not None for s in self.series)
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        header = handle.readline()
+    separator = ";" if header.count(";") > header.count(",") else ","
+    return pd.read_csv(path, sep=separator)
+
+
+def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], path: Path, role: str) -> str | None:
+    if wanted is not None:
+        if wanted not in columns:
+            raise DataError(f"{path}: {role} column '{wanted}' not found; columns are {columns}")
+        return wanted
+    lowered = {c.lower(): c for c in columns}
+    return next((lowered[c] for c in candidates if c in lowered), None)
+
+
+def _to_seconds(column: pd.Series, path: Path) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64)
+    parsed = pd.to_datetime(column, errors="coerce", utc=True)
+    bad = parsed.isna() & column.notna()
+    if bad.any():
+        raise DataError(f"{path}: time column '{column.name}' has an unparseable value {column[bad].iloc[0]!r}")
+    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+
+
+def read_table(
+    paths: list[str | Path] | str | Path,
+    features: list[str] | None = None,
+    time_column: str | None = None,
+    label_column: str | None = None,
+    series_column: str | None = None,
+) -> SensorTable:
+    """Read one or more CSV/Parquet files into a :class:`SensorTable`.
+
+    Each file is one series unless ``series_column`` names a column (such as ``machine``) that
+    splits it into several. Features default to every numeric column other than time, label,
+    series and known annotation columns, in file order. Errors name the file and the column.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    table: SensorTable | None = None
+    for raw_path in paths:
+        path = Path(raw_path)
+        frame = _read_frame(path)
+        columns = list(frame.columns)
+        tcol = _pick(columns, time_column, TIME_COLUMNS, path, "time")
+        if tcol is None:
+            raise DataError(f"{path}: no time column; expected one of {TIME_COLUMNS} or --time-column")
+        lcol = _pick(columns, label_column, LABEL_COLUMNS, path, "label")
+        scol = _pick(columns, series_column, (), path, "series") if series_column else None
+        skip = {tcol, lcol, scol, *(c for c in columns if c.lower() in ANNOTATION_COLUMNS)}
+        if features is None:
+            features = [c for c in columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+            if not features:
+                raise DataError(f"{path}: no numeric feature columns")
+        missing = [f for f in features if f not in columns]
+        if missing:
+            raise DataError(f"{path}: missing feature column(s) {missing}; expected {features}")
+        for name in features:
+            if not pd.api.types.is_numeric_dtype(frame[name]):
+                converted = pd.to_numeric(frame[name], errors="coerce")
+                bad = converted.isna() & frame[name].notna()
+                if bad.any():
+                    raise DataError(
+                        f"{path}: column '{name}' has non-numeric value {frame[name][bad].iloc[0]!r} "
+                        f"at row {int(np.flatnonzero(bad.to_numpy())[0]) + 2}; expected a number"
+                    )
+                frame[name] = converted
+            if frame[name].isna().all():
+                raise DataError(f"{path}: column '{name}' has no values (all NaN)")
+        if table is None:
+            table = SensorTable(features=list(features))
+        groups = frame.groupby(scol, sort=False) if scol else [(path.stem, frame)]
+        for key, group in groups:
+            group = group.sort_values(tcol, kind="stable")
+            labels = None
+            if lcol is not None:
+                labels = (pd.to_numeric(group[lcol], errors="coerce").fillna(0).to_numpy() > 0).astype(np.int8)
+            table.series.append(
+                Series(
+                    name=f"{path.stem}/{key}" if scol and len(paths) > 1 else str(key),
+                    time=_to_seconds(group[tcol].reset_index(drop=True), path),
+                    values=group[list(features)].to_numpy(dtype=np.float32),
+                    labels=labels,
+                    source=str(path),
+                )
+            )
+    assert table is not None
+    return table
+
+
+def infer_sample_period(table: SensorTable) -> float:
+    """The median time step over all series, in seconds."""
+    steps = np.concatenate([np.diff(s.time) for s in table.series if len(s) > 1])
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise DataError("cannot infer the sample period: fewer than two distinct timestamps")
+    return float(np.median(steps))
+
+
+def hold_and_split(time: np.ndarray, values: np.ndarray, max_gap: float) -> tuple[np.ndarray, list[slice]]:
+    """Apply the gap rule to one series.
+
+    Returns the values with missing entries held from their last observation (a copy only when
+    something was filled) and the gap-free segments as slices. A row starts a new segment when
+    the time step exceeds ``max_gap`` seconds, or when a column's last observation is older than
+    ``max_gap`` (or there has been none); such unfillable rows are excluded from every segment.
+    """
+    n = len(time)
+    if n == 0:
+        return values, []
+    split_before = np.zeros(n, dtype=bool)
+    split_before[1:] = np.diff(time) > max_gap
+    usable = np.ones(n, dtype=bool)
+    missing = np.isnan(values)
+    if missing.any():
+        values = values.copy()
+        for column in np.flatnonzero(missing.any(axis=0)):
+            col = values[:, column]
+            observed = ~np.isnan(col)
+            last_index = np.maximum.accumulate(np.where(observed, np.arange(n), -1))
+            has_last = last_index >= 0
+            age = np.where(has_last, time - time[np.maximum(last_index, 0)], np.inf)
+            fillable = ~observed & has_last & (age <= max_gap)
+            col[fillable] = col[last_index[fillable]]
+            usable &= observed | fillable
+    starts = np.flatnonzero(usable & (np.r_[True, ~usable[:-1]] | split_before))
+    ends = np.r_[starts[1:], n]
+    unusable_rows = np.flatnonzero(~usable)
+    segments = []
+    for start, end in zip(starts, ends):
+        after = np.searchsorted(unusable_rows, start)
+        if after < len(unusable_rows):
+            end = min(end, unusable_rows[after])
+        segments.append(slice(int(start), int(end)))
+    return values, segments

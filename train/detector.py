@@ -1,0 +1,309 @@
+"""A scikit-learn-style anomaly detector built on the window autoencoders.
+
+Higher score means more anomalous everywhere in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.data import SensorTable, Series, infer_sample_period
+from train.errors import DataError
+from train.models import build_model
+from train.scoring import WindowScorer
+from train.thresholds import Threshold, fit_threshold
+from train.trainer import TrainingHistory, TrainingOptions, fit_scorer, select_device
+from train.windows import SeriesWindows, series_windows
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.npz"
+CALIBRATION_FILE = "calibration_windows.npy"
+CALIBRATION_KEEP = 512
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+def as_table(X, features: list[str] | None = None, sample_period: float = 1.0) -> SensorTable:
+    """Accept a :class:`SensorTable`, a :class:`Series`, or an array ``[T, F]`` (evenly sampled)."""
+    if isinstance(X, SensorTable):
+        return X
+    if isinstance(X, Series):
+        return SensorTable(features=features or [f"x{i}" for i in range(X.values.shape[1])], series=[X])
+    values = np.asarray(X, dtype=np.float32)
+    if values.ndim != 2:
+        raise DataError(f"expected data of shape [rows, features], got {values.shape}")
+    names = features or [f"x{i}" for i in range(values.shape[1])]
+    return SensorTable(features=names, series=[Series("data", np.arange(len(values)) * sample_period, values)])
+
+
+@dataclass
+class SeriesScores:
+    """Scores of one series: per window (with its end row) and per row (NaN before a window)."""
+
+    windows: SeriesWindows
+    window_scores: np.ndarray
+    feature_error: np.ndarray
+    row_scores: np.ndarray
+
+
+class AutoencoderDetector:
+    """Window autoencoder anomaly detector with a scikit-learn interface.
+
+    ``fit(X)`` trains on normal data (rows labelled anomalous are left out when labels exist),
+    chooses a threshold on held-out normal windows, and sets the learned attributes
+    ``features_``, ``sample_period_``, ``max_gap_``, ``scorer_``, ``threshold_``,
+    ``threshold_info_``, ``calibration_quantiles_`` and ``history_``. ``score_samples(X)``
+    returns one score per row: the score of the latest window ending at or before that row in
+    the same gap-free segment (what the runtime would have reported then; NaN before the first
+    window). Higher score means more anomalous; ``predict`` flags rows whose score exceeds
+    ``threshold_``.
+    """
+
+    def __init__(
+        self,
+        kind: str = "dense",
+        window: int = 50,
+        stride: int = 10,
+        model_params: dict | None = None,
+        sample_period: float | None = None,
+        max_gap: float | None = None,
+        train_stride: int = 1,
+        max_windows: int = 50_000,
+        val_fraction: float = 0.2,
+        threshold: str = "pot",
+        threshold_param: float | None = None,
+        epochs: int = 30,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        patience: int = 5,
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.kind, self.window, self.stride = kind, window, stride
+        self.model_params = dict(model_params or {})
+        self.sample_period, self.max_gap = sample_period, max_gap
+        self.train_stride, self.max_windows, self.val_fraction = train_stride, max_windows, val_fraction
+        self.threshold, self.threshold_param = threshold, threshold_param
+        self.epochs, self.batch_size, self.lr, self.patience = epochs, batch_size, lr, patience
+        self.device, self.seed, self.progress = device, seed, progress
+
+    # -- fitting -------------------------------------------------------------------------
+    def _windows(self, table: SensorTable, stride: int, exclude_labelled: bool) -> list[SeriesWindows]:
+        return [series_windows(s, self.window, stride, self.max_gap_, exclude_labelled) for s in table.series]
+
+    def _split(self, windowed: list[SeriesWindows]) -> tuple[np.ndarray, np.ndarray]:
+        """Chronological split per series: the last ``val_fraction`` of windows validate."""
+        train_parts, val_parts = [], []
+        for sw in windowed:
+            n = len(sw.starts)
+            if n == 0:
+                continue
+            cut = int(round(n * (1 - self.val_fraction))) if n > 1 else n
+            train_parts.append(sw.take(slice(0, cut)))
+            # Purge validation windows that overlap the last training window.
+            last_train_end = sw.starts[cut - 1] + self.window if cut else -1
+            val_idx = np.flatnonzero(sw.starts[cut:] >= last_train_end) + cut
+            if val_idx.size:
+                val_parts.append(sw.take(val_idx))
+        empty = np.empty((0, self.window, len(self.features_)), np.float32)
+        return (np.concatenate(train_parts) if train_parts else empty, np.concatenate(val_parts) if val_parts else empty)
+
+    def _subsample(self, windows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+        if len(windows) <= limit:
+            return windows
+        return windows[np.sort(rng.choice(len(windows), limit, replace=False))]
+
+    def fit(self, X, y=None) -> "AutoencoderDetector":
+        """Train on normal data ``X`` (a SensorTable, or an array ``[T, F]``); ``y`` is ignored."""
+        table = as_table(X, sample_period=self.sample_period or 1.0)
+        self.features_ = list(table.features)
+        self.sample_period_ = float(self.sample_period or infer_sample_period(table))
+        self.max_gap_ = float(self.max_gap if self.max_gap is not None else 3 * self.sample_period_)
+        rng = np.random.default_rng(self.seed)
+        torch.manual_seed(self.seed)
+        windowed = self._windows(table, self.train_stride, exclude_labelled=True)
+        if sum(len(sw.starts) for sw in windowed) == 0:
+            longest = max((len(s) for s in table.series), default=0)
+            raise DataError(
+                f"too few rows for one window: need {self.window} consecutive gap-free normal rows "
+                f"(max gap {self.max_gap_:g} s); the longest series has {longest} rows"
+            )
+        train, val = self._split(windowed)
+        if len(val) == 0:
+            raise DataError("no validation windows: give more data or a smaller --window")
+        train = self._subsample(train, self.max_windows, rng)
+        val = self._subsample(val, max(self.max_windows // 4, CALIBRATION_KEEP), rng)
+        mean = train.mean(axis=(0, 1), dtype=np.float64)
+        std = train.std(axis=(0, 1), dtype=np.float64)
+        constant = [f for f, s, m in zip(self.features_, std, mean) if s <= 1e-6 * max(1.0, abs(m))]
+        if constant:
+            raise DataError(f"constant feature(s) {constant} in the training data carry no information; drop them with --features")
+        model = build_model(self.kind, self.window, len(self.features_), **self.model_params)
+        self.scorer_ = WindowScorer(model, torch.from_numpy(mean), torch.from_numpy(std))
+        options = TrainingOptions(self.epochs, self.batch_size, self.lr, patience=self.patience, progress=self.progress)
+        self.history_: TrainingHistory = fit_scorer(
+            self.scorer_, torch.from_numpy(train), torch.from_numpy(val), options, select_device(self.device), self.seed
+        )
+        self.scorer_.to("cpu").eval()
+        val_scores, _ = self.score_windows(val)
+        self.calibrate(val_scores)
+        self.calibration_windows_ = val[:CALIBRATION_KEEP]
+        self.data_fingerprint_ = fingerprint(table)
+        self.training_windows_ = int(len(train))
+        return self
+
+    def calibrate(self, normal_scores: np.ndarray, labels: np.ndarray | None = None, method: str | None = None) -> Threshold:
+        """Set ``threshold_`` from scores (normal ones, or labelled for ``f1``/``youden``)."""
+        method = method or self.threshold
+        info = fit_threshold(method, normal_scores, labels, self.threshold_param)
+        self.threshold_info_ = info
+        self.threshold_ = info.value
+        normal = normal_scores if labels is None else normal_scores[np.asarray(labels) == 0]
+        self.calibration_quantiles_ = {str(q): float(np.quantile(normal, q)) for q in QUANTILES}
+        return info
+
+    # -- scoring -------------------------------------------------------------------------
+    @torch.no_grad()
+    def score_windows(self, windows: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``[N]`` and per-feature errors ``[N, F]`` of raw windows ``[N, W, F]``."""
+        scores, errors = [], []
+        for i in range(0, len(windows), batch_size):
+            s, e = self.scorer_(torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32)))
+            scores.append(s.numpy())
+            errors.append(e.numpy())
+        if not scores:
+            return np.empty(0, np.float32), np.empty((0, len(self.features_)), np.float32)
+        return np.concatenate(scores), np.concatenate(errors)
+
+    def score_series(self, series: Series) -> SeriesScores:
+        """Window one series with the runtime's stride and gap rule and score it."""
+        sw = series_windows(series, self.window, self.stride, self.max_gap_)
+        windows = sw.take() if len(sw.starts) else np.empty((0, self.window, len(self.features_)), np.float32)
+        window_scores, feature_error = self.score_windows(windows)
+        return SeriesScores(sw, window_scores, feature_error, rows_from_windows(len(series), sw, window_scores, self.stride))
+
+    def score_samples(self, X) -> np.ndarray:
+        """One anomaly score per row of ``X`` (higher = more anomalous; NaN before a window)."""
+        table = as_table(X, self.features_, self.sample_period_)
+        self._check_features(table)
+        return np.concatenate([self.score_series(s).row_scores for s in table.series])
+
+    def predict(self, X) -> np.ndarray:
+        """1 where a row's score exceeds ``threshold_``, else 0."""
+        scores = self.score_samples(X)
+        return (np.nan_to_num(scores, nan=-np.inf) > self.threshold_).astype(np.int8)
+
+    def _check_features(self, table: SensorTable) -> None:
+        if list(table.features) != self.features_:
+            raise DataError(f"features {table.features} do not match the trained ones {self.features_}")
+
+    # -- persistence ---------------------------------------------------------------------
+    def config(self) -> dict:
+        """Everything needed to rebuild the detector, JSON-ready (no pickled objects)."""
+        return {
+            "format": "linewatch.run/1",
+            "kind": self.kind,
+            "model_params": self.model_params,
+            "window": self.window,
+            "stride": self.stride,
+            "features": self.features_,
+            "sample_period": self.sample_period_,
+            "max_gap": self.max_gap_,
+            "threshold": self.threshold_info_.to_dict(),
+            "calibration_quantiles": self.calibration_quantiles_,
+            "training": {
+                "seed": self.seed,
+                "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "val_fraction": self.val_fraction,
+                "train_stride": self.train_stride,
+                "windows": self.training_windows_,
+                "history": self.history_.to_dict(),
+                "data_fingerprint": self.data_fingerprint_,
+            },
+        }
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write config, weights (npz of the state dict), calibration windows and loss curve."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
+        state = {k: v.detach().cpu().numpy() for k, v in self.scorer_.state_dict().items()}
+        np.savez(run_dir / WEIGHTS_FILE, **state)
+        np.save(run_dir / CALIBRATION_FILE, self.calibration_windows_, allow_pickle=False)
+        from train.report import write_loss_curve
+
+        write_loss_curve(self.history_, run_dir)
+        return run_dir
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "AutoencoderDetector":
+        """Rebuild a fitted detector from a run directory written by :meth:`save`."""
+        run_dir = Path(run_dir)
+        config_path = run_dir / CONFIG_FILE
+        if not config_path.exists():
+            raise DataError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+        config = json.loads(config_path.read_text())
+        training = config["training"]
+        detector = cls(
+            kind=config["kind"], window=config["window"], stride=config["stride"], model_params=config["model_params"],
+            sample_period=config["sample_period"], max_gap=config["max_gap"], threshold=config["threshold"]["method"],
+            threshold_param=config["threshold"]["parameter"], seed=training["seed"], epochs=training["epochs"],
+            batch_size=training["batch_size"], lr=training["lr"], val_fraction=training["val_fraction"],
+            train_stride=training["train_stride"],
+        )
+        detector.features_ = config["features"]
+        detector.sample_period_, detector.max_gap_ = config["sample_period"], config["max_gap"]
+        model = build_model(config["kind"], config["window"], len(config["features"]), **config["model_params"])
+        nf = len(config["features"])
+        detector.scorer_ = WindowScorer(model, torch.zeros(nf), torch.ones(nf))
+        with np.load(run_dir / WEIGHTS_FILE, allow_pickle=False) as weights:
+            detector.scorer_.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+        detector.scorer_.eval()
+        detector.threshold_info_ = Threshold(**config["threshold"])
+        detector.threshold_ = detector.threshold_info_.value
+        detector.calibration_quantiles_ = config["calibration_quantiles"]
+        detector.history_ = TrainingHistory(**training["history"])
+        detector.data_fingerprint_ = training["data_fingerprint"]
+        detector.training_windows_ = training["windows"]
+        detector.calibration_windows_ = np.load(run_dir / CALIBRATION_FILE, allow_pickle=False)
+        return detector
+
+
+def rows_from_windows(n_rows: int, sw: SeriesWindows, window_scores: np.ndarray, stride: int) -> np.ndarray:
+    """Spread window scores onto rows: each row holds the latest window ending at or before it.
+
+    A score is held for at most ``stride`` rows (until the next window of the segment ends) and
+    never past the end of its segment.
+    """
+    rows = np.full(n_rows, np.nan, dtype=np.float64)
+    ends = sw.ends
+    for offset in range(stride):
+        targets = ends + offset
+        ok = targets < n_rows
+        if offset:
+            ok &= sw.segment_of(np.minimum(targets, n_rows - 1)) == sw.segment_of(ends)
+        rows[targets[ok]] = window_scores[ok]
+    return rows
+
+
+def fingerprint(table: SensorTable) -> dict:
+    """A sha256 over the training values and times, with row and series counts."""
+    digest = hashlib.sha256()
+    for s in table.series:
+        digest.update(np.ascontiguousarray(s.time).tobytes())
+        digest.update(np.ascontiguousarray(s.values).tobytes())
+    return {
+        "sha256": digest.hexdigest(),
+        "rows": int(sum(len(s) for s in table.series)),
+        "series": len(table.series),
+        "features": list(table.features),
+        "sources": sorted({s.source for s in table.series if s.source}),
+    }

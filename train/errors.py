@@ -1,0 +1,5 @@
+"""The training stage's one exception type: a bad input described in one line."""
+
+
+class DataError(ValueError):
+    """Input data that cannot be used, with a message naming the file, column or value."""

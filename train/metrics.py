@@ -1,0 +1,129 @@
+"""Evaluation metrics for anomaly detection on labelled time series.
+
+Point-wise metrics pool one confusion matrix over all series (the SKAB protocol):
+F1 = TP / (TP + (FN + FP) / 2), FAR = FP / (FP + TN), MAR = FN / (FN + TP). Event metrics treat
+each contiguous run of label 1 as one event. Point-adjusted F1 is reported only beside the
+others: it is known to flatter (a random detector reaches 0.82 on SKAB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def events(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs of 1 as ``(start, stop)`` half-open row ranges."""
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(labels, dtype=np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _safe(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half), via the Mann-Whitney U statistic."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(labels).astype(bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision: the step-wise area under the precision-recall curve."""
+    y = np.asarray(labels).astype(bool)
+    if not y.any():
+        return float("nan")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    s, yy = np.asarray(scores)[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(yy)[distinct]
+    fp = np.cumsum(~yy)[distinct]
+    precision = tp / (tp + fp)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+@dataclass
+class SeriesResult:
+    """Labels, binary predictions and (optionally) scores of one series, with its times."""
+
+    labels: np.ndarray
+    predictions: np.ndarray
+    scores: np.ndarray | None = None
+    time: np.ndarray | None = None
+    name: str = ""
+
+
+def evaluate(results: list[SeriesResult]) -> dict:
+    """All metrics over several series, as a flat JSON-ready dict.
+
+    Keys: ``precision``, ``recall``, ``f1``, ``far``, ``mar`` (point-wise, pooled),
+    ``event_recall``, ``events``, ``events_detected``, ``event_f1`` (point precision with event
+    recall), ``detection_delay_median_rows`` and ``_seconds`` (first alarm after an event
+    starts), ``series_with_early_false_alarm`` (alarm before the first anomaly), ``roc_auc``,
+    ``pr_auc`` (rows with a score), and ``point_adjusted_f1``.
+    """
+    tp = fp = fn = tn = 0
+    n_events = detected = early = 0
+    delays_rows: list[int] = []
+    delays_seconds: list[float] = []
+    adjusted_tp = adjusted_fn = 0
+    all_scores, all_labels = [], []
+    for r in results:
+        y = np.asarray(r.labels).astype(bool)
+        p = np.asarray(r.predictions).astype(bool)
+        tp += int((y & p).sum())
+        fp += int((~y & p).sum())
+        fn += int((y & ~p).sum())
+        tn += int((~y & ~p).sum())
+        series_events = events(y)
+        if series_events and p[: series_events[0][0]].any():
+            early += 1
+        for start, stop in series_events:
+            n_events += 1
+            hits = np.flatnonzero(p[start:stop])
+            if hits.size:
+                detected += 1
+                delays_rows.append(int(hits[0]))
+                if r.time is not None:
+                    delays_seconds.append(float(r.time[start + hits[0]] - r.time[start]))
+                adjusted_tp += stop - start
+            else:
+                adjusted_fn += stop - start
+        if r.scores is not None:
+            keep = np.isfinite(r.scores)
+            all_scores.append(np.asarray(r.scores)[keep])
+            all_labels.append(y[keep])
+    precision = _safe(tp, tp + fp)
+    event_recall = _safe(detected, n_events)
+    adjusted_precision = _safe(adjusted_tp, adjusted_tp + fp)
+    adjusted_recall = _safe(adjusted_tp, adjusted_tp + adjusted_fn)
+    metrics = {
+        "rows": tp + fp + fn + tn,
+        "precision": precision,
+        "recall": _safe(tp, tp + fn),
+        "f1": _safe(tp, tp + (fn + fp) / 2),
+        "far": _safe(fp, fp + tn),
+        "mar": _safe(fn, fn + tp),
+        "events": n_events,
+        "events_detected": detected,
+        "event_recall": event_recall,
+        "event_f1": _safe(2 * precision * event_recall, precision + event_recall),
+        "detection_delay_median_rows": float(np.median(delays_rows)) if delays_rows else None,
+        "detection_delay_median_seconds": float(np.median(delays_seconds)) if delays_seconds else None,
+        "series": len(results),
+        "series_with_early_false_alarm": early,
+        "point_adjusted_f1": _safe(2 * adjusted_precision * adjusted_recall, adjusted_precision + adjusted_recall),
+    }
+    if all_scores:
+        scores, labels = np.concatenate(all_scores), np.concatenate(all_labels)
+        metrics["roc_auc"] = roc_auc(scores, labels)
+        metrics["pr_auc"] = pr_auc(scores, labels)
+    return metrics

@@ -1,0 +1,118 @@
+"""Plots and the HTML evaluation report (PNG figures, no JavaScript)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from train.trainer import TrainingHistory  # noqa: E402
+
+
+def write_loss_curve(history: TrainingHistory, run_dir: Path) -> None:
+    """``loss_curve.csv`` and ``loss_curve.png`` in the run directory."""
+    rows = ["epoch,train_loss,val_loss"] + [f"{i},{a},{b}" for i, (a, b) in enumerate(zip(history.train_loss, history.val_loss))]
+    (run_dir / "loss_curve.csv").write_text("\n".join(rows) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history.train_loss, label="train", marker=".")
+    ax.plot(history.val_loss, label="validation", marker=".")
+    ax.axvline(history.best_epoch, color="grey", ls=":", label="best epoch")
+    ax.set(xlabel="epoch", ylabel="loss (mean score)", yscale="log", title="Loss curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss_curve.png", dpi=100)
+    plt.close(fig)
+
+
+def _score_distribution(normal: np.ndarray, anomalous: np.ndarray, threshold: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    finite = np.concatenate([normal, anomalous])
+    bins = np.logspace(np.log10(max(finite.min(), 1e-6)), np.log10(finite.max() + 1e-6), 60)
+    ax.hist(normal, bins=bins, alpha=0.6, label="normal rows", density=True)
+    if len(anomalous):
+        ax.hist(anomalous, bins=bins, alpha=0.6, label="anomalous rows", density=True)
+    ax.axvline(threshold, color="red", label=f"threshold {threshold:.3g}")
+    ax.set(xscale="log", xlabel="score", ylabel="density", title="Score distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _scores_over_time(name: str, scores: np.ndarray, labels: np.ndarray, threshold: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 3))
+    x = np.arange(len(scores))
+    ax.plot(x, scores, lw=0.8, label="score")
+    ax.axhline(threshold, color="red", lw=0.8, label="threshold")
+    ymax = np.nanmax(scores) if np.isfinite(scores).any() else 1.0
+    ax.fill_between(x, 0, ymax, where=labels.astype(bool), color="orange", alpha=0.25, label="labelled anomaly")
+    ax.set(yscale="log", xlabel="row", ylabel="score", title=f"Scores over time: {name}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _feature_contributions(features: list[str], normal: np.ndarray, anomalous: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(features))
+    ax.bar(x - 0.2, normal, width=0.4, label="normal windows")
+    if anomalous is not None:
+        ax.bar(x + 0.2, anomalous, width=0.4, label="windows ending in an anomaly")
+    ax.set_xticks(x, features, rotation=30, ha="right")
+    ax.set(ylabel="mean feature error", title="Per-feature contributions")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, detector, run_dir: Path) -> Path:
+    """Write ``report.html`` with PNG plots into ``out_dir``; return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threshold = detector.threshold_
+    labels = [s.windows.series.labels if s.windows.series.labels is not None else np.zeros(len(s.row_scores)) for s in series_scores]
+    rows = np.concatenate([s.row_scores for s in series_scores])
+    y = np.concatenate(labels).astype(bool)
+    ok = np.isfinite(rows)
+    _score_distribution(rows[ok & ~y], rows[ok & y], threshold, out_dir / "score_distribution.png")
+    figures = ["score_distribution.png"]
+    for i, (s, lab) in enumerate(zip(series_scores, labels)):
+        name = f"scores_{i}.png"
+        _scores_over_time(s.windows.series.name, s.row_scores, lab, threshold, out_dir / name)
+        figures.append(name)
+    normal_err, anomalous_err = [], []
+    for s, lab in zip(series_scores, labels):
+        at_end = lab[s.windows.ends].astype(bool) if len(s.windows.starts) else np.zeros(0, bool)
+        normal_err.append(s.feature_error[~at_end])
+        anomalous_err.append(s.feature_error[at_end])
+    normal = np.concatenate(normal_err).mean(0)
+    anomalous = np.concatenate(anomalous_err)
+    _feature_contributions(detector.features_, normal, anomalous.mean(0) if len(anomalous) else None, out_dir / "feature_contributions.png")
+    figures.append("feature_contributions.png")
+    if (run_dir / "loss_curve.png").exists():
+        (out_dir / "loss_curve.png").write_bytes((run_dir / "loss_curve.png").read_bytes())
+        figures.insert(0, "loss_curve.png")
+    table = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in metrics.items())
+    images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>linewatch evaluation</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}td{padding:2px 12px}</style></head><body>"
+        f"<h1>linewatch evaluation</h1><p>Run: {html.escape(str(run_dir))}; model {html.escape(detector.kind)}, "
+        f"window {detector.window}, stride {detector.stride}, threshold {threshold:.4g} ({html.escape(detector.threshold_info_.method)}).</p>"
+        f"<h2>Metrics</h2><table>{table}</table><p>Point-adjusted F1 flatters; read it beside the others, never alone.</p>"
+        f"<h2>Plots</h2>{images}<h2>Raw</h2><pre>{html.escape(json.dumps(metrics, indent=1))}</pre></body></html>"
+    )
+    path = out_dir / "report.html"
+    path.write_text(page)
+    return path
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
