@@ -1,0 +1,83 @@
+"""The linewatch command: lazy subcommands, no torch on the runtime side, train/evaluate end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime.cli import main
+
+BLOCK_TORCH = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in ('torch', 'train', 'export'):
+            raise ImportError(f"No module named '{name}' (blocked by test)", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_without_torch(code: str) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter where torch, train and export cannot be imported."""
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True, timeout=120)
+
+
+def test_runtime_side_needs_no_torch():
+    result = run_without_torch(
+        "import edge_runtime, edge_runtime.cli\n"
+        "from click.testing import CliRunner\n"
+        "r = CliRunner().invoke(edge_runtime.cli.main, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'run' in r.output and 'train' in r.output\n"
+        "r = CliRunner().invoke(edge_runtime.cli.main, ['run', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(edge_runtime.cli.main, ['train', 'x.csv', '-o', 'y'])\n"
+        "assert r.exit_code == 1, r.output\n"
+        "print(r.output)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "needs the 'train' extra" in result.stdout and "pip install 'linewatch[train]'" in result.stdout
+
+
+@pytest.mark.slow
+def test_simulate_train_evaluate_end_to_end(tmp_path):
+    pytest.importorskip("torch")
+    runner = CliRunner()
+    data = tmp_path / "plant.csv"
+    result = runner.invoke(main, ["simulate", "-o", str(data), "--machines", "2", "--rows", "2500", "--normal-rows", "1200"])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "run"
+    result = runner.invoke(
+        main,
+        ["train", str(data), "--series-column", "machine", "--model", "dense", "--window", "20", "--stride", "5",
+         "--epochs", "5", "--param", "latent=4", "--param", "hidden=[32]", "-o", str(run_dir)],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model_params"] == {"latent": 4, "hidden": [32]} and config["threshold"]["method"] == "pot"
+    result = runner.invoke(main, ["evaluate", str(run_dir), str(data), "--series-column", "machine"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run_dir / "evaluation" / "evaluation.json").read_text())
+    assert metrics["events"] == 4 and metrics["events_detected"] >= 3
+    for figure in ("report.html", "score_distribution.png", "scores_0.png", "feature_contributions.png", "loss_curve.png"):
+        assert (run_dir / "evaluation" / figure).stat().st_size > 0
+    # a label-based threshold calibrates on labelled data
+    result = runner.invoke(
+        main,
+        ["train", str(data), "--series-column", "machine", "--model", "pca", "--window", "20", "--threshold", "f1",
+         "--threshold-data", str(data), "-o", str(tmp_path / "pca")],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "pca" / "config.json").read_text())["threshold"]["method"] == "f1"
+
+
+def test_train_reports_bad_input_in_one_line(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "short.csv"
+    path.write_text("time,a,b\n" + "".join(f"{i},{i % 3},{i % 5}\n" for i in range(10)))
+    result = CliRunner().invoke(main, ["train", str(path), "--window", "50", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: too few rows for one window") and result.output.count("\n") == 1

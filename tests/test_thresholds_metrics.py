@@ -1,0 +1,81 @@
+"""Thresholds and metrics, checked against closed forms, scikit-learn and SKAB's leaderboard."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+
+from train.metrics import SeriesResult, evaluate, events, pr_auc, roc_auc  # noqa: E402
+from train.thresholds import fit_threshold  # noqa: E402
+
+
+def test_pot_matches_the_exponential_quantile(rng):
+    scores = rng.exponential(1.0, 200_000)
+    value = fit_threshold("pot", scores, parameter=1e-4).value
+    assert value == pytest.approx(-np.log(1e-4), rel=0.05)  # exact quantile 9.21
+
+
+def test_unsupervised_thresholds(rng):
+    scores = rng.normal(0, 1, 10_000)
+    assert fit_threshold("percentile", scores, parameter=99).value == pytest.approx(np.percentile(scores, 99))
+    assert fit_threshold("sigma", scores, parameter=3).value == pytest.approx(scores.mean() + 3 * scores.std())
+    fpr_value = fit_threshold("fpr", scores, parameter=0.01).value
+    assert (scores > fpr_value).mean() <= 0.01
+
+
+def test_supervised_thresholds_separate_classes(rng):
+    scores = np.r_[rng.normal(0, 1, 1000), rng.normal(5, 1, 100)]
+    labels = np.r_[np.zeros(1000), np.ones(100)]
+    for method in ("f1", "youden"):
+        value = fit_threshold(method, scores, labels).value
+        assert 1.5 < value < 3.5
+    with pytest.raises(ValueError, match="needs labelled data"):
+        fit_threshold("f1", scores)
+
+
+def test_auc_matches_scikit_learn(rng):
+    metrics = pytest.importorskip("sklearn.metrics")
+    labels = rng.random(5000) < 0.1
+    scores = rng.normal(size=5000) + labels * 1.0
+    scores[:100] = np.round(scores[:100])  # ties
+    assert roc_auc(scores, labels) == pytest.approx(metrics.roc_auc_score(labels, scores), abs=1e-12)
+    assert pr_auc(scores, labels) == pytest.approx(metrics.average_precision_score(labels, scores), abs=1e-12)
+
+
+def test_event_metrics_and_delay():
+    labels = np.array([0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0])
+    preds = np.array([1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0])
+    time = np.arange(12) * 2.0
+    m = evaluate([SeriesResult(labels, preds, time=time)])
+    assert events(labels) == [(2, 5), (7, 9)]
+    assert (m["events"], m["events_detected"], m["event_recall"]) == (2, 1, 0.5)
+    assert m["detection_delay_median_rows"] == 2 and m["detection_delay_median_seconds"] == 4.0
+    assert m["series_with_early_false_alarm"] == 1
+    tp, fp, fn, tn = 1, 2, 4, 5
+    assert m["f1"] == pytest.approx(tp / (tp + (fn + fp) / 2))
+    assert m["far"] == pytest.approx(fp / (fp + tn)) and m["mar"] == pytest.approx(fn / (fn + tp))
+    precision = tp / (tp + fp)
+    assert m["event_f1"] == pytest.approx(2 * precision * 0.5 / (precision + 0.5))
+
+
+def test_skab_conv_ae_published_predictions_reproduce_the_leaderboard(datasets):
+    """The outside reference: SKAB's own Conv-AE predictions give F1 0.784, FAR 13.55 %, MAR 28.02 %."""
+    import pandas as pd
+
+    from train.data import read_table
+
+    skab = datasets / "skab"
+    predictions = pd.read_csv(skab / "published_predictions" / "Conv_AE.csv")
+    results = []
+    for name, part in predictions.groupby("file", sort=False):
+        series = read_table(skab / "data" / name).series[0]
+        times = pd.to_datetime(part["datetime"], utc=True)
+        seconds = (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        rows = np.searchsorted(series.time, seconds)
+        assert np.array_equal(series.time[rows], seconds), name
+        results.append(SeriesResult(series.labels[rows], part["prediction"].to_numpy()))
+    m = evaluate(results)
+    assert len(results) == 34 and m["rows"] == 23801
+    assert round(m["f1"], 3) == 0.784
+    assert round(100 * m["far"], 2) == 13.55
+    assert round(100 * m["mar"], 2) == 28.02
