@@ -129,6 +129,8 @@ def read_table(
         groups = frame.groupby(scol, sort=False) if scol else [(path.stem, frame)]
         for key, group in groups:
             group = group.sort_values(tcol, kind="stable")
+            # The runtime drops a sample that is not newer than the last one; so does training.
+            group = group[~group[tcol].duplicated(keep="first")]
             labels = None
             if lcol is not None:
                 labels = (pd.to_numeric(group[lcol], errors="coerce").fillna(0).to_numpy() > 0).astype(np.int8)

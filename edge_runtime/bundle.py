@@ -1,0 +1,186 @@
+"""The model bundle: the one contract between the export stage and the runtime.
+
+A bundle is a folder holding ``bundle.json`` (the manifest) and its artifacts. This module
+owns the schema: export writes manifests with :func:`write_manifest`, the runtime reads them
+with :func:`load_bundle`, which validates the schema and verifies every artifact's sha256 and
+size. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_runtime.errors import BundleError
+
+MANIFEST = "bundle.json"
+SCHEMA_VERSION = 1
+READABLE_VERSIONS = (1,)
+INPUT_NAME = "window"
+OUTPUT_NAMES = ("score", "feature_error")
+
+# key -> expected type(s) for the top level and the nested sections the runtime relies on
+_REQUIRED = {
+    "schema_version": int,
+    "name": str,
+    "model": dict,
+    "input": dict,
+    "graph": dict,
+    "threshold": dict,
+    "artifacts": list,
+    "training": dict,
+    "versions": dict,
+}
+_REQUIRED_INPUT = {"window": int, "stride": int, "features": list, "sample_period": (int, float), "max_gap": (int, float)}
+_REQUIRED_THRESHOLD = {"method": str, "value": (int, float), "calibration_quantiles": dict}
+_REQUIRED_ARTIFACT = {"file": str, "format": str, "precision": str, "sha256": str, "bytes": int, "parity": dict}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_types(section: dict, required: dict, where: str) -> None:
+    for key, expected in required.items():
+        if key not in section:
+            raise BundleError(f"{where}: missing key '{key}'")
+        if not isinstance(section[key], expected) or isinstance(section[key], bool):
+            raise BundleError(f"{where}: '{key}' should be {expected}, got {type(section[key]).__name__}")
+
+
+def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
+    """Raise :class:`BundleError` unless ``manifest`` follows the schema this build reads."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}: the manifest must be a JSON object")
+    version = manifest.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{where}: schema_version {version!r} is not supported; this build reads {list(READABLE_VERSIONS)}")
+    _check_types(manifest, _REQUIRED, where)
+    _check_types(manifest["input"], _REQUIRED_INPUT, f"{where} input")
+    _check_types(manifest["threshold"], _REQUIRED_THRESHOLD, f"{where} threshold")
+    spec = manifest["input"]
+    if spec["window"] < 1 or spec["stride"] < 1:
+        raise BundleError(f"{where} input: window and stride must be positive")
+    for i, feature in enumerate(spec["features"]):
+        if not isinstance(feature, dict) or not isinstance(feature.get("name"), str):
+            raise BundleError(f"{where} input: features[{i}] must be an object with a 'name'")
+    if not manifest["artifacts"]:
+        raise BundleError(f"{where}: no artifacts")
+    for i, artifact in enumerate(manifest["artifacts"]):
+        _check_types(artifact, _REQUIRED_ARTIFACT, f"{where} artifacts[{i}]")
+        if Path(artifact["file"]).name != artifact["file"]:
+            raise BundleError(f"{where} artifacts[{i}]: file must be a plain name inside the bundle, got {artifact['file']!r}")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle: its folder and manifest, with typed accessors."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.manifest["name"]
+
+    @property
+    def features(self) -> list[str]:
+        """Ordered feature names of the input window."""
+        return [f["name"] for f in self.manifest["input"]["features"]]
+
+    @property
+    def window(self) -> int:
+        """Samples per window."""
+        return self.manifest["input"]["window"]
+
+    @property
+    def stride(self) -> int:
+        """Samples between scored windows."""
+        return self.manifest["input"]["stride"]
+
+    @property
+    def sample_period(self) -> float:
+        """Seconds between samples on the model's grid."""
+        return float(self.manifest["input"]["sample_period"])
+
+    @property
+    def max_gap(self) -> float:
+        """Longest gap in seconds that is held over; longer gaps restart a stream."""
+        return float(self.manifest["input"]["max_gap"])
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated threshold (score above it is anomalous)."""
+        return float(self.manifest["threshold"]["value"])
+
+    @property
+    def model_id(self) -> str:
+        """Short identity for events: the sha256 of the manifest file, first 16 hex digits."""
+        return sha256_file(self.path / MANIFEST)[:16]
+
+    @property
+    def input_spec(self) -> dict:
+        """The input section; two bundles with equal specs can swap without losing stream state."""
+        return self.manifest["input"]
+
+    def artifact(self, fmt: str = "onnx", precision: str = "fp32") -> dict:
+        """The artifact entry of a format and precision; the error lists what the bundle has."""
+        for entry in self.manifest["artifacts"]:
+            if entry["format"] == fmt and entry["precision"] == precision:
+                return entry
+        have = [f"{a['format']}/{a['precision']}" for a in self.manifest["artifacts"]]
+        raise BundleError(f"{self.path}: no {fmt}/{precision} artifact; the bundle has {have}")
+
+    def artifact_path(self, fmt: str = "onnx", precision: str = "fp32") -> Path:
+        """Path of an artifact file."""
+        return self.path / self.artifact(fmt, precision)["file"]
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and validate a bundle; with ``verify`` every artifact's size and sha256 are checked."""
+    folder = Path(path)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
+    validate_manifest(manifest, str(manifest_path))
+    if verify:
+        for artifact in manifest["artifacts"]:
+            verify_artifact(folder, artifact)
+    return Bundle(folder, manifest)
+
+
+def verify_artifact(folder: Path, artifact: dict) -> None:
+    """Refuse a missing or altered artifact, naming the file and the expected and actual hash."""
+    file = folder / artifact["file"]
+    if not file.is_file():
+        raise BundleError(f"{file}: artifact missing (expected sha256 {artifact['sha256']})")
+    actual = sha256_file(file)
+    if actual != artifact["sha256"] or file.stat().st_size != artifact["bytes"]:
+        raise BundleError(f"{file}: artifact altered: expected sha256 {artifact['sha256']}, actual {actual}")
+
+
+def describe_artifact(folder: Path, file: str, fmt: str, precision: str, parity: dict, **extra) -> dict:
+    """A manifest entry for an artifact file already written into ``folder``."""
+    path = folder / file
+    return {"file": file, "format": fmt, "precision": precision, "sha256": sha256_file(path), "bytes": path.stat().st_size, "parity": parity, **extra}
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> Path:
+    """Validate and write ``bundle.json``; the schema check runs before anything is written."""
+    folder = Path(folder)
+    validate_manifest(manifest)
+    path = folder / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path

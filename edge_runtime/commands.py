@@ -1,0 +1,88 @@
+"""Runtime-side subcommands: ``inspect``, ``score`` and ``run``. No torch here."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+
+from edge_runtime.errors import LinewatchError
+
+
+def _fail(error: Exception) -> click.ClickException:
+    return click.ClickException(str(error))
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
+def inspect(bundle_path):
+    """Summarise BUNDLE, verify every artifact's hash, and show the parity table."""
+    from edge_runtime.bundle import load_bundle
+
+    try:
+        bundle = load_bundle(bundle_path)
+    except LinewatchError as error:
+        raise _fail(error) from None
+    m = bundle.manifest
+    spec = m["input"]
+    click.echo(f"bundle   {bundle.path}  (schema {m['schema_version']}, id {bundle.model_id})")
+    click.echo(f"model    {m['name']}: {m['model']['kind']} {m['model']['params']}")
+    features = ", ".join(f"{f['name']}[{f['unit']}]" if f.get("unit") else f["name"] for f in spec["features"])
+    click.echo(f"input    window {spec['window']} x {len(spec['features'])} ({features}), stride {spec['stride']}, "
+               f"period {spec['sample_period']:g} s, max gap {spec['max_gap']:g} s")
+    t = m["threshold"]
+    click.echo(f"threshold {t['value']:.6g} ({t['method']}" + (f", {t['parameter']:g})" if t.get("parameter") is not None else ")"))
+    tr = m["training"]
+    click.echo(f"training {tr['windows']} windows, {tr['epochs_run']} epochs on {tr['device']}, data sha256 {tr['data_fingerprint']['sha256'][:16]}")
+    click.echo("artifacts (all hashes verified):")
+    click.echo(f"  {'file':<22} {'format':<9} {'prec':<5} {'bytes':>9}  {'score max abs':>13} {'max rel':>9} {'feat max abs':>12}  flips")
+    for a in m["artifacts"]:
+        p = a["parity"]
+        score, fe = p.get("score", {}), p.get("feature_error", {})
+        flips = p.get("calibration", {}).get("decision_flips")
+        click.echo(f"  {a['file']:<22} {a['format']:<9} {a['precision']:<5} {a['bytes']:>9}  {score.get('max_abs', float('nan')):>13.2e} "
+                   f"{score.get('max_rel', float('nan')):>9.2e} {fe.get('max_abs', float('nan')):>12.2e}  {flips if flips is not None else '-'}")
+    click.echo("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="CSV to write (default: standard output).")
+@click.option("--series-column", default=None, help="Column that splits the file into series, e.g. machine.")
+@click.option("--time-column", default=None, help="Time column (default: time/timestamp/datetime).")
+@click.option("--backend", default="onnxruntime", show_default=True, help="onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt.")
+@click.option("--precision", default="fp32", show_default=True, help="Which artifact: fp32, fp16, int8.")
+@click.option("--threshold", type=float, default=None, help="Override the bundle's threshold.")
+def score(bundle_path, data, output, series_column, time_column, backend, precision, threshold):
+    """Score DATA (CSV) offline with BUNDLE: writes series, time, score and flag per row."""
+    from edge_runtime.backends import create_backend
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.offline import read_csv, score_series
+
+    try:
+        bundle = load_bundle(bundle_path)
+        limit = bundle.threshold if threshold is None else threshold
+        series = read_csv(data, bundle.features, series_column, time_column)
+        with create_backend(bundle, backend, precision) as runner:
+            results = [(s, score_series(s, runner)) for s in series]
+    except LinewatchError as error:
+        raise _fail(error) from None
+    handle = open(output, "w", newline="") if output else sys.stdout
+    try:
+        writer = csv.writer(handle)
+        writer.writerow(["series", "time", "score", "anomaly"])
+        flagged = total = 0
+        for s, rows in results:
+            for t, value in zip(s.time, rows):
+                flag = int(value > limit)
+                flagged += flag
+                total += 1
+                writer.writerow([s.name, repr(float(t)), "" if value != value else f"{value:.9g}", flag])
+    finally:
+        if output:
+            handle.close()
+    if output:
+        click.echo(f"scored {total} rows in {len(results)} series, {flagged} flagged (threshold {limit:.6g}) -> {output}")

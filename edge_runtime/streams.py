@@ -1,0 +1,93 @@
+"""Per-machine stream assembly: a preallocated ring buffer written twice, so that every window
+is a contiguous view, with the gap rule shared with training (``train.data.hold_and_split``).
+
+A missing feature value is held from its last observation for at most ``max_gap`` seconds;
+a longer gap in time or in a feature restarts the stream, so no window spans a gap. Within a
+run of good samples a window is ready after ``window`` samples and then every ``stride``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+READY = 1
+ACCEPTED = 0
+LATE = -1
+RESTARTED = -2  # the sample could not be used (a feature missing for too long); stream restarted
+
+
+class Stream:
+    """One stream's ring buffer ``[2W, F]``; :meth:`push` writes a sample, :meth:`window` views the latest window."""
+
+    __slots__ = ("key", "window_size", "stride", "max_gap", "buffer", "times", "pos", "filled", "last_time",
+                 "held", "full_time", "partial_time", "late", "restarts")
+
+    def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float) -> None:
+        self.key = key
+        self.window_size, self.stride, self.max_gap = window, stride, max_gap
+        self.buffer = np.zeros((2 * window, n_features), dtype=np.float32)
+        self.times = np.zeros(2 * window, dtype=np.float64)
+        self.held = np.zeros(n_features, dtype=np.float32)
+        self.partial_time = np.full(n_features, -np.inf)
+        self.pos = self.filled = self.late = self.restarts = 0
+        self.last_time = self.full_time = -np.inf
+
+    def restart(self) -> None:
+        """Forget the current run of samples (not the held values: they age out by the rule)."""
+        if self.filled:
+            self.restarts += 1
+        self.filled = 0
+
+    def push(self, t: float, row: np.ndarray, missing: tuple[int, ...] = ()) -> int:
+        """Add the sample ``row`` (``float32 [F]``) taken at ``t`` seconds.
+
+        ``missing`` lists feature indices without a value in this sample. Returns ``READY`` when a
+        window ends at this sample, ``ACCEPTED``, ``LATE`` (not newer than the last sample:
+        dropped and counted) or ``RESTARTED`` (a missing value older than the gap rule allows).
+        """
+        if t <= self.last_time:
+            self.late += 1
+            return LATE
+        if t - self.last_time > self.max_gap:
+            self.restart()
+        self.last_time = t
+        if missing:
+            if not self._hold(t, row, missing):
+                self.restart()
+                return RESTARTED
+        else:
+            self.full_time = t
+            self.held[:] = row
+        i = self.pos
+        w = self.window_size
+        self.buffer[i] = row
+        self.buffer[i + w] = row
+        self.times[i] = self.times[i + w] = t
+        self.pos = i + 1 if i + 1 < w else 0
+        self.filled += 1
+        if self.filled >= w and (self.filled - w) % self.stride == 0:
+            return READY
+        return ACCEPTED
+
+    def _hold(self, t: float, row: np.ndarray, missing: tuple[int, ...]) -> bool:
+        """Fill missing entries from held values; False when one is too old (or never seen)."""
+        usable = True
+        for j in range(len(row)):
+            if j in missing:
+                observed_at = max(self.full_time, self.partial_time[j])
+                if t - observed_at > self.max_gap:
+                    usable = False
+                else:
+                    row[j] = self.held[j]
+            else:
+                self.held[j] = row[j]
+                self.partial_time[j] = t
+        return usable
+
+    def window(self) -> np.ndarray:
+        """The latest window ``[W, F]`` as a view into the ring buffer (valid until the next push)."""
+        return self.buffer[self.pos : self.pos + self.window_size]
+
+    def window_span(self) -> tuple[float, float]:
+        """Times of the first and last sample of the latest window."""
+        return float(self.times[self.pos]), float(self.times[self.pos + self.window_size - 1])

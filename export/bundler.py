@@ -1,0 +1,154 @@
+"""Turn a training run directory into a verified bundle."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, describe_artifact, load_bundle, write_manifest
+from export import graphs, parity
+from train.detector import AutoencoderDetector
+
+LOG_FILE = "export.log"
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    from edge_runtime import __version__
+
+    return {"linewatch": __version__, "python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, int8: bool = False, tensorrt: bool = False,
+               units: dict[str, str] | None = None, name: str | None = None, max_batch: int = 256,
+               tolerances: dict[str, float] | None = None, echo=print) -> Path:
+    """Export ``run_dir`` to the bundle folder ``out_dir``; every artifact passes parity or nothing is written.
+
+    The bundle is assembled in a temporary sibling folder and moved into place only when
+    complete, so a failed export never leaves a half-written bundle behind.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    detector = AutoencoderDetector.load(run_dir)
+    windows = np.ascontiguousarray(detector.calibration_windows_, dtype=np.float32)
+    if len(windows) == 0:
+        raise parity.ParityError(f"{run_dir}: no calibration windows to check parity on")
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _build(detector, staging, windows, fp16, int8, tensorrt, units, name or run_dir.name, max_batch, tolerances, echo)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    load_bundle(out_dir)  # the written bundle must load and verify
+    return out_dir
+
+
+def _build(detector, staging: Path, windows: np.ndarray, fp16: bool, int8: bool, tensorrt: bool, units, name: str,
+           max_batch: int, tolerances: dict | None, echo) -> None:
+    """Write and check every artifact and the manifest into ``staging``."""
+    scorer = detector.scorer_
+    log = staging / LOG_FILE
+    example = torch.from_numpy(windows[: min(8, len(windows))])
+    reference = parity.eager_outputs(scorer, windows)
+    threshold = detector.threshold_
+    artifacts = []
+
+    def add(file: str, fmt: str, precision: str, outputs, **extra) -> None:
+        started = time.perf_counter()
+        report = parity.check(file, reference, outputs, precision, threshold, tolerances)
+        artifacts.append(describe_artifact(staging, file, fmt, precision, report, **extra))
+        echo(f"  {file:<22} parity ok: score max abs {report['score']['max_abs']:.2e}, max rel {report['score']['max_rel']:.2e} "
+             f"({time.perf_counter() - started:.1f} s)")
+
+    echo(f"exporting {detector.kind} (exporter chatter goes to {LOG_FILE} in the bundle)")
+    graphs.export_pt2(scorer, example, staging / "model.pt2", log)
+    add("model.pt2", "pt2", "fp32", parity.pt2_outputs(staging / "model.pt2", windows))
+    graphs.export_onnx(scorer, example, staging / "model.onnx", log)
+    add("model.onnx", "onnx", "fp32", parity.onnx_outputs(staging / "model.onnx", windows))
+    if fp16:
+        graphs.onnx_fp16(staging / "model.onnx", staging / "model.fp16.onnx")
+        add("model.fp16.onnx", "onnx", "fp16", parity.onnx_outputs(staging / "model.fp16.onnx", windows))
+    if int8:
+        graphs.onnx_int8(staging / "model.onnx", staging / "model.int8.onnx", log)
+        add("model.int8.onnx", "onnx", "int8", parity.onnx_outputs(staging / "model.int8.onnx", windows))
+    manifest = _manifest(detector, artifacts, name, units or {})
+    write_manifest(staging, manifest)
+    if tensorrt:
+        _add_engines(staging, manifest, detector, reference, fp16, max_batch, windows, tolerances, echo)
+        write_manifest(staging, manifest)
+
+
+def _add_engines(folder: Path, manifest: dict, detector, reference, fp16: bool, max_batch: int, windows: np.ndarray, tolerances, echo) -> None:
+    """Build FP32 (and FP16) engines on this GPU, check their parity through the runtime backend."""
+    from edge_runtime.backends import TensorRTBackend
+    from edge_runtime.bundle import Bundle
+    from export.tensorrt_build import build_engine, tensorrt_major
+    from edge_runtime.backends import import_tensorrt
+
+    major = tensorrt_major(import_tensorrt())
+    for precision in ("fp32", "fp16") if fp16 else ("fp32",):
+        source = folder / ("model.fp16.onnx" if precision == "fp16" and major >= 11 else "model.onnx")
+        file = f"model.{precision}.engine"
+        facts = build_engine(source, folder / file, detector.window, len(detector.features_), max_batch, fp16=precision == "fp16",
+                             timing_cache=folder / "timing.cache")
+        entry = describe_artifact(folder, file, "tensorrt", precision, {}, tensorrt_build=facts)
+        manifest["artifacts"].append(entry)
+        with TensorRTBackend(Bundle(folder, manifest), precision, max_batch) as backend:
+            outputs = [backend.infer(windows[i : i + backend.max_batch]) for i in range(0, len(windows), backend.max_batch)]
+        candidate = (np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs]))
+        entry["parity"] = parity.check(file, reference, candidate, precision, detector.threshold_, tolerances)
+        echo(f"  {file:<22} parity ok on {facts['gpu']} (TensorRT {facts['tensorrt']})")
+
+
+def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: dict[str, str]) -> dict:
+    unknown = set(units) - set(detector.features_)
+    if unknown:
+        raise ValueError(f"--units names unknown feature(s) {sorted(unknown)}; features are {detector.features_}")
+    history = detector.history_
+    w, f = detector.window, len(detector.features_)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"kind": detector.kind, "params": detector.model_params},
+        "input": {
+            "window": w,
+            "stride": detector.stride,
+            "features": [{"name": n, "unit": units.get(n, "")} for n in detector.features_],
+            "sample_period": detector.sample_period_,
+            "max_gap": detector.max_gap_,
+            "gap_rule": "hold the last value up to max_gap seconds; a longer gap restarts the stream",
+        },
+        "graph": {
+            "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", w, f]}],
+            "outputs": [{"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch"]},
+                        {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", f]}],
+            "score": "mean squared reconstruction error of the standardised window (+ model term); higher is more anomalous",
+        },
+        "threshold": {**detector.threshold_info_.to_dict(), "calibration_quantiles": detector.calibration_quantiles_},
+        "artifacts": artifacts,
+        "training": {
+            "data_fingerprint": detector.data_fingerprint_,
+            "windows": detector.training_windows_,
+            "epochs_run": len(history.train_loss),
+            "best_epoch": history.best_epoch,
+            "final_train_loss": history.train_loss[-1],
+            "best_val_loss": float(min(history.val_loss)),
+            "seconds": history.seconds,
+            "device": history.device,
+        },
+        "versions": _versions(),
+    }

@@ -1,0 +1,90 @@
+"""Writing the scoring graph: torch.export ``.pt2`` and ONNX (dynamo exporter), plus ONNX variants.
+
+Both take ``window: float32[batch, W, F]`` in sensor units and return ``score: float32[batch]``
+and ``feature_error: float32[batch, F]``, with a dynamic batch dimension.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES
+from export.quiet import captured_output
+
+MAX_BATCH = 4096
+
+
+def _batch_dim() -> dict:
+    return {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+
+
+class _Exportable(torch.nn.Module):
+    """Names the single input ``window`` so that dynamic shapes can refer to it."""
+
+    def __init__(self, scorer: torch.nn.Module) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Delegate to the scorer."""
+        return self.scorer(window)
+
+
+def export_pt2(scorer: torch.nn.Module, example: torch.Tensor, path: Path, log: Path) -> None:
+    """Save a torch.export program with a dynamic batch dimension."""
+    with captured_output(log), torch.no_grad():
+        program = torch.export.export(_Exportable(scorer).eval(), (example,), dynamic_shapes=_batch_dim())
+        torch.export.save(program, str(path))
+
+
+def export_onnx(scorer: torch.nn.Module, example: torch.Tensor, path: Path, log: Path) -> None:
+    """Export ONNX with the dynamo exporter (dynamic batch) and check it with ``onnx.checker``."""
+    import onnx
+
+    with captured_output(log), torch.no_grad():
+        torch.onnx.export(
+            _Exportable(scorer).eval(), (example,), str(path), dynamo=True, input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), dynamic_shapes=_batch_dim(), optimize=True, external_data=False,
+        )
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def onnx_fp16(source: Path, path: Path) -> None:
+    """An FP16 copy of the graph that keeps float32 inputs and outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    _topological_sort(model.graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def onnx_int8(source: Path, path: Path, log: Path) -> None:
+    """INT8 weights through ONNX Runtime dynamic quantisation (activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with captured_output(log):
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+
+
+def _topological_sort(graph) -> None:
+    """Reorder nodes so each comes after its inputs' producers.
+
+    The float16 converter appends the casts of graph inputs at the end of the node list, which
+    ``onnx.checker`` rejects and which crashed ONNX Runtime's session creation.
+    """
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError("graph has a cycle or an input no node produces")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
