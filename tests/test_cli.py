@@ -47,7 +47,7 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     pytest.importorskip("torch")
     runner = CliRunner()
     data = tmp_path / "plant.csv"
-    result = runner.invoke(main, ["simulate", "-o", str(data), "--machines", "2", "--rows", "2500", "--normal-rows", "1200"])
+    result = runner.invoke(main, ["simulate", "-o", str(data), "--machines", "2", "--rows", "3600", "--normal-rows", "2400"])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "run"
     result = runner.invoke(

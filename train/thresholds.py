@@ -44,16 +44,21 @@ def target_fpr(scores: np.ndarray, fpr: float = 0.01) -> float:
     return float(ordered[-allowed - 1]) if allowed < len(ordered) else float(ordered[0])
 
 
+MIN_PEAKS = 20
+
+
 def peaks_over_threshold(scores: np.ndarray, risk: float = 1e-3, initial_quantile: float = 0.98) -> float:
     """Extreme-value threshold (SPOT, Siffer et al. 2017) with exceedance probability ``risk``.
 
     Fits a generalised Pareto distribution to the excesses over the ``initial_quantile`` of
-    normal scores and returns the score exceeded with probability ``risk``. Falls back to the
-    initial quantile scaled out when too few peaks exist to fit.
+    normal scores (lowered on small calibration sets so that at least ``MIN_PEAKS`` peaks are
+    fitted) and returns the score exceeded with probability ``risk``. With fewer than 10 peaks
+    no fit is possible and the threshold is 1.5x the way from the initial quantile to the maximum.
     """
     from scipy.stats import genpareto
 
     scores = np.asarray(scores, dtype=np.float64)
+    initial_quantile = min(initial_quantile, max(0.5, 1 - MIN_PEAKS / max(len(scores), 1)))
     t = float(np.quantile(scores, initial_quantile))
     excesses = scores[scores > t] - t
     n, n_t = len(scores), len(excesses)
