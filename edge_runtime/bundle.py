@@ -85,6 +85,7 @@ class Bundle:
 
     path: Path
     manifest: dict
+    model_id: str = ""  # sha256 of the manifest file, first 16 hex digits: the identity events carry
 
     @property
     def name(self) -> str:
@@ -122,11 +123,6 @@ class Bundle:
         return float(self.manifest["threshold"]["value"])
 
     @property
-    def model_id(self) -> str:
-        """Short identity for events: the sha256 of the manifest file, first 16 hex digits."""
-        return sha256_file(self.path / MANIFEST)[:16]
-
-    @property
     def input_spec(self) -> dict:
         """The input section; two bundles with equal specs can swap without losing stream state."""
         return self.manifest["input"]
@@ -158,7 +154,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if verify:
         for artifact in manifest["artifacts"]:
             verify_artifact(folder, artifact)
-    return Bundle(folder, manifest)
+    return Bundle(folder, manifest, sha256_file(manifest_path)[:16])
 
 
 def verify_artifact(folder: Path, artifact: dict) -> None:

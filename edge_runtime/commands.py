@@ -86,3 +86,44 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
             handle.close()
     if output:
         click.echo(f"scored {total} rows in {len(results)} series, {flagged} flagged (threshold {limit:.6g}) -> {output}")
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False), help="TOML configuration.")
+@click.option("--check", is_flag=True, help="Validate the configuration and the bundles, then exit.")
+@click.option("--host", default=None, help="Override broker.host.")
+@click.option("--port", type=int, default=None, help="Override broker.port.")
+@click.option("--client-id", default=None, help="Override broker.client_id.")
+@click.option("--bundle", default=None, help="Override the bundle path of every model.")
+@click.option("--metrics-port", type=int, default=None, help="Override runtime.metrics_port (0: off).")
+@click.option("--latency-budget-ms", type=float, default=None, help="Override runtime.latency_budget_ms.")
+@click.option("--outbox", default=None, help="Override runtime.outbox.")
+@click.option("--log-level", default="INFO", show_default=True)
+def run(config_path, check, host, port, client_id, bundle, metrics_port, latency_budget_ms, outbox, log_level):
+    """Run the MQTT edge runtime described by a TOML config (see gateway.example.toml)."""
+    import logging
+
+    from edge_runtime.backends import create_backend
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import load_config
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"broker.host": host, "broker.port": port, "broker.client_id": client_id, "models.bundle": bundle,
+                 "runtime.metrics_port": metrics_port, "runtime.latency_budget_ms": latency_budget_ms, "runtime.outbox": outbox}
+    try:
+        config = load_config(config_path, overrides)
+        if check:
+            for model in config.models:
+                b = load_bundle(model.bundle)
+                with create_backend(b, model.backend, model.precision, config.runtime.max_batch):
+                    pass
+                click.echo(f"ok  {model.name}: {b.name} ({b.manifest['model']['kind']}, id {b.model_id}), "
+                           f"{len(model.inputs)} input(s), backend {model.backend}/{model.precision}")
+            config.broker.password()
+            click.echo(f"configuration {config_path} is valid")
+            return
+        from edge_runtime.runtime import Runtime
+
+        Runtime(config).serve()
+    except LinewatchError as error:
+        raise _fail(error) from None

@@ -1,0 +1,37 @@
+"""Alarm state per stream, in the spirit of ISA-18.2: on-delay, off-delay and deadband.
+
+An alarm is raised when ``on_k`` of the last ``on_n`` windows score above the threshold, and
+cleared after ``off_m`` consecutive windows below ``threshold * (1 - deadband)``. One fault
+gives one raise and one clear, not a flood.
+"""
+
+from __future__ import annotations
+
+RAISED = "alarm_raised"
+CLEARED = "alarm_cleared"
+
+
+class Alarm:
+    """The alarm of one stream."""
+
+    __slots__ = ("on_k", "on_n", "off_m", "deadband", "recent", "active", "below")
+
+    def __init__(self, on_k: int, on_n: int, off_m: int, deadband: float) -> None:
+        self.on_k, self.on_n, self.off_m, self.deadband = on_k, on_n, off_m, deadband
+        self.recent = 0  # bit i set: the window i steps ago exceeded the threshold
+        self.active = False
+        self.below = 0
+
+    def update(self, score: float, threshold: float) -> str | None:
+        """Feed one window's score; returns ``alarm_raised``, ``alarm_cleared`` or None."""
+        self.recent = ((self.recent << 1) | (score > threshold)) & ((1 << self.on_n) - 1)
+        if not self.active:
+            if self.recent.bit_count() >= self.on_k:
+                self.active, self.below = True, 0
+                return RAISED
+            return None
+        self.below = self.below + 1 if score < threshold * (1 - self.deadband) else 0
+        if self.below >= self.off_m:
+            self.active, self.recent = False, 0
+            return CLEARED
+        return None

@@ -1,0 +1,149 @@
+"""Event payloads (schema ``linewatch.event/1``) and the sink that stores and publishes them."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import orjson
+
+from edge_runtime.outbox import Outbox
+
+SCHEMA = "linewatch.event/1"
+log = logging.getLogger("linewatch.events")
+
+
+def iso(t: float) -> str:
+    """ISO 8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[float, float], score: float, threshold: float,
+               features: list[str], feature_error, latency_s: float, top: int = 3) -> dict:
+    """One event: id, kind, stream, model and bundle id, window span, score, threshold,
+    the top contributing features with their errors, and end-to-end latency so far."""
+    order = sorted(range(len(features)), key=lambda j: -float(feature_error[j]))[:top]
+    return {
+        "schema": SCHEMA,
+        "id": uuid.uuid4().hex,
+        "kind": kind,
+        "stream": stream,
+        "model": model,
+        "model_id": model_id,
+        "window_start": iso(span[0]),
+        "window_end": iso(span[1]),
+        "score": float(score),
+        "threshold": float(threshold),
+        "top_features": [{"name": features[j], "error": float(feature_error[j])} for j in order],
+        "latency_ms": round(float(latency_s) * 1000, 3),
+        "emitted_at": iso(time.time()),
+    }
+
+
+class Sink:
+    """Single writer for events: stores each batch in the outbox, then publishes it (QoS 1).
+
+    ``publish(topic, payload) -> mid | None`` sends one message (None when not connected). The
+    link reports acknowledgements through :meth:`acked`; on every (re)connect :meth:`replay`
+    republishes what the outbox still holds, in order. Consumers drop duplicates by ``id``.
+    """
+
+    def __init__(self, outbox: Outbox, publish) -> None:
+        self.outbox = outbox
+        self.publish = publish
+        self.queue: queue.Queue = queue.Queue()
+        self.inflight: dict[int, int] = {}
+        self.early_acks: set[int] = set()
+        self.lock = threading.Lock()
+        self.published = 0
+        self.replay_needed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="linewatch-sink", daemon=True)
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        """Start the writer thread; anything left in the outbox is replayed on connect."""
+        self.thread.start()
+
+    def submit(self, events: list[tuple[str, dict]]) -> None:
+        """Queue ``(topic, event)`` pairs from a scored batch."""
+        if events:
+            self.queue.put(events)
+
+    def acked(self, mid: int) -> None:
+        """The broker acknowledged message ``mid``: drop it from the outbox."""
+        with self.lock:
+            seq = self.inflight.pop(mid, None)
+            if seq is None:
+                self.early_acks.add(mid)
+                return
+        self.outbox.remove(seq)
+
+    def connected(self) -> None:
+        """Called on every (re)connect: unacknowledged events are sent again."""
+        with self.lock:
+            self.inflight.clear()
+            self.early_acks.clear()
+        self.replay_needed.set()
+
+    def _send(self, seq: int, topic: str, payload: bytes) -> bool:
+        mid = self.publish(topic, payload)
+        if mid is None:
+            return False
+        with self.lock:
+            if mid in self.early_acks:
+                self.early_acks.discard(mid)
+                acked = True
+            else:
+                self.inflight[mid] = seq
+                acked = False
+        if acked:
+            self.outbox.remove(seq)
+        self.published += 1
+        return True
+
+    def _replay(self) -> None:
+        self.replay_needed.clear()
+        last = 0
+        while True:
+            rows = self.outbox.pending(after=last)
+            if not rows:
+                return
+            for seq, topic, payload in rows:
+                if not self._send(seq, topic, payload):
+                    return
+                last = seq
+
+    def _run(self) -> None:
+        while not (self.stopping.is_set() and self.queue.empty()):
+            if self.replay_needed.is_set():
+                self._replay()
+            try:
+                batch = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._store_and_send(batch)
+            except Exception:  # the sink must outlive any single bad batch
+                log.exception("could not store or publish %d event(s)", len(batch))
+
+    def _store_and_send(self, batch: list[tuple[str, dict]]) -> None:
+        rows = [(topic, orjson.dumps(event)) for topic, event in batch]
+        seqs = self.outbox.add_many(rows)
+        if self.replay_needed.is_set():
+            return  # the replay sends these in order
+        for seq, (topic, payload) in zip(seqs, rows):
+            if not self._send(seq, topic, payload):
+                return
+
+    def drain(self, timeout: float) -> int:
+        """Stop after queued events are stored; wait up to ``timeout`` for acks. Returns the outbox depth."""
+        self.stopping.set()
+        self.thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.outbox.depth():
+            time.sleep(0.05)
+        return self.outbox.depth()

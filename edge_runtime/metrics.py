@@ -1,0 +1,61 @@
+"""Prometheus metrics. Counters kept by the hot path as plain integers are read at scrape time,
+so ingest pays nothing per message for metrics."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Histograms observed per batch, plus a collector that reads the runtime's counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("linewatch_end_to_end_latency_seconds", "Arrival of a window's last sample to its result published",
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference = Histogram("linewatch_inference_seconds", "Backend inference time per batch",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("linewatch_batch_size", "Windows per inference batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        self._source: Callable[[], dict] | None = None
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """Record one inference."""
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+    def bind(self, source: Callable[[], dict]) -> None:
+        """Register ``source() -> snapshot`` read at every scrape (see ``Runtime.snapshot``)."""
+        self._source = source
+        self.registry.register(self)
+
+    def collect(self):
+        """Yield the counter and gauge families from the runtime's snapshot."""
+        snap = self._source()
+        messages = CounterMetricFamily("linewatch_messages", "MQTT messages received by result", labels=["result"])
+        messages.add_metric(["accepted"], snap["accepted"])
+        for kind, count in snap["bad_input"].items():
+            messages.add_metric([kind], count)
+        yield messages
+        windows = CounterMetricFamily("linewatch_windows_scored", "Windows scored", labels=["model"])
+        misses = CounterMetricFamily("linewatch_deadline_misses", "Windows whose result came later than the latency budget", labels=["model"])
+        drops = CounterMetricFamily("linewatch_windows_dropped", "Windows not scored, by reason", labels=["model", "reason"])
+        alarms = GaugeMetricFamily("linewatch_alarms_active", "Streams in alarm", labels=["model"])
+        streams = GaugeMetricFamily("linewatch_streams", "Streams seen", labels=["model"])
+        for name, m in snap["models"].items():
+            windows.add_metric([name], m["scored"])
+            misses.add_metric([name], m["deadline_misses"])
+            drops.add_metric([name, "overload"], m["shed"])
+            alarms.add_metric([name], m["alarms_active"])
+            streams.add_metric([name], m["streams"])
+        yield from (windows, misses, drops, alarms, streams)
+        events = CounterMetricFamily("linewatch_events_published", "Event publishes handed to the broker (replays included)")
+        events.add_metric([], snap["events_published"])
+        yield events
+        yield GaugeMetricFamily("linewatch_outbox_depth", "Events waiting for broker acknowledgement", value=snap["outbox_depth"])
+        yield GaugeMetricFamily("linewatch_connected", "1 while connected to the broker", value=1 if snap["connected"] else 0)

@@ -1,0 +1,152 @@
+"""One configured model: bundle, backend, ingest, batcher, alarms, and its events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from edge_runtime.alarms import Alarm
+from edge_runtime.backends import create_backend
+from edge_runtime.badinput import BadInput
+from edge_runtime.batcher import Batcher, WindowBatch
+from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.config import ModelConfig, RuntimeConfig
+from edge_runtime.events import Sink, make_event
+from edge_runtime.ingest import Ingest
+from edge_runtime.metrics import Metrics
+
+log = logging.getLogger("linewatch.model")
+
+
+class ModelRunner:
+    """Scores the streams of one bundle and turns scores into alarm events."""
+
+    def __init__(self, config: ModelConfig, runtime: RuntimeConfig, sink: Sink, bad: BadInput, metrics: Metrics) -> None:
+        self.config, self.runtime = config, runtime
+        self.sink, self.metrics = sink, metrics
+        self.bundle = load_bundle(config.bundle)
+        self.backend = self._backend(self.bundle)
+        self.alarms: dict[str, Alarm] = {}
+        self.scored = 0
+        self.deadline_misses = 0
+        self.lock = threading.Lock()  # held while scoring and while swapping bundles
+        self.ingest = Ingest(self.bundle, config.inputs, self._ready, bad, runtime.max_payload_bytes, runtime.max_future_s)
+        self.batcher = self._batcher(self.bundle)
+        self.manifest_mtime = self._mtime()
+
+    @property
+    def threshold(self) -> float:
+        """The configured override, else the bundle's threshold."""
+        return self.config.threshold if self.config.threshold is not None else self.bundle.threshold
+
+    def _backend(self, bundle: Bundle):
+        backend = create_backend(bundle, self.config.backend, self.config.precision, self.runtime.max_batch)
+        backend.activate()
+        return backend
+
+    def _batcher(self, bundle: Bundle) -> Batcher:
+        batcher = Batcher(bundle.window, len(bundle.features), self.runtime.max_batch, self.runtime.queue_windows,
+                          self.runtime.latency_budget_ms / 1000, self._score)
+        self._warm_up(batcher)
+        return batcher
+
+    def _warm_up(self, batcher: Batcher) -> None:
+        """Seed the inference clock at a few batch sizes (warm-up runs excluded)."""
+        sizes = sorted({1, max(1, self.runtime.max_batch // 4), self.runtime.max_batch})
+        for size in sizes:
+            batch = batcher.scoring.windows[:size]
+            self.backend.infer(batch)
+            for _ in range(3):
+                started = time.perf_counter()
+                self.backend.infer(batch)
+                batcher.clock.observe(size, time.perf_counter() - started)
+
+    def _ready(self, stream, arrival: float) -> None:
+        self.batcher.add(stream, arrival)
+
+    def start(self) -> None:
+        """Start scoring."""
+        self.batcher.start()
+
+    def stop(self, timeout: float) -> None:
+        """Score what is pending and stop."""
+        self.batcher.stop(timeout)
+        self.backend.deactivate()
+
+    def _score(self, batch: WindowBatch, n: int) -> None:
+        with self.lock:
+            threshold = self.threshold
+            features = self.bundle.features
+            model_id = self.bundle.model_id
+            step = self.backend.max_batch
+            for first in range(0, n, step):
+                last = min(n, first + step)
+                started = time.perf_counter()
+                scores, errors = self.backend.infer(batch.windows[first:last])
+                inference = time.perf_counter() - started
+                self.batcher.clock.observe(last - first, inference)
+                self.metrics.observe_batch(last - first, inference)
+                events = []
+                for i in range(first, last):
+                    stream = batch.streams[i]
+                    alarm = self.alarms.get(stream.key)
+                    if alarm is None:
+                        a = self.config.alarm
+                        alarm = self.alarms[stream.key] = Alarm(a.on_k, a.on_n, a.off_m, a.deadband)
+                    score = float(scores[i - first])
+                    kind = alarm.update(score, threshold)
+                    if kind is None and self.runtime.publish_scores:
+                        kind = "score"
+                    if kind is not None:
+                        latency = time.perf_counter() - batch.arrivals[i]
+                        event = make_event(kind, stream.key, self.config.name, model_id, (batch.starts[i], batch.ends[i]), score,
+                                           threshold, features, errors[i - first], latency)
+                        events.append((self.config.event_topic.format(stream=stream.key, model=self.config.name), event))
+                self.sink.submit(events)
+                done = time.perf_counter()
+                budget = self.runtime.latency_budget_ms / 1000
+                for i in range(first, last):
+                    latency = done - batch.arrivals[i]
+                    self.metrics.latency.observe(latency)
+                    if latency > budget:
+                        self.deadline_misses += 1
+                self.scored += last - first
+
+    # -- hot reload ------------------------------------------------------------------------
+    def _mtime(self) -> float:
+        try:
+            return (self.bundle.path / "bundle.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def changed_on_disk(self) -> bool:
+        """True when the bundle's manifest changed since it was loaded."""
+        return self._mtime() != self.manifest_mtime
+
+    def reload(self) -> bool:
+        """Load the bundle again; keep stream state when the input spec is unchanged. False if refused."""
+        try:
+            bundle = load_bundle(self.config.bundle)
+            backend = self._backend(bundle)
+        except Exception as error:  # keep running on the old bundle whatever went wrong
+            log.error("reload of %s refused, still running %s: %s", self.config.bundle, self.bundle.model_id, error)
+            self.manifest_mtime = self._mtime()
+            return False
+        keep = bundle.input_spec == self.bundle.input_spec
+        with self.lock, self.batcher.cond:
+            old = self.backend
+            self.bundle, self.backend = bundle, backend
+            self.ingest.rebind(bundle, keep_streams=keep)
+            if not keep:
+                self.alarms.clear()
+                self.batcher.pending.count = 0
+            self.manifest_mtime = self._mtime()
+        if not keep:
+            old_batcher = self.batcher
+            self.batcher = self._batcher(bundle)
+            old_batcher.stop()
+            self.batcher.start()
+        old.deactivate()
+        log.info("reloaded %s: model %s, stream state %s", self.config.name, bundle.model_id, "kept" if keep else "reset")
+        return True

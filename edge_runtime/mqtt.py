@@ -1,0 +1,140 @@
+"""The MQTT link (paho-mqtt 2, callback API v2): connect, TLS and authentication, reconnect with
+backoff, resubscribe on every connect, a retained status topic with a last will, QoS 1 publishing.
+
+paho's errors are translated into :class:`edge_runtime.errors.BrokerError` here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from typing import Callable
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.config import BrokerConfig
+from edge_runtime.errors import BrokerError
+
+log = logging.getLogger("linewatch.mqtt")
+UNSUPPORTED_PROTOCOL = (1, 132)  # MQTT 3.1.1 and MQTT 5 reason codes for "unsupported protocol version"
+
+
+class Link:
+    """One client connection that both receives samples and publishes events.
+
+    ``on_message(topic, payload, arrival)`` is called on paho's network thread.
+    ``on_connected()`` runs after each successful (re)connect and resubscription.
+    """
+
+    def __init__(self, config: BrokerConfig, subscriptions: list[tuple[str, int]], status_topic: str, online: dict,
+                 on_message: Callable[[str, bytes, float], None], on_connected: Callable[[], None],
+                 on_acked: Callable[[int], None]) -> None:
+        self.config = config
+        self.subscriptions = subscriptions
+        self.status_topic = status_topic
+        self.online = online
+        self.on_message_cb, self.on_connected_cb, self.on_acked_cb = on_message, on_connected, on_acked
+        self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
+        self.connected = threading.Event()
+        self.last_error = ""
+        self.own_mids: set[int] = set()  # status messages: their acks are not the sink's business
+        self.client = self._client()
+
+    def _client(self) -> mqtt.Client:
+        c = self.config
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol)
+        if c.username:
+            client.username_pw_set(c.username, c.password())
+        if c.tls:
+            try:
+                client.tls_set(ca_certs=c.ca_file or None, certfile=c.cert_file or None, keyfile=c.key_file or None,
+                               tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError, ValueError) as error:
+                raise BrokerError(f"TLS setup failed: {error}") from None
+        client.will_set(self.status_topic, orjson.dumps({**self.online, "state": "offline"}), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects with backoff after any loss."""
+        try:
+            self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        except (OSError, ValueError) as error:
+            raise BrokerError(f"cannot connect to {self.config.host}:{self.config.port}: {error}") from None
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected or ``timeout`` seconds pass."""
+        return self.connected.wait(timeout)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = str(reason_code)
+            log.error("broker %s:%d refused the connection: %s", self.config.host, self.config.port, reason_code)
+            if self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5 and reason_code.value in UNSUPPORTED_PROTOCOL:
+                threading.Thread(target=self._fall_back, daemon=True).start()
+            return
+        for topic, qos in self.subscriptions:
+            client.subscribe(topic, qos)
+        self.publish_status("online", retain=True)
+        self.connected.set()
+        log.info("connected to %s:%d (MQTT %s)", self.config.host, self.config.port, "5" if self.protocol == mqtt.MQTTv5 else "3.1.1")
+        self.on_connected_cb()
+
+    def _fall_back(self) -> None:
+        """The broker speaks only MQTT 3.1.1: reconnect with it."""
+        log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
+        self.client.loop_stop()
+        self.protocol = mqtt.MQTTv311
+        self.client = self._client()
+        self.start()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if reason_code.value != 0:
+            self.last_error = str(reason_code)
+            log.warning("disconnected from broker: %s; reconnecting with backoff", reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        self.on_message_cb(message.topic, message.payload, time.perf_counter())
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if mid in self.own_mids:
+            self.own_mids.discard(mid)
+            return
+        self.on_acked_cb(mid)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
+        """Publish; returns the message id, or None when not connected (the caller keeps the message)."""
+        if not self.connected.is_set():
+            return None
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return None
+        return info.mid
+
+    def publish_status(self, state: str, retain: bool = True) -> mqtt.MQTTMessageInfo:
+        """Publish the retained status (``online`` / ``offline``)."""
+        info = self.client.publish(self.status_topic, orjson.dumps({**self.online, "state": state}), qos=1, retain=retain)
+        self.own_mids.add(info.mid)
+        return info
+
+    def stop(self) -> None:
+        """Publish ``offline``, disconnect cleanly and stop the network thread."""
+        if self.connected.is_set():
+            info = self.publish_status("offline")
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()

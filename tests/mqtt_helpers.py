@@ -1,0 +1,113 @@
+"""Test helpers: a real mosquitto broker on a free loopback port, a collecting subscriber, a publisher."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """A mosquitto process with a config written by the test; ``extra`` lines are appended."""
+
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "", anonymous: bool = True) -> None:
+        self.folder, self.port = folder, port or free_port()
+        self.config = folder / f"mosquitto-{self.port}.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {'true' if anonymous else 'false'}\n"
+            f"set_tcp_nodelay true\nmax_queued_messages 100000\npersistence false\nlog_dest stderr\nlog_type error\n{extra}"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Mosquitto":
+        """Start and wait until the port accepts connections."""
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.process.stderr.read().decode()}")
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        """Terminate the broker."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+
+def client(port: int, client_id: str = "", **tls) -> mqtt.Client:
+    """A connected paho client with its network loop running."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    connected = threading.Event()
+    c.on_connect = lambda *args: connected.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    assert connected.wait(5), "test client could not connect"
+    return c
+
+
+class Collector:
+    """Subscribes to topics and keeps every message (topic, decoded JSON or raw bytes)."""
+
+    def __init__(self, port: int, *topics: str) -> None:
+        self.messages: list[tuple[str, object, bool]] = []
+        self.lock = threading.Lock()
+        self.client = client(port)
+        self.client.on_message = self._on_message
+        for topic in topics:
+            self.client.subscribe(topic, qos=1)
+        time.sleep(0.2)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            body = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            body = message.payload
+        with self.lock:
+            self.messages.append((message.topic, body, message.retain))
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        """Event payloads (schema linewatch.event/1), optionally of one kind."""
+        with self.lock:
+            return [b for _, b, _ in self.messages if isinstance(b, dict) and b.get("schema") == "linewatch.event/1"
+                    and (kind is None or b["kind"] == kind)]
+
+    def on(self, topic: str) -> list:
+        """Payloads received on one topic."""
+        with self.lock:
+            return [b for t, b, _ in self.messages if t == topic]
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        """Poll until ``predicate(self)`` is true."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.05)
+        return predicate(self)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
