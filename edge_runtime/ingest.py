@@ -1,7 +1,7 @@
 """The hot path from an MQTT message to a ready window: route, decode, push into the stream.
 
-Per message it allocates no arrays: values go into one preallocated scratch row that the stream
-copies into its ring buffer. Routes are cached per topic string.
+Per message it allocates no arrays: decoded values (a short list) are written straight into
+the stream's preallocated ring buffer. Routes are cached per topic string.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Ingest:
         self.templates = [(TopicTemplate(i.topic), i) for i in inputs]
         self.features = bundle.features
         self.index = {name: j for j, name in enumerate(self.features)}
-        self.scratch = np.zeros(len(self.features), np.float32)
+        self.numbered = tuple(enumerate(self.features))
         self.streams: dict[str, Stream] = {}
         self.aligners: dict[str, TagAligner] = {}
         self.routes: dict[str, tuple] = {}
@@ -106,7 +106,7 @@ class Ingest:
         if not keep_streams:
             self.features = bundle.features
             self.index = {name: j for j, name in enumerate(self.features)}
-            self.scratch = np.zeros(len(self.features), np.float32)
+            self.numbered = tuple(enumerate(self.features))
             self.streams.clear()
             self.aligners.clear()
             self.routes.clear()
@@ -147,7 +147,7 @@ class Ingest:
             return None
         return t
 
-    def _push(self, topic: str, stream: Stream, t: float, row: np.ndarray, missing: tuple, arrival: float) -> None:
+    def _push(self, topic: str, stream: Stream, t: float, row, missing: tuple, arrival: float) -> None:
         result = stream.push(t, row, missing)
         if result == READY:
             self.on_ready(stream, arrival)
@@ -168,20 +168,24 @@ class Ingest:
         if type(obj) is not dict:
             self.bad.report("wrong_type", topic, "payload must be a JSON object")
             return
-        t = self._time(topic, obj.get(cfg.time_key), time.time())
-        if t is None:
-            return
+        t = obj.get(cfg.time_key)
+        if type(t) is float and t - time.time() <= self.max_future_s:
+            pass  # the common case, checked inline
+        else:
+            t = self._time(topic, t, time.time())
+            if t is None:
+                return
         values = obj.get("values", obj)
         if type(values) is not dict:
             self.bad.report("wrong_type", topic, "'values' must be an object")
             return
-        row = self.scratch
+        row = []
         missing = ()
-        found = 0
-        for j, name in enumerate(self.features):
+        for j, name in self.numbered:
             v = values.get(name)
             if v is None:
                 missing += (j,)
+                row.append(0.0)
                 continue
             if type(v) not in _NUMBER:
                 self.bad.report("wrong_type", topic, f"{name}: {type(v).__name__} is not a number")
@@ -189,8 +193,8 @@ class Ingest:
             if v - v != 0:
                 self.bad.report("non_finite", topic, f"{name}: {v}")
                 return
-            row[j] = v
-            found += 1
+            row.append(v)
+        found = len(row) - len(missing)
         extra = len(values) - found - (values is obj and cfg.time_key in obj)
         if extra > 0:
             self.bad.report("unknown_feature", topic, f"{extra} key(s) not in the bundle's features")
@@ -199,7 +203,7 @@ class Ingest:
                 self.bad.report("missing_feature", topic, "no known feature in the sample")
                 return
             self.bad.report("missing_feature", topic, ", ".join(self.features[j] for j in missing))
-        self._push(topic, self.stream(key), t, row, missing, arrival)
+        self._push(topic, self.streams.get(key) or self.stream(key), t, row, missing, arrival)
 
     def _tag(self, topic, payload, arrival, key, tag, cfg) -> None:
         j = self.index.get(tag)
