@@ -181,10 +181,12 @@ class Ingest:
             return
         row = []
         missing = ()
+        nulls = 0  # features sent as null: present keys, but missing values
         for j, name in self.numbered:
             v = values.get(name)
             if v is None:
                 missing += (j,)
+                nulls += name in values
                 row.append(0.0)
                 continue
             if type(v) not in _NUMBER:
@@ -195,7 +197,7 @@ class Ingest:
                 return
             row.append(v)
         found = len(row) - len(missing)
-        extra = len(values) - found - (values is obj and cfg.time_key in obj)
+        extra = len(values) - found - nulls - (values is obj and cfg.time_key in obj)
         if extra > 0:
             self.bad.report("unknown_feature", topic, f"{extra} key(s) not in the bundle's features")
         if missing:

@@ -41,6 +41,7 @@ class Link:
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.connected = threading.Event()
         self.last_error = ""
+        self.last_refusal = ""  # why the broker last refused a connection (CONNACK reason)
         self.own_mids: set[int] = set()  # status messages: their acks are not the sink's business
         self.client = self._client()
 
@@ -78,7 +79,7 @@ class Link:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.last_error = str(reason_code)
+            self.last_error = self.last_refusal = str(reason_code)
             log.error("broker %s:%d refused the connection: %s", self.config.host, self.config.port, reason_code)
             if self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5 and reason_code.value in UNSUPPORTED_PROTOCOL:
                 threading.Thread(target=self._fall_back, daemon=True).start()

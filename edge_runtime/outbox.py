@@ -19,6 +19,7 @@ class Outbox:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL)")
         self.lock = threading.Lock()
+        self.final_depth: int | None = None  # depth at close, still reported afterwards
 
     def add_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
         """Store events in one transaction; returns their sequence numbers."""
@@ -41,9 +42,13 @@ class Outbox:
     def depth(self) -> int:
         """How many events wait for acknowledgement."""
         with self.lock:
+            if self.final_depth is not None:
+                return self.final_depth
             return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
     def close(self) -> None:
         """Close the database."""
+        depth = self.depth()
         with self.lock:
+            self.final_depth = depth
             self.db.close()

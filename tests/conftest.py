@@ -62,3 +62,46 @@ def tiny_detector(kind: str, **overrides):
 def rng() -> np.random.Generator:
     """A seeded random generator."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def mosquitto_path() -> str:
+    """The mosquitto binary (make test installs it from Debian)."""
+    from mqtt_helpers import MOSQUITTO
+
+    need(MOSQUITTO is not None, "mosquitto is not installed (apt-get install mosquitto)")
+    return MOSQUITTO
+
+
+@pytest.fixture
+def broker(mosquitto_path, tmp_path):
+    """A fresh mosquitto on a free loopback port."""
+    from mqtt_helpers import Mosquitto
+
+    instance = Mosquitto(tmp_path).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def runtime_bundle(plant_table, tmp_path_factory):
+    """A small dense-AE bundle (window 20, stride 5) trained on the plant's normal period."""
+    from export.bundler import export_run
+
+    root = tmp_path_factory.mktemp("runtime_bundle")
+    tiny_detector("dense", epochs=8).fit(plant_table).save(root / "run")
+    return export_run(root / "run", root / "bundle", echo=lambda *_: None)
+
+
+def runtime_config(port: int, bundle, tmp_path, inputs=None, **runtime) -> "object":
+    """A validated runtime Config for tests: fast reconnect, short timeouts, QoS 1 inputs."""
+    from edge_runtime.config import parse_config
+
+    data = {
+        "broker": {"host": "127.0.0.1", "port": port, "client_id": "lw-test", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+        "runtime": {"outbox": str(tmp_path / "outbox.sqlite"), "latency_budget_ms": 50.0, "shutdown_timeout_s": 5.0,
+                    "reload_poll_s": 0.2, **runtime},
+        "models": [{"name": "pumps", "bundle": str(bundle), "alarm": {"on_k": 2, "on_n": 3, "off_m": 3, "deadband": 0.1},
+                    "inputs": inputs or [{"topic": "plant/{line}/{machine}/telemetry", "format": "json", "qos": 1}]}],
+    }
+    return parse_config(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,8 @@ class Mosquitto:
     def __init__(self, folder: Path, port: int | None = None, extra: str = "", anonymous: bool = True) -> None:
         self.folder, self.port = folder, port or free_port()
         self.config = folder / f"mosquitto-{self.port}.conf"
+        # As root mosquitto drops to the 'mosquitto' user, which cannot read the test's private files.
+        extra = ("user root\n" if os.geteuid() == 0 else "") + extra
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous {'true' if anonymous else 'false'}\n"
             f"set_tcp_nodelay true\nmax_queued_messages 100000\npersistence false\nlog_dest stderr\nlog_type error\n{extra}"

@@ -1,0 +1,356 @@
+"""The runtime against a real mosquitto: faults in, alarm events out, for every payload shape;
+outbox across broker and runtime restarts; bad input; hot reload; shutdown; metrics; TLS and auth."""
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")  # the bundle is trained here
+
+from conftest import runtime_config  # noqa: E402
+from edge_runtime.runtime import Runtime  # noqa: E402
+from mqtt_helpers import Collector, Mosquitto, client, free_port  # noqa: E402
+
+FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]
+
+
+@pytest.fixture(scope="module")
+def plant(plant_csv):
+    """The plant table with epoch-second times."""
+    frame = pd.read_csv(plant_csv)
+    frame["ts"] = (pd.to_datetime(frame["time"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return frame
+
+
+def wait_until_quiet(runtime: Runtime, expected: int, timeout: float = 30.0) -> None:
+    """Wait until the runtime has taken ``expected`` messages (accepted or refused)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = runtime.snapshot()
+        if snap["accepted"] + sum(snap["bad_input"].values()) >= expected:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"runtime took {runtime.snapshot()} of {expected} messages")
+
+
+def fault_spans(frame: pd.DataFrame, machine: str) -> list[tuple[float, float]]:
+    """(first, last) timestamps of each labelled fault of one machine."""
+    part = frame[frame.machine == machine]
+    labels = part.label.to_numpy()
+    edges = np.flatnonzero(np.diff(np.r_[0, labels, 0]))
+    ts = part.ts.to_numpy()
+    return [(ts[a], ts[b - 1]) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def iso_seconds(text: str) -> float:
+    return pd.Timestamp(text).timestamp()
+
+
+def expected_alarms(bundle_dir, frame: pd.DataFrame, machine: str) -> list[tuple[str, str]]:
+    """(kind, window_end) of the alarm transitions the runtime must publish, computed offline."""
+    from edge_runtime.alarms import Alarm
+    from edge_runtime.backends import create_backend
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.events import iso
+    from edge_runtime.streams import READY, Stream
+
+    bundle = load_bundle(bundle_dir)
+    part = frame[frame.machine == machine]
+    stream = Stream(machine, bundle.window, bundle.stride, len(FEATURES), bundle.max_gap)
+    windows, ends = [], []
+    for row in part.itertuples(index=False):
+        if stream.push(row.ts, [getattr(row, f) for f in FEATURES]) == READY:
+            windows.append(stream.window().copy())
+            ends.append(stream.window_span()[1])
+    with create_backend(bundle, max_batch=len(windows)) as backend:
+        scores, _ = backend.infer(np.array(windows))
+    alarm, transitions = Alarm(2, 3, 3, 0.1), []
+    for score, end in zip(scores, ends):
+        kind = alarm.update(float(score), bundle.threshold)
+        if kind:
+            transitions.append((kind, iso(end)))
+    return transitions
+
+
+def assert_alarms_match(events: list[dict], frame: pd.DataFrame, stream_of: dict[str, str], bundle_dir) -> None:
+    """The published alarms equal the offline computation, and most injected faults raise one."""
+    detected = faults = 0
+    for machine, stream in stream_of.items():
+        mine = [e for e in events if e["stream"] == stream]
+        assert [(e["kind"], e["window_end"]) for e in mine] == expected_alarms(bundle_dir, frame, machine)
+        raised = [iso_seconds(e["window_end"]) for e in mine if e["kind"] == "alarm_raised"]
+        for first, last in fault_spans(frame, machine):
+            faults += 1
+            detected += any(first <= t <= last + 40 for t in raised)
+        for e in mine:
+            assert e["schema"] == "linewatch.event/1" and e["model"] == "pumps" and len(e["id"]) == 32
+            assert e["top_features"][0]["name"] in FEATURES and e["latency_ms"] >= 0
+    assert detected >= faults / 2, f"{detected} of {faults} faults raised an alarm"
+
+
+def test_json_samples_raise_and_clear_alarms_for_injected_faults(broker, runtime_bundle, tmp_path, plant):
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path))
+    runtime.start()
+    collector = Collector(broker.port, "linewatch/#")
+    publisher = client(broker.port)
+    try:
+        assert runtime.link.wait_connected(5)
+        for row in plant.itertuples(index=False):
+            payload = {"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}}
+            publisher.publish(f"plant/l1/{row.machine}/telemetry", orjson.dumps(payload), qos=1)
+        wait_until_quiet(runtime, len(plant))
+    finally:
+        runtime.stop()
+    snap = runtime.snapshot()
+    windows_per_machine = (len(plant) // 2 - 20) // 5 + 1
+    assert snap["accepted"] == len(plant) and snap["models"]["pumps"]["scored"] == 2 * windows_per_machine
+    assert collector.wait_for(lambda c: len(c.events()) >= 4)
+    assert_alarms_match(collector.events(), plant, {"m1": "l1/m1", "m2": "l1/m2"}, runtime_bundle)
+    statuses = collector.on("linewatch/lw-test/status")
+    assert statuses[0]["state"] == "online" and statuses[-1]["state"] == "offline"
+    assert statuses[0]["bundles"][0]["id"] == runtime.models[0].bundle.model_id
+    collector.close()
+
+
+def test_tag_and_chunk_payloads_raise_alarms(broker, runtime_bundle, tmp_path, plant):
+    inputs = [{"topic": "plant/{machine}/tags/{tag}", "format": "tag", "qos": 1, "staleness_s": 1.5},
+              {"topic": "plant/{machine}/chunks", "format": "chunk", "qos": 1}]
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=inputs))
+    runtime.start()
+    collector = Collector(broker.port, "linewatch/events/#")
+    publisher = client(broker.port)
+    m1, m2 = plant[plant.machine == "m1"], plant[plant.machine == "m2"]
+    try:
+        assert runtime.link.wait_connected(5)
+        for row in m1.itertuples(index=False):
+            for f in FEATURES:
+                publisher.publish(f"plant/m1/tags/{f}", orjson.dumps({"ts": row.ts, "value": getattr(row, f)}), qos=1)
+        chunk = 50
+        values = m2[FEATURES].to_numpy()
+        for start in range(0, len(m2), chunk):
+            payload = {"t0": float(m2.ts.iloc[start]), "dt": 1.0, "values": values[start : start + chunk].tolist()}
+            publisher.publish("plant/m2/chunks", orjson.dumps(payload), qos=1)
+        wait_until_quiet(runtime, len(m1) - 1 + len(m2))  # one sample per grid tick; the last tick waits
+    finally:
+        runtime.stop()
+    scored = runtime.snapshot()["models"]["pumps"]["scored"]
+    windows = (len(m2) - 20) // 5 + 1
+    assert windows * 2 - 2 <= scored <= windows * 2  # the tag stream's last tick waits for a newer message
+    assert collector.wait_for(lambda c: len(c.events()) >= 4)
+    assert_alarms_match(collector.events(), plant, {"m1": "m1", "m2": "m2"}, runtime_bundle)
+    collector.close()
+
+
+def fault_payloads(plant: pd.DataFrame, machine: str = "m1") -> list[tuple[str, bytes]]:
+    part = plant[plant.machine == machine]
+    return [(f"plant/l1/{machine}/telemetry", orjson.dumps({"ts": r.ts, **{f: getattr(r, f) for f in FEATURES}}))
+            for r in part.itertuples(index=False)]
+
+
+def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path, runtime_bundle, tmp_path, plant):
+    port = free_port()
+    broker = Mosquitto(tmp_path, port).start()
+    config = runtime_config(port, runtime_bundle, tmp_path)
+    runtime = Runtime(config)
+    runtime.start()
+    assert runtime.link.wait_connected(5)
+    broker.stop()
+    assert runtime.link.connected.wait(0) is False or not _wait(lambda: runtime.link.connected.is_set() is False, 5) is False
+    for topic, payload in fault_payloads(plant):  # samples reach the runtime while the broker is down
+        runtime._on_message(topic, payload, time.perf_counter())
+    runtime.stop()  # events stay in the outbox across the restart
+    depth = runtime.snapshot()["outbox_depth"]
+    assert depth >= 2
+    broker = Mosquitto(tmp_path, port).start()
+    collector = Collector(port, "linewatch/events/#")
+    restarted = Runtime(runtime_config(port, runtime_bundle, tmp_path))
+    restarted.start()
+    try:
+        assert collector.wait_for(lambda c: len(c.events()) >= depth, timeout=15)
+        assert _wait(lambda: restarted.snapshot()["outbox_depth"] == 0, 10)
+    finally:
+        restarted.stop()
+        collector.close()
+        broker.stop()
+    events = collector.events()
+    ends = [iso_seconds(e["window_end"]) for e in events]
+    assert ends == sorted(ends) and len({e["id"] for e in events}) == len(events)
+    assert [e["kind"] for e in events][:2] == ["alarm_raised", "alarm_cleared"]
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_bad_input_is_counted_reported_and_survived(broker, runtime_bundle, tmp_path, plant):
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, max_payload_bytes=2000, errors_per_second=100.0))
+    runtime.start()
+    collector = Collector(broker.port, "linewatch/lw-test/errors")
+    publisher = client(broker.port)
+    now = time.time()
+    good = {"ts": now - 100, **{f: 1.0 for f in FEATURES}}
+    bad = [
+        b"{not json",
+        orjson.dumps([1, 2, 3]),
+        orjson.dumps({**good, "speed": "fast"}),
+        orjson.dumps({**good, "speed": 1e308 * 10 if False else None, "flow": None}),
+        orjson.dumps({**good, "colour": 3}),
+        orjson.dumps({**good, "ts": now + 3600}),
+        orjson.dumps({**good, "padding": "x" * 5000}),
+        b'{"ts": 1, "current": NaN}',
+    ]
+    try:
+        assert runtime.link.wait_connected(5)
+        for payload in bad:
+            publisher.publish("plant/l1/m9/telemetry", payload, qos=1)
+        for topic, payload in fault_payloads(plant):
+            publisher.publish(topic, payload, qos=1)
+        wait_until_quiet(runtime, len(bad) + len(plant) // 2)
+    finally:
+        runtime.stop()
+    counts = runtime.snapshot()["bad_input"]
+    assert counts["malformed_json"] == 2 and counts["wrong_type"] == 2 and counts["future_timestamp"] == 1
+    assert counts["oversized"] == 1 and counts["unknown_feature"] == 1 and counts["missing_feature"] == 1
+    assert runtime.snapshot()["models"]["pumps"]["scored"] > 500  # alive and scoring after the bad input
+    assert collector.wait_for(lambda c: len(c.on("linewatch/lw-test/errors")) >= 7)
+    reasons = {r["reason"] for r in collector.on("linewatch/lw-test/errors")}
+    assert {"malformed_json", "wrong_type", "future_timestamp", "oversized"} <= reasons
+    collector.close()
+
+
+def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundle, tmp_path, plant):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(runtime_bundle, bundle)
+    runtime = Runtime(runtime_config(broker.port, bundle, tmp_path))
+    runtime.start()
+    publisher = client(broker.port)
+    payloads = fault_payloads(plant)
+    try:
+        assert runtime.link.wait_connected(5)
+        for topic, payload in payloads[:500]:
+            publisher.publish(topic, payload, qos=1)
+        wait_until_quiet(runtime, 500)
+        runner = runtime.models[0]
+        stream = runner.ingest.streams["l1/m1"]
+        before_id, filled = runner.bundle.model_id, stream.filled
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        manifest["threshold"]["value"] *= 2  # a recalibrated bundle with the same input spec
+        (bundle / "bundle.json").write_text(json.dumps(manifest))
+        assert _wait(lambda: runner.bundle.model_id != before_id, 5)
+        assert runner.ingest.streams["l1/m1"] is stream and stream.filled == filled
+        assert runner.threshold == pytest.approx(2 * json.loads((runtime_bundle / "bundle.json").read_text())["threshold"]["value"])
+        for topic, payload in payloads[500:600]:
+            publisher.publish(topic, payload, qos=1)
+        wait_until_quiet(runtime, 600)
+        (bundle / "model.onnx").write_bytes(b"tampered")  # a broken bundle is refused, the old one keeps running
+        (bundle / "bundle.json").touch()
+        time.sleep(0.6)
+        assert runner.bundle.threshold == pytest.approx(runner.threshold)
+        assert runner.ingest.streams["l1/m1"] is stream
+    finally:
+        runtime.stop()
+
+
+def test_graceful_shutdown_scores_pending_windows_and_exposes_metrics(broker, runtime_bundle, tmp_path, plant):
+    port = free_port()
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, latency_budget_ms=5000.0, max_batch=256,
+                                     metrics_port=port))
+    runtime.start()
+    publisher = client(broker.port)
+    try:
+        assert runtime.link.wait_connected(5)
+        for topic, payload in fault_payloads(plant)[:1000]:
+            publisher.publish(topic, payload, qos=1)
+        wait_until_quiet(runtime, 1000)
+        assert runtime.models[0].batcher.pending.count > 0  # a long budget leaves windows waiting
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        runtime.stop()
+    assert runtime.snapshot()["models"]["pumps"]["scored"] == (1000 - 20) // 5 + 1
+    for name in ("linewatch_messages_total", "linewatch_windows_scored_total", "linewatch_batch_size_bucket",
+                 "linewatch_inference_seconds_bucket", "linewatch_end_to_end_latency_seconds_bucket",
+                 "linewatch_deadline_misses_total", "linewatch_windows_dropped_total", "linewatch_outbox_depth", "linewatch_connected 1.0"):
+        assert name in body, name
+
+
+def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
+    import sys
+
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f'[broker]\nport = {broker.port}\nclient_id = "lw-cli"\n[runtime]\noutbox = "ob.sqlite"\n'
+        f'[[models]]\nname = "pumps"\nbundle = "{runtime_bundle}"\n[[models.inputs]]\ntopic = "plant/{{line}}/{{machine}}/telemetry"\n'
+    )
+    check = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "-c", str(config), "--check"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and "is valid" in check.stdout, check.stderr
+    collector = Collector(broker.port, "linewatch/lw-cli/status")
+    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert collector.wait_for(lambda c: any(s["state"] == "online" for s in c.on("linewatch/lw-cli/status")), 20)
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
+    assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "offline", 5)
+    collector.close()
+
+
+@pytest.fixture
+def tls_broker(mosquitto_path, tmp_path):
+    """mosquitto with TLS (a CA made by the test) and password authentication."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make test certificates"
+    pki = tmp_path / "pki"
+    pki.mkdir()
+
+    def ssl(*args):
+        subprocess.run([openssl, *args], cwd=pki, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=linewatch-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (pki / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    passwords = pki / "passwd"
+    passwords.write_text("")
+    subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(passwords), "gateway", "s3cret"], check=True)
+    extra = f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\npassword_file {passwords}\n"
+    broker = Mosquitto(tmp_path, extra=extra, anonymous=False).start()
+    yield broker, pki
+    broker.stop()
+
+
+def test_tls_and_password_authentication(tls_broker, runtime_bundle, tmp_path):
+    broker, pki = tls_broker
+    (tmp_path / "pw").write_text("s3cret\n")
+    config = runtime_config(broker.port, runtime_bundle, tmp_path)
+    config.broker.tls, config.broker.ca_file = True, str(pki / "ca.crt")
+    config.broker.username, config.broker.password_file = "gateway", str(tmp_path / "pw")
+    runtime = Runtime(config)
+    runtime.start()
+    try:
+        assert runtime.link.wait_connected(10), runtime.link.last_error
+    finally:
+        runtime.stop()
+    config.broker.password_file = ""
+    config.broker.password_env = "LW_WRONG"
+    import os
+
+    os.environ["LW_WRONG"] = "nope"
+    refused = Runtime(config)
+    refused.start()
+    try:
+        assert not refused.link.wait_connected(2)
+        assert refused.link.last_refusal in ("Not authorized", "Bad user name or password")
+    finally:
+        refused.stop()

@@ -1,0 +1,121 @@
+"""Runtime pieces without a broker: streams, the gap rule's agreement with training, alarms, batching, config."""
+
+import numpy as np
+import pytest
+
+from edge_runtime.alarms import CLEARED, RAISED, Alarm
+from edge_runtime.batcher import InferenceClock
+from edge_runtime.config import parse_config
+from edge_runtime.errors import ConfigError
+from edge_runtime.streams import ACCEPTED, LATE, READY, RESTARTED, Stream
+from edge_runtime.topics import TopicTemplate
+
+
+def test_ring_buffer_windows_are_contiguous_views_in_order():
+    stream = Stream("m1", window=4, stride=2, n_features=2, max_gap=1.5)
+    results = [stream.push(float(t), np.array([t, -t], np.float32)) for t in range(11)]
+    assert results == [ACCEPTED] * 3 + [READY, ACCEPTED] * 4
+    window = stream.window()
+    assert np.shares_memory(window, stream.buffer) and window.flags["C_CONTIGUOUS"]
+    assert window[:, 0].tolist() == [7, 8, 9, 10] and stream.window_span() == (7.0, 10.0)
+
+
+def test_gap_late_and_missing_rules():
+    stream = Stream("m1", window=3, stride=1, n_features=2, max_gap=2.0)
+    for t in range(3):
+        stream.push(float(t), [1.0, 2.0])
+    assert stream.push(1.5, [0.0, 0.0]) == LATE and stream.late == 1
+    assert stream.push(3.0, [5.0, 0.0], missing=(1,)) == READY  # held for 1 s
+    assert stream.window()[-1].tolist() == [5.0, 2.0]
+    assert stream.push(10.0, [1.0, 1.0]) == ACCEPTED and stream.filled == 1  # 7 s gap restarted the run
+    assert stream.push(11.0, [1.0, 0.0], missing=(1,)) == ACCEPTED
+    assert stream.push(14.0, [1.0, 0.0], missing=(1,)) == RESTARTED  # feature 1 last seen 4 s ago
+
+
+def test_stream_windows_match_training_windows_under_the_same_gap_rule():
+    pytest.importorskip("pandas")
+    from train.data import Series
+    from train.windows import series_windows
+
+    rng = np.random.default_rng(3)
+    n, window, stride, max_gap = 400, 8, 3, 2.5
+    time = np.cumsum(rng.choice([1.0, 1.0, 1.0, 2.0, 6.0], size=n, p=[0.6, 0.2, 0.1, 0.08, 0.02]))
+    values = rng.normal(size=(n, 3)).astype(np.float32)
+    values[rng.random((n, 3)) < 0.05] = np.nan
+    expected = series_windows(Series("s", time, values), window, stride, max_gap)
+    stream = Stream("s", window, stride, 3, max_gap)
+    got_ends, got_windows = [], []
+    for i in range(n):
+        row = values[i].copy()
+        missing = tuple(np.flatnonzero(np.isnan(row)).tolist())
+        if stream.push(float(time[i]), row, missing) == READY:
+            got_ends.append(i)
+            got_windows.append(stream.window().copy())
+    assert got_ends == expected.ends.tolist()
+    np.testing.assert_array_equal(np.array(got_windows), expected.take())
+
+
+def test_alarm_on_delay_off_delay_and_deadband():
+    alarm = Alarm(on_k=2, on_n=3, off_m=2, deadband=0.2)
+    threshold = 1.0
+    scores = [0.5, 1.5, 0.5, 0.5, 1.2, 1.3, 1.4, 0.9, 0.7, 1.1, 0.7, 0.7, 0.7]
+    events = [(i, alarm.update(s, threshold)) for i, s in enumerate(scores)]
+    fired = [(i, e) for i, e in events if e]
+    # one isolated exceedance does not raise; 0.9 is inside the deadband and does not count towards clearing
+    assert fired == [(5, RAISED), (11, CLEARED)]
+
+
+def test_inference_clock_estimates_from_observed_sizes():
+    clock = InferenceClock()
+    assert clock.estimate(8) == 0.0
+    clock.observe(1, 0.001)
+    clock.observe(64, 0.004)
+    assert clock.estimate(1) == 0.001 and clock.estimate(10) == 0.004 and clock.estimate(128) == pytest.approx(0.008)
+
+
+def test_topic_templates():
+    template = TopicTemplate("plant/{line}/{machine}/telemetry")
+    assert template.subscription == "plant/+/+/telemetry"
+    assert template.match("plant/l1/m7/telemetry") == ("l1/m7", None)
+    assert template.match("plant/l1/m7/other") is None
+    assert TopicTemplate("plant/{machine}/tags/{tag}").match("plant/m1/tags/speed") == ("m1", "speed")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({}, "no [[models]] configured"),
+        ({"models": [{"bundle": "b", "colour": 1}]}, "models[0]: unknown key(s) ['colour']"),
+        ({"models": [{"bundle": "b"}], "broker": {"port": "1883"}}, "broker.port: expected a number"),
+        ({"models": [{"bundle": "b", "inputs": [{"format": "xml"}]}]}, "models[0].inputs[0].format: expected one of"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "a/{m}", "format": "tag"}]}]}, "needs a {tag} field"),
+        ({"models": [{"bundle": "b", "alarm": {"on_k": 4, "on_n": 3}}]}, "need 1 <= on_k <= on_n"),
+        ({"models": [{"bundle": "b"}], "broker": {"cert_file": "c.pem"}}, "cert_file and key_file go together"),
+    ],
+)
+def test_config_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert message in str(error.value)
+
+
+def test_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    config = parse_config({"models": [{"bundle": "b"}], "broker": {"username": "u", "password_file": str(secret)}})
+    assert config.broker.password() == "s3cret"
+    monkeypatch.setenv("LW_PW", "from-env")
+    config = parse_config({"models": [{"bundle": "b"}], "broker": {"username": "u", "password_env": "LW_PW"}})
+    assert config.broker.password() == "from-env"
+    config = parse_config({"models": [{"bundle": "b"}], "broker": {"password_env": "LW_MISSING"}})
+    with pytest.raises(ConfigError, match="LW_MISSING is not set"):
+        config.broker.password()
+
+
+def test_reference_config_parses():
+    from pathlib import Path
+
+    from edge_runtime.config import load_config
+
+    config = load_config(Path(__file__).parents[1] / "edge_runtime" / "gateway.example.toml")
+    assert [i.format for i in config.models[0].inputs] == ["json", "tag", "chunk"]
