@@ -3,6 +3,7 @@ outbox across broker and runtime restarts; bad input; hot reload; shutdown; metr
 
 import json
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -296,12 +297,16 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
     check = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "-c", str(config), "--check"], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and "is valid" in check.stdout, check.stderr
     collector = Collector(broker.port, "linewatch/lw-cli/status")
-    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     try:
         assert collector.wait_for(lambda c: any(s["state"] == "online" for s in c.on("linewatch/lw-cli/status")), 20)
+        process.send_signal(signal.SIGHUP)  # reload: same bundle, stream state kept
+        time.sleep(1.0)
     finally:
         process.terminate()
         assert process.wait(15) == 0
+    assert "reloaded pumps" in process.stdout.read()
     assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "offline", 5)
     collector.close()
 
