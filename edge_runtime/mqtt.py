@@ -21,6 +21,7 @@ from edge_runtime.errors import BrokerError
 
 log = logging.getLogger("linewatch.mqtt")
 UNSUPPORTED_PROTOCOL = (1, 132)  # MQTT 3.1.1 and MQTT 5 reason codes for "unsupported protocol version"
+CONNACK_TIMEOUT_S = 3.0  # with protocol "auto", no CONNACK to an MQTT 5 CONNECT this soon means 3.1.1 only
 
 
 class Link:
@@ -42,6 +43,9 @@ class Link:
         self.connected = threading.Event()
         self.last_error = ""
         self.last_refusal = ""  # why the broker last refused a connection (CONNACK reason)
+        self.ever_connected = False
+        self.stopping = False
+        self.fallback_lock = threading.Lock()
         self.own_mids: set[int] = set()  # status messages: their acks are not the sink's business
         self.client = self._client()
 
@@ -72,6 +76,16 @@ class Link:
         except (OSError, ValueError) as error:
             raise BrokerError(f"cannot connect to {self.config.host}:{self.config.port}: {error}") from None
         self.client.loop_start()
+        if self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5:
+            timer = threading.Timer(CONNACK_TIMEOUT_S, self._fall_back_unless_connected)
+            timer.daemon = True
+            timer.start()
+
+    def _fall_back_unless_connected(self) -> None:
+        # amqtt neither answers nor closes an MQTT 5 CONNECT: it just waits.
+        if not self.ever_connected and not self.stopping:
+            self.last_error = f"no CONNACK to MQTT 5 within {CONNACK_TIMEOUT_S:g} s"
+            self._fall_back()
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected or ``timeout`` seconds pass."""
@@ -87,19 +101,27 @@ class Link:
         for topic, qos in self.subscriptions:
             client.subscribe(topic, qos)
         self.publish_status("online", retain=True)
+        self.ever_connected = True
         self.connected.set()
         log.info("connected to %s:%d (MQTT %s)", self.config.host, self.config.port, "5" if self.protocol == mqtt.MQTTv5 else "3.1.1")
         self.on_connected_cb()
 
     def _fall_back(self) -> None:
         """The broker speaks only MQTT 3.1.1: reconnect with it."""
-        log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
-        self.client.loop_stop()
-        self.protocol = mqtt.MQTTv311
-        self.client = self._client()
-        self.start()
+        with self.fallback_lock:
+            if self.protocol == mqtt.MQTTv311 or self.stopping:
+                return
+            log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
+            old = self.client
+            self.protocol = mqtt.MQTTv311
+            self.client = self._client()
+            old.disconnect()
+            old.loop_stop()
+            self.start()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if client is not self.client:
+            return  # the MQTT 5 client replaced by a fallback
         self.connected.clear()
         if reason_code.value != 0:
             self.last_error = str(reason_code)
@@ -131,6 +153,7 @@ class Link:
 
     def stop(self) -> None:
         """Publish ``offline``, disconnect cleanly and stop the network thread."""
+        self.stopping = True
         if self.connected.is_set():
             info = self.publish_status("offline")
             try:
