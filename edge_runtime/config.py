@@ -104,6 +104,7 @@ class RuntimeConfig:
     errors_per_second: float = 5.0
     max_payload_bytes: int = 65536
     max_future_s: float = 60.0
+    reorder_s: float = 0.0  # hold samples this long (sample time) to put out-of-order ones back in order; 0: drop them
     publish_scores: bool = False
     reload_poll_s: float = 2.0
     shutdown_timeout_s: float = 10.0

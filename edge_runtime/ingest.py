@@ -6,6 +6,7 @@ the stream's preallocated ring buffer. Routes are cached per topic string.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from datetime import datetime, timezone
@@ -66,6 +67,40 @@ class TagAligner:
         self.times[feature] = t
 
 
+class Reorder:
+    """Holds a stream's samples for ``tolerance`` seconds of sample time and releases them in time order.
+
+    A sample that arrives after newer ones but within the tolerance takes its place; one older than
+    what was already released is passed through and dropped by the stream as late. Costs the
+    tolerance in latency, so it is off (0) unless configured.
+    """
+
+    __slots__ = ("tolerance", "heap", "newest", "count")
+
+    def __init__(self, tolerance: float) -> None:
+        self.tolerance = tolerance
+        self.heap: list = []
+        self.newest = -math.inf
+        self.count = 0
+
+    def add(self, topic: str, t: float, row, missing: tuple, arrival: float) -> list[tuple]:
+        """Queue one sample; return the samples now old enough to release, oldest first."""
+        self.count += 1
+        heapq.heappush(self.heap, (t, self.count, topic, row, missing, arrival))
+        self.newest = max(self.newest, t)
+        released = []
+        while self.heap and self.heap[0][0] <= self.newest - self.tolerance:
+            t0, _, topic0, row0, missing0, arrival0 = heapq.heappop(self.heap)
+            released.append((topic0, t0, row0, missing0, arrival0))
+        return released
+
+    def drain(self) -> list[tuple]:
+        """Everything still held, oldest first."""
+        released = [(topic, t, row, missing, arrival) for t, _, topic, row, missing, arrival in sorted(self.heap)]
+        self.heap.clear()
+        return released
+
+
 class Ingest:
     """Routes messages for one bundle to per-stream ring buffers and reports ready windows.
 
@@ -74,7 +109,7 @@ class Ingest:
     """
 
     def __init__(self, bundle: Bundle, inputs: list[InputConfig], on_ready: Callable[[Stream, float], None], bad: BadInput,
-                 max_payload: int = 65536, max_future_s: float = 60.0) -> None:
+                 max_payload: int = 65536, max_future_s: float = 60.0, reorder_s: float = 0.0) -> None:
         self.bundle = bundle
         self.on_ready = on_ready
         self.bad = bad
@@ -87,6 +122,8 @@ class Ingest:
         self.aligners: dict[str, TagAligner] = {}
         self.routes: dict[str, tuple] = {}
         self.accepted = 0
+        self.reorder_s = reorder_s
+        self.reorders: dict[str, Reorder] = {}
 
     def subscriptions(self) -> list[str]:
         """Topic filters to subscribe to."""
@@ -148,6 +185,22 @@ class Ingest:
         return t
 
     def _push(self, topic: str, stream: Stream, t: float, row, missing: tuple, arrival: float) -> None:
+        if self.reorder_s:
+            reorder = self.reorders.get(stream.key)
+            if reorder is None:
+                reorder = self.reorders[stream.key] = Reorder(self.reorder_s)
+            for sample in reorder.add(topic, t, row, missing, arrival):
+                self._commit(stream, *sample)
+            return
+        self._commit(stream, topic, t, row, missing, arrival)
+
+    def flush(self) -> None:
+        """Release every sample still held for reordering (at shutdown)."""
+        for key, reorder in self.reorders.items():
+            for sample in reorder.drain():
+                self._commit(self.streams[key], *sample)
+
+    def _commit(self, stream: Stream, topic: str, t: float, row, missing: tuple, arrival: float) -> None:
         result = stream.push(t, row, missing)
         if result == READY:
             self.on_ready(stream, arrival)

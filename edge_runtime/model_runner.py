@@ -31,7 +31,8 @@ class ModelRunner:
         self.scored = 0
         self.deadline_misses = 0
         self.lock = threading.Lock()  # held while scoring and while swapping bundles
-        self.ingest = Ingest(self.bundle, config.inputs, self._ready, bad, runtime.max_payload_bytes, runtime.max_future_s)
+        self.ingest = Ingest(self.bundle, config.inputs, self._ready, bad, runtime.max_payload_bytes, runtime.max_future_s,
+                             runtime.reorder_s)
         self.batcher = self._batcher(self.bundle)
         self.manifest_mtime = self._mtime()
 
@@ -70,7 +71,8 @@ class ModelRunner:
         self.batcher.start()
 
     def stop(self, timeout: float) -> None:
-        """Score what is pending and stop."""
+        """Release samples held for reordering, score what is pending, and stop."""
+        self.ingest.flush()
         self.batcher.stop(timeout)
         self.backend.deactivate()
 

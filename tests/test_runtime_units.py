@@ -119,3 +119,32 @@ def test_reference_config_parses():
 
     config = load_config(Path(__file__).parents[1] / "edge_runtime" / "gateway.example.toml")
     assert [i.format for i in config.models[0].inputs] == ["json", "tag", "chunk"]
+
+
+def test_reorder_tolerance_puts_late_samples_back_in_order():
+    import orjson
+
+    from edge_runtime.badinput import BadInput
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.config import InputConfig
+    from edge_runtime.ingest import Ingest
+
+    manifest = {"input": {"window": 3, "stride": 1, "features": [{"name": "a"}], "sample_period": 1.0, "max_gap": 3.0},
+                "threshold": {"value": 1.0}}
+    bundle = Bundle(path=None, manifest=manifest)
+
+    def run(reorder_s: float, times: list[float]) -> tuple[BadInput, list]:
+        bad, windows = BadInput(), []
+        ingest = Ingest(bundle, [InputConfig(topic="p/{m}")], lambda s, a: windows.append(s.window()[:, 0].tolist()), bad,
+                        reorder_s=reorder_s)
+        for t in times:
+            ingest.handle("p/m1", orjson.dumps({"ts": t, "a": t}), 0.0)
+        ingest.flush()
+        return bad, windows
+
+    arrival_order = [1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 2.5]
+    bad, got = run(0.0, arrival_order)
+    assert bad.counts["late"] == 2 and got == [[1.0, 2.0, 4.0], [2.0, 4.0, 5.0], [4.0, 5.0, 6.0]]
+    bad, got = run(1.5, arrival_order)
+    assert bad.counts["late"] == 1  # 2.5 arrives after 3.0 was released
+    assert got == [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0], [4.0, 5.0, 6.0]]
