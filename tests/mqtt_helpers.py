@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -14,14 +12,9 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port  # noqa: F401
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+MOSQUITTO = find_mosquitto()
 
 
 class Mosquitto:
@@ -32,25 +25,17 @@ class Mosquitto:
         self.config = folder / f"mosquitto-{self.port}.conf"
         # As root mosquitto drops to the 'mosquitto' user, which cannot read the test's private files.
         extra = ("user root\n" if os.geteuid() == 0 else "") + extra
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous {'true' if anonymous else 'false'}\n"
-            f"set_tcp_nodelay true\nmax_queued_messages 100000\npersistence false\nlog_dest stderr\nlog_type error\n{extra}"
-        )
+        self.config.write_text(loopback_config(self.port, anonymous, extra))
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
         """Start and wait until the port accepts connections."""
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.process.stderr.read().decode()}")
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+        try:
+            wait_for_port(self.port, self.process, timeout=10)
+        except Exception as error:
+            raise RuntimeError(f"mosquitto did not start: {error}: {self.process.stderr.read().decode()}") from None
+        return self
 
     def stop(self) -> None:
         """Terminate the broker."""

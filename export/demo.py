@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,9 @@ from pathlib import Path
 import click
 import numpy as np
 import orjson
+
+from edge_runtime.errors import BrokerError
+from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port
 
 FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]
 
@@ -43,32 +45,6 @@ class DemoSettings:
         return cls(machines=3, train_rows=3600, test_rows=2400, normal_test_rows=400, epochs=8, window=30, stride=5, rate=1500.0)
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """Wait until ``port`` accepts connections, or fail if ``process`` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if process.poll() is not None:
-                raise click.ClickException(f"the broker exited with code {process.returncode}")
-            time.sleep(0.1)
-    raise click.ClickException(f"the broker did not open port {port} within {timeout:.0f} s")
-
-
-def find_mosquitto() -> str | None:
-    """The mosquitto binary on the PATH (or Debian's /usr/sbin), if installed."""
-    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-
-
 def start_broker(folder: Path, stack: ExitStack, choice: str = "auto") -> tuple[int, str, subprocess.Popen]:
     """mosquitto when it is installed (``auto``), else amqtt in its own process."""
     port = free_port()
@@ -77,8 +53,7 @@ def start_broker(folder: Path, stack: ExitStack, choice: str = "auto") -> tuple[
         raise click.ClickException("--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)")
     if mosquitto:
         conf = folder / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
-                        "persistence false\nlog_dest none\n")
+        conf.write_text(loopback_config(port))
         command, name = [mosquitto, "-c", str(conf)], f"mosquitto ({mosquitto}, port {port})"
     else:
         conf = folder / "amqtt.yaml"
@@ -89,7 +64,10 @@ def start_broker(folder: Path, stack: ExitStack, choice: str = "auto") -> tuple[
         command, name = [amqtt, "-c", str(conf)], f"amqtt, embedded, in its own process (port {port}; {reason})"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stack.callback(stop_process, process)
-    wait_for_port(port, process)
+    try:
+        wait_for_port(port, process)
+    except BrokerError as error:
+        raise click.ClickException(f"{name}: {error}") from None
     return port, name, process
 
 

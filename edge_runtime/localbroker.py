@@ -1,0 +1,53 @@
+"""Throw-away local brokers (the demo, the tests): finding mosquitto, a free port, a config derived
+from the shipped mosquitto.conf, and waiting for the broker to listen."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from edge_runtime.errors import BrokerError
+
+SHIPPED = Path(__file__).with_name("mosquitto.conf")
+TUNING_KEYS = ("set_tcp_nodelay", "max_queued_messages", "max_inflight_messages")
+
+
+def tuning_lines() -> list[str]:
+    """The performance settings of the shipped config (no listener, security or storage lines)."""
+    return [line for line in SHIPPED.read_text().splitlines() if line.split(" ", 1)[0] in TUNING_KEYS]
+
+
+def loopback_config(port: int, anonymous: bool = True, extra: str = "") -> str:
+    """A config for a throw-away broker on 127.0.0.1:``port`` with the shipped tuning."""
+    lines = [f"listener {port} 127.0.0.1", f"allow_anonymous {'true' if anonymous else 'false'}", *tuning_lines(),
+             "persistence false", "log_dest stderr", "log_type error"]
+    return "\n".join(lines) + "\n" + extra
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary on the PATH (or Debian's /usr/sbin), if installed."""
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Wait until ``port`` accepts connections; raise :class:`BrokerError` if ``process`` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise BrokerError(f"the broker exited with code {process.returncode}") from None
+            time.sleep(0.05)
+    raise BrokerError(f"the broker did not open port {port} within {timeout:.0f} s")
