@@ -308,12 +308,21 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
         assert process.wait(15) == 0
     assert "reloaded pumps" in process.stdout.read()
     assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "offline", 5)
+    # killed without a chance to say goodbye: the broker publishes the last will
+    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "online", 20)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "offline", 5)
     collector.close()
 
 
 @pytest.fixture
 def tls_broker(mosquitto_path, tmp_path):
-    """mosquitto with TLS (a CA made by the test) and password authentication."""
+    """mosquitto with mutual TLS (a CA, server and client certificates made by the test) and passwords."""
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make test certificates"
     pki = tmp_path / "pki"
@@ -326,20 +335,24 @@ def tls_broker(mosquitto_path, tmp_path):
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (pki / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=gateway")
+    ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.crt", "-days", "2")
     passwords = pki / "passwd"
     passwords.write_text("")
     subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(passwords), "gateway", "s3cret"], check=True)
-    extra = f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\npassword_file {passwords}\n"
+    extra = (f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\npassword_file {passwords}\n"
+             "require_certificate true\n")
     broker = Mosquitto(tmp_path, extra=extra, anonymous=False).start()
     yield broker, pki
     broker.stop()
 
 
-def test_tls_and_password_authentication(tls_broker, runtime_bundle, tmp_path):
+def test_mutual_tls_and_password_authentication(tls_broker, runtime_bundle, tmp_path):
     broker, pki = tls_broker
     (tmp_path / "pw").write_text("s3cret\n")
     config = runtime_config(broker.port, runtime_bundle, tmp_path)
     config.broker.tls, config.broker.ca_file = True, str(pki / "ca.crt")
+    config.broker.cert_file, config.broker.key_file = str(pki / "client.crt"), str(pki / "client.key")
     config.broker.username, config.broker.password_file = "gateway", str(tmp_path / "pw")
     runtime = Runtime(config)
     runtime.start()

@@ -148,3 +148,21 @@ def test_reorder_tolerance_puts_late_samples_back_in_order():
     bad, got = run(1.5, arrival_order)
     assert bad.counts["late"] == 1  # 2.5 arrives after 3.0 was released
     assert got == [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0], [4.0, 5.0, 6.0]]
+
+
+def test_batcher_sheds_the_stalest_window_under_overload():
+    from edge_runtime.batcher import Batcher
+
+    batcher = Batcher(window=2, n_features=1, max_batch=2, capacity=3, budget_s=1.0, score=lambda batch, n: None)
+    streams = []
+    for i in range(5):  # the scoring thread is not running: nothing drains the pending batch
+        stream = Stream(f"m{i}", window=2, stride=1, n_features=1, max_gap=10.0)
+        stream.push(0.0, [float(i)])
+        stream.push(1.0, [float(i)])
+        streams.append(stream)
+        batcher.add(stream, arrival=100.0 + i)
+    pending = batcher.pending
+    assert batcher.shed == 2 and pending.count == 3
+    assert sorted(pending.arrivals[:3].tolist()) == [102.0, 103.0, 104.0]
+    assert sorted(s.key for s in pending.streams[:3]) == ["m2", "m3", "m4"]
+    assert sorted(pending.windows[:3, 0, 0].tolist()) == [2.0, 3.0, 4.0]
