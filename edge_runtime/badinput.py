@@ -10,7 +10,7 @@ from typing import Callable
 log = logging.getLogger("linewatch.input")
 
 KINDS = ("malformed_json", "wrong_type", "non_finite", "unknown_feature", "missing_feature", "oversized",
-         "future_timestamp", "late", "gap_restart", "unknown_topic", "dt_mismatch")
+         "future_timestamp", "late", "gap_restart", "unknown_topic", "dt_mismatch", "internal_error")
 
 
 class BadInput:

@@ -9,6 +9,7 @@ buffer full) the stalest pending window is shed and counted.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Callable
@@ -17,6 +18,7 @@ import numpy as np
 
 from edge_runtime.streams import Stream
 
+log = logging.getLogger("linewatch.batcher")
 SLACK_S = 0.002  # time reserved for deciding and publishing after inference
 
 
@@ -68,6 +70,7 @@ class Batcher:
         self.cond = threading.Condition()
         self.running = False
         self.shed = 0
+        self.failed = 0
         self.thread: threading.Thread | None = None
 
     def add(self, stream: Stream, arrival: float) -> None:
@@ -108,7 +111,11 @@ class Batcher:
                     continue
                 self.pending, self.scoring = self.scoring, self.pending
                 n, self.scoring.count = self.scoring.count, 0
-            self.score(self.scoring, n)
+            try:
+                self.score(self.scoring, n)
+            except Exception:  # one bad batch must not stop scoring for good
+                log.exception("scoring a batch of %d window(s) failed; they are dropped", n)
+                self.failed += n
 
     def start(self) -> None:
         """Start the scoring thread."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Histogram
+
+from edge_runtime.badinput import KINDS
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -39,8 +41,8 @@ class Metrics:
         snap = self._source()
         messages = CounterMetricFamily("linewatch_messages", "MQTT messages received by result", labels=["result"])
         messages.add_metric(["accepted"], snap["accepted"])
-        for kind, count in snap["bad_input"].items():
-            messages.add_metric([kind], count)
+        for kind in KINDS:  # every label value from the start, so rates work from the first scrape
+            messages.add_metric([kind], snap["bad_input"].get(kind, 0))
         yield messages
         windows = CounterMetricFamily("linewatch_windows_scored", "Windows scored", labels=["model"])
         misses = CounterMetricFamily("linewatch_deadline_misses", "Windows whose result came later than the latency budget", labels=["model"])
@@ -51,6 +53,7 @@ class Metrics:
             windows.add_metric([name], m["scored"])
             misses.add_metric([name], m["deadline_misses"])
             drops.add_metric([name, "overload"], m["shed"])
+            drops.add_metric([name, "inference_error"], m["failed"])
             alarms.add_metric([name], m["alarms_active"])
             streams.add_metric([name], m["streams"])
         yield from (windows, misses, drops, alarms, streams)

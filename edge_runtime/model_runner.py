@@ -46,21 +46,21 @@ class ModelRunner:
         backend.activate()
         return backend
 
-    def _batcher(self, bundle: Bundle) -> Batcher:
+    def _batcher(self, bundle: Bundle, backend=None) -> Batcher:
         batcher = Batcher(bundle.window, len(bundle.features), self.runtime.max_batch, self.runtime.queue_windows,
                           self.runtime.latency_budget_ms / 1000, self._score)
-        self._warm_up(batcher)
+        self._warm_up(batcher, backend or self.backend)
         return batcher
 
-    def _warm_up(self, batcher: Batcher) -> None:
+    def _warm_up(self, batcher: Batcher, backend) -> None:
         """Seed the inference clock at a few batch sizes (warm-up runs excluded)."""
         sizes = sorted({1, max(1, self.runtime.max_batch // 4), self.runtime.max_batch})
         for size in sizes:
             batch = batcher.scoring.windows[:size]
-            self.backend.infer(batch)
+            backend.infer(batch)
             for _ in range(3):
                 started = time.perf_counter()
-                self.backend.infer(batch)
+                backend.infer(batch)
                 batcher.clock.observe(size, time.perf_counter() - started)
 
     def _ready(self, stream, arrival: float) -> None:
@@ -78,6 +78,9 @@ class ModelRunner:
 
     def _score(self, batch: WindowBatch, n: int) -> None:
         with self.lock:
+            if batch.windows.shape[1:] != self.backend.window_shape:
+                log.warning("dropped %d window(s) of the previous input spec after a reload", n)
+                return
             threshold = self.threshold
             features = self.bundle.features
             model_id = self.bundle.model_id
@@ -136,17 +139,17 @@ class ModelRunner:
             self.manifest_mtime = self._mtime()
             return False
         keep = bundle.input_spec == self.bundle.input_spec
+        batcher = None if keep else self._batcher(bundle, backend)
         with self.lock, self.batcher.cond:
             old = self.backend
             self.bundle, self.backend = bundle, backend
             self.ingest.rebind(bundle, keep_streams=keep)
             if not keep:
                 self.alarms.clear()
-                self.batcher.pending.count = 0
+                self.batcher.pending.count = 0  # windows of the old spec cannot run on the new model
+                old_batcher, self.batcher = self.batcher, batcher
             self.manifest_mtime = self._mtime()
         if not keep:
-            old_batcher = self.batcher
-            self.batcher = self._batcher(bundle)
             old_batcher.stop()
             self.batcher.start()
         old.deactivate()

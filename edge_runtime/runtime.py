@@ -61,7 +61,10 @@ class Runtime:
             if runner is None:
                 self.bad.report("unknown_topic", topic)
                 return
-        runner.ingest.handle(topic, payload, arrival)
+        try:
+            runner.ingest.handle(topic, payload, arrival)
+        except Exception as error:  # never let one message take the network thread down
+            self.bad.report("internal_error", topic, repr(error))
 
     def _route(self, topic: str):
         for runner in self.models:
@@ -77,6 +80,7 @@ class Runtime:
             "bad_input": dict(self.bad.counts),
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
+                                "failed": m.batcher.failed,
                                 "alarms_active": sum(a.active for a in m.alarms.values()), "streams": len(m.ingest.streams)}
                 for m in self.models
             },

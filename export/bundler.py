@@ -93,10 +93,9 @@ def _build(detector, staging: Path, windows: np.ndarray, fp16: bool, int8: bool,
 
 def _add_engines(folder: Path, manifest: dict, detector, reference, fp16: bool, max_batch: int, windows: np.ndarray, tolerances, echo) -> None:
     """Build FP32 (and FP16) engines on this GPU, check their parity through the runtime backend."""
-    from edge_runtime.backends import TensorRTBackend
+    from edge_runtime.backends import TensorRTBackend, import_tensorrt
     from edge_runtime.bundle import Bundle
     from export.tensorrt_build import build_engine, tensorrt_major
-    from edge_runtime.backends import import_tensorrt
 
     major = tensorrt_major(import_tensorrt())
     for precision in ("fp32", "fp16") if fp16 else ("fp32",):

@@ -231,7 +231,7 @@ def test_bad_input_is_counted_reported_and_survived(broker, runtime_bundle, tmp_
     collector.close()
 
 
-def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundle, tmp_path, plant):
+def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundle, tmp_path, plant, plant_table):
     bundle = tmp_path / "bundle"
     shutil.copytree(runtime_bundle, bundle)
     runtime = Runtime(runtime_config(broker.port, bundle, tmp_path))
@@ -260,6 +260,19 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         time.sleep(0.6)
         assert runner.bundle.threshold == pytest.approx(runner.threshold)
         assert runner.ingest.streams["l1/m1"] is stream
+        # a bundle with another input spec (window 10): streams restart, scoring goes on
+        from conftest import tiny_detector
+        from export.bundler import export_run
+
+        tiny_detector("pca", window=10, stride=5).fit(plant_table).save(tmp_path / "run10")
+        shutil.rmtree(bundle)
+        export_run(tmp_path / "run10", bundle, echo=lambda *_: None)
+        assert _wait(lambda: runner.bundle.window == 10, 5)
+        assert runner.ingest.streams == {}
+        scored = runner.scored
+        for topic, payload in payloads[600:700]:
+            publisher.publish(topic, payload, qos=1)
+        assert _wait(lambda: runner.scored >= scored + (100 - 10) // 5 + 1, 10)
     finally:
         runtime.stop()
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from train.errors import DataError
 from train.models import MODELS
@@ -106,8 +107,6 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         detector.fit(table)
         if supervised:
             labelled = read([threshold_data], time_column, label_column, series_column, ",".join(detector.features_))
-            import numpy as np
-
             scores = detector.score_samples(labelled)
             labels = np.concatenate([s.labels for s in labelled.series])
             detector.calibrate(scores, labels, method=threshold)
