@@ -121,11 +121,22 @@ class OnnxRuntimeBackend(Backend):
         super().deactivate()
 
 
+def import_cudart():
+    """cuda-python's runtime module (``cuda.bindings.runtime`` since 12.6, ``cuda.cudart`` before)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise BackendError("cuda-python is not installed: pip install 'linewatch[tensorrt]'") from None
+    return cudart
+
+
 def local_gpu() -> dict:
     """Name and compute capability of CUDA device 0 and the TensorRT version (needs tensorrt)."""
     trt = import_tensorrt()
-    from cuda.bindings import runtime as cudart  # cuda-python, part of the tensorrt extra
-
+    cudart = import_cudart()
     err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         raise BackendError(f"no CUDA device: {err}")
@@ -160,8 +171,7 @@ class TensorRTBackend(Backend):
     def activate(self) -> None:
         """Check the engine against this machine, deserialise it, and allocate buffers."""
         trt = import_tensorrt()
-        from cuda.bindings import runtime as cudart
-
+        cudart = import_cudart()
         entry = self.bundle.artifact("tensorrt", self.precision)
         built, here = entry.get("tensorrt_build", {}), local_gpu()
         for key in ("gpu", "compute_capability", "tensorrt"):

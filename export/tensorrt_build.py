@@ -27,10 +27,7 @@ def build_engine(onnx_path: Path, engine_path: Path, window: int, n_features: in
     major = tensorrt_major(trt)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if major == 10:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # explicit batch always (10.x); strongly typed always (11.x)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
