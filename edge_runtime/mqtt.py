@@ -45,6 +45,7 @@ class Link:
         self.last_refusal = ""  # why the broker last refused a connection (CONNACK reason)
         self.ever_connected = False
         self.stopping = False
+        self.socket_opened_at: float | None = None
         self.fallback_lock = threading.Lock()
         self.own_mids: set[int] = set()  # status messages: their acks are not the sink's business
         self.client = self._client()
@@ -67,6 +68,8 @@ class Link:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
         return client
 
     def start(self) -> None:
@@ -77,15 +80,30 @@ class Link:
             raise BrokerError(f"cannot connect to {self.config.host}:{self.config.port}: {error}") from None
         self.client.loop_start()
         if self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5:
-            timer = threading.Timer(CONNACK_TIMEOUT_S, self._fall_back_unless_connected)
-            timer.daemon = True
-            timer.start()
+            self._watch_connack()
+
+    def _watch_connack(self) -> None:
+        timer = threading.Timer(0.5, self._fall_back_unless_connected)
+        timer.daemon = True
+        timer.start()
 
     def _fall_back_unless_connected(self) -> None:
-        # amqtt neither answers nor closes an MQTT 5 CONNECT: it just waits.
-        if not self.ever_connected and not self.stopping:
+        # amqtt neither answers nor closes an MQTT 5 CONNECT: it just waits. Only a socket that is
+        # open without a CONNACK counts; a broker that is down is simply retried.
+        if self.ever_connected or self.stopping or self.protocol != mqtt.MQTTv5:
+            return
+        opened = self.socket_opened_at
+        if opened is not None and time.monotonic() - opened >= CONNACK_TIMEOUT_S:
             self.last_error = f"no CONNACK to MQTT 5 within {CONNACK_TIMEOUT_S:g} s"
             self._fall_back()
+        else:
+            self._watch_connack()
+
+    def _on_socket_open(self, client, userdata, sock) -> None:
+        self.socket_opened_at = time.monotonic()
+
+    def _on_socket_close(self, client, userdata, sock) -> None:
+        self.socket_opened_at = None
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected or ``timeout`` seconds pass."""

@@ -385,3 +385,23 @@ def test_mutual_tls_and_password_authentication(tls_broker, runtime_bundle, tmp_
         assert refused.link.last_refusal in ("Not authorized", "Bad user name or password")
     finally:
         refused.stop()
+
+
+def test_runtime_started_before_its_broker_connects_with_mqtt5_when_it_comes_up(mosquitto_path, runtime_bundle, tmp_path):
+    import paho.mqtt.client as mqtt
+
+    port = free_port()
+    runtime = Runtime(runtime_config(port, runtime_bundle, tmp_path))
+    runtime.start()
+    try:
+        time.sleep(4)  # longer than the CONNACK timeout: a broker that is down is retried, not downgraded
+        assert not runtime.link.connected.is_set()
+        broker = Mosquitto(tmp_path, port).start()
+        try:
+            assert runtime.link.wait_connected(10)
+            assert runtime.link.protocol == mqtt.MQTTv5
+        finally:
+            runtime.stop()
+            broker.stop()
+    finally:
+        runtime.stop()
