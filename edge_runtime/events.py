@@ -52,8 +52,9 @@ class Sink:
     republishes what the outbox still holds, in order. Consumers drop duplicates by ``id``.
     """
 
-    def __init__(self, outbox: Outbox, publish) -> None:
+    def __init__(self, outbox: Outbox, publish, observe_latency=None) -> None:
         self.outbox = outbox
+        self.observe_latency = observe_latency  # called with seconds from sample arrival to publish
         self.publish = publish
         self.queue: queue.Queue = queue.Queue()
         self.inflight: dict[int, int] = {}
@@ -68,8 +69,8 @@ class Sink:
         """Start the writer thread; anything left in the outbox is replayed on connect."""
         self.thread.start()
 
-    def submit(self, events: list[tuple[str, dict]]) -> None:
-        """Queue ``(topic, event)`` pairs from a scored batch."""
+    def submit(self, events: list[tuple[str, dict, float]]) -> None:
+        """Queue ``(topic, event, arrival)`` triples from a scored batch (arrival: perf_counter of the last sample)."""
         if events:
             self.queue.put(events)
 
@@ -130,14 +131,16 @@ class Sink:
             except Exception:  # the sink must outlive any single bad batch
                 log.exception("could not store or publish %d event(s)", len(batch))
 
-    def _store_and_send(self, batch: list[tuple[str, dict]]) -> None:
-        rows = [(topic, orjson.dumps(event)) for topic, event in batch]
+    def _store_and_send(self, batch: list[tuple[str, dict, float]]) -> None:
+        rows = [(topic, orjson.dumps(event)) for topic, event, _ in batch]
         seqs = self.outbox.add_many(rows)
         if self.replay_needed.is_set():
             return  # the replay sends these in order
-        for seq, (topic, payload) in zip(seqs, rows):
+        for seq, (topic, payload), (_, _, arrival) in zip(seqs, rows, batch):
             if not self._send(seq, topic, payload):
                 return
+            if self.observe_latency is not None:
+                self.observe_latency(time.perf_counter() - arrival)
 
     def drain(self, timeout: float) -> int:
         """Stop after queued events are stored; wait up to ``timeout`` for acks. Returns the outbox depth."""

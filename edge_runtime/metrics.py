@@ -18,8 +18,12 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.latency = Histogram("linewatch_end_to_end_latency_seconds", "Arrival of a window's last sample to its result published",
+        self.latency = Histogram("linewatch_end_to_end_latency_seconds",
+                                 "Arrival of a window's last sample to its decision (scored, alarm state updated, events queued)",
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.event_latency = Histogram("linewatch_event_latency_seconds",
+                                       "Arrival of a window's last sample to its event handed to the broker (outbox write included)",
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference = Histogram("linewatch_inference_seconds", "Backend inference time per batch",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("linewatch_batch_size", "Windows per inference batch",

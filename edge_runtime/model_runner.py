@@ -107,7 +107,8 @@ class ModelRunner:
                         latency = time.perf_counter() - batch.arrivals[i]
                         event = make_event(kind, stream.key, self.config.name, model_id, (batch.starts[i], batch.ends[i]), score,
                                            threshold, features, errors[i - first], latency)
-                        events.append((self.config.event_topic.format(stream=stream.key, model=self.config.name), event))
+                        topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
+                        events.append((topic, event, batch.arrivals[i]))
                 self.sink.submit(events)
                 done = time.perf_counter()
                 budget = self.runtime.latency_budget_ms / 1000

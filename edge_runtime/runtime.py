@@ -33,7 +33,7 @@ class Runtime:
         self.metrics = Metrics()
         self.outbox = Outbox(r.outbox)
         self.link: Link | None = None
-        self.sink = Sink(self.outbox, self._publish_event)
+        self.sink = Sink(self.outbox, self._publish_event, self.metrics.event_latency.observe)
         self.bad = BadInput(self._publish_error, r.errors_per_second)
         self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics) for m in config.models]
         self.routes = {}

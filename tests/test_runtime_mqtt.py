@@ -294,7 +294,7 @@ def test_graceful_shutdown_scores_pending_windows_and_exposes_metrics(broker, ru
         runtime.stop()
     assert runtime.snapshot()["models"]["pumps"]["scored"] == (1000 - 20) // 5 + 1
     for name in ("linewatch_messages_total", "linewatch_windows_scored_total", "linewatch_batch_size_bucket",
-                 "linewatch_inference_seconds_bucket", "linewatch_end_to_end_latency_seconds_bucket",
+                 "linewatch_inference_seconds_bucket", "linewatch_end_to_end_latency_seconds_bucket", "linewatch_event_latency_seconds_bucket",
                  "linewatch_deadline_misses_total", "linewatch_windows_dropped_total", "linewatch_outbox_depth", "linewatch_connected 1.0"):
         assert name in body, name
 
