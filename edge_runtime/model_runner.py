@@ -77,13 +77,11 @@ class ModelRunner:
         self.backend.deactivate()
 
     def _score(self, batch: WindowBatch, n: int) -> None:
+        """Score ``n`` pending windows in backend-sized chunks, decide, and hand events to the sink."""
         with self.lock:
             if batch.windows.shape[1:] != self.backend.window_shape:
                 log.warning("dropped %d window(s) of the previous input spec after a reload", n)
                 return
-            threshold = self.threshold
-            features = self.bundle.features
-            model_id = self.bundle.model_id
             step = self.backend.max_batch
             for first in range(0, n, step):
                 last = min(n, first + step)
@@ -92,32 +90,39 @@ class ModelRunner:
                 inference = time.perf_counter() - started
                 self.batcher.clock.observe(last - first, inference)
                 self.metrics.observe_batch(last - first, inference)
-                events = []
-                for i in range(first, last):
-                    stream = batch.streams[i]
-                    alarm = self.alarms.get(stream.key)
-                    if alarm is None:
-                        a = self.config.alarm
-                        alarm = self.alarms[stream.key] = Alarm(a.on_k, a.on_n, a.off_m, a.deadband)
-                    score = float(scores[i - first])
-                    kind = alarm.update(score, threshold)
-                    if kind is None and self.runtime.publish_scores:
-                        kind = "score"
-                    if kind is not None:
-                        latency = time.perf_counter() - batch.arrivals[i]
-                        event = make_event(kind, stream.key, self.config.name, model_id, (batch.starts[i], batch.ends[i]), score,
-                                           threshold, features, errors[i - first], latency)
-                        topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
-                        events.append((topic, event, batch.arrivals[i]))
-                self.sink.submit(events)
-                done = time.perf_counter()
-                budget = self.runtime.latency_budget_ms / 1000
-                for i in range(first, last):
-                    latency = done - batch.arrivals[i]
-                    self.metrics.latency.observe(latency)
-                    if latency > budget:
-                        self.deadline_misses += 1
-                self.scored += last - first
+                self.sink.submit(self._decide(batch, first, scores, errors))
+                self._account(batch, first, last)
+
+    def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, dict, float]]:
+        """Update each stream's alarm; the events (topic, payload, arrival) to publish."""
+        threshold, features = self.threshold, self.bundle.features
+        events = []
+        for k, score in enumerate(scores.tolist()):
+            i = first + k
+            stream = batch.streams[i]
+            alarm = self.alarms.get(stream.key)
+            if alarm is None:
+                a = self.config.alarm
+                alarm = self.alarms[stream.key] = Alarm(a.on_k, a.on_n, a.off_m, a.deadband)
+            kind = alarm.update(score, threshold)
+            if kind is None and self.runtime.publish_scores:
+                kind = "score"
+            if kind is not None:
+                event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
+                                   score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
+                topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
+                events.append((topic, event, batch.arrivals[i]))
+        return events
+
+    def _account(self, batch: WindowBatch, first: int, last: int) -> None:
+        """Decision latency per window, deadline misses and the scored count."""
+        done = time.perf_counter()
+        budget = self.runtime.latency_budget_ms / 1000
+        for arrival in batch.arrivals[first:last].tolist():
+            latency = done - arrival
+            self.metrics.latency.observe(latency)
+            self.deadline_misses += latency > budget
+        self.scored += last - first
 
     # -- hot reload ------------------------------------------------------------------------
     def _mtime(self) -> float:
