@@ -8,6 +8,7 @@ which extra to install instead of printing a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
@@ -26,14 +27,25 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-def _missing_extra_command(name: str, extra: str, error: ImportError) -> click.Command:
+# Modules each extra provides; checked (without importing them) before a subcommand is loaded,
+# because subcommands import their heavy dependencies only when they run.
+EXTRA_MODULES = {"train": ("torch", "pandas", "onnx", "onnxscript", "scipy", "matplotlib")}
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _missing_extra_command(name: str, extra: str, missing: str) -> click.Command:
     """A stand-in command that explains which extra provides ``name``."""
 
     @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def stand_in() -> None:
         raise click.ClickException(
-            f"'linewatch {name}' needs the '{extra}' extra ({error.name or error} is not installed): "
-            f"pip install 'linewatch[{extra}]'"
+            f"'linewatch {name}' needs the '{extra}' extra (not installed: {missing}): pip install 'linewatch[{extra}]'"
         )
 
     stand_in.help = LAZY_COMMANDS[name][1]
@@ -53,13 +65,11 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, cmd_name)
         target, _, extra = LAZY_COMMANDS[cmd_name]
         module_name, attribute = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            if extra is None:
-                raise
-            return _missing_extra_command(cmd_name, extra, error)
-        return getattr(module, attribute)
+        if extra is not None:
+            missing = [m for m in EXTRA_MODULES[extra] if not _available(m)]
+            if missing:
+                return _missing_extra_command(cmd_name, extra, ", ".join(missing))
+        return getattr(importlib.import_module(module_name), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List subcommands with their short help from the table, importing nothing."""

@@ -33,13 +33,14 @@ def test_runtime_side_needs_no_torch():
         "assert 'run' in r.output and 'train' in r.output\n"
         "r = CliRunner().invoke(edge_runtime.cli.main, ['run', '--help'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "r = CliRunner().invoke(edge_runtime.cli.main, ['train', 'x.csv', '-o', 'y'])\n"
-        "assert r.exit_code == 1, r.output\n"
-        "print(r.output)\n"
+        "for command in (['train', 'x.csv', '-o', 'y'], ['export', 'run', '-o', 'b'], ['demo'], ['simulate', '-o', 'p.csv']):\n"
+        "    r = CliRunner().invoke(edge_runtime.cli.main, command)\n"
+        "    assert r.exit_code == 1, r.output\n"
+        "    print(r.output)\n"
         "assert 'torch' not in sys.modules\n"
     )
     assert result.returncode == 0, result.stderr
-    assert "needs the 'train' extra" in result.stdout and "pip install 'linewatch[train]'" in result.stdout
+    assert result.stdout.count("needs the 'train' extra (not installed: torch") == 4 and "pip install 'linewatch[train]'" in result.stdout
 
 
 @pytest.mark.slow
