@@ -48,14 +48,21 @@ def measure(bundle_path: str, messages: int, machines: int = 8) -> dict:
 
 
 def main() -> None:
-    """Run and write results/hot_path.{json,md}."""
+    """Run ``--repeats`` times and write results/hot_path.{json,md}; the table shows every run, best first.
+
+    This machine is a shared VM whose speed drifts by up to 2x between minutes, so the best run is
+    the figure least disturbed by neighbours; all runs are kept in the JSON.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("bundle")
     parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    r = measure(args.bundle, args.messages)
-    path = write_results("hot_path", r, ["messages", "features", "median µs", "p90 µs", "p99 µs"],
-                         [[r["messages"], r["features"], f"{r['median_us']:.2f}", f"{r['p90_us']:.2f}", f"{r['p99_us']:.2f}"]],
+    runs = sorted((measure(args.bundle, args.messages) for _ in range(args.repeats)), key=lambda r: r["median_us"])
+    r = {**runs[0], "runs": runs}
+    rows = [[i + 1, x["messages"], x["features"], f"{x['median_us']:.2f}", f"{x['p90_us']:.2f}", f"{x['p99_us']:.2f}"]
+            for i, x in enumerate(runs)]
+    path = write_results("hot_path", r, ["run (best first)", "messages", "features", "median µs", "p90 µs", "p99 µs"], rows,
                          "Own code only: orjson decode, routing, ring-buffer write, readiness, and the copy of each ready window into the "
                          "pending batch; paho adds ~38 µs per message.")
     print(path.read_text())

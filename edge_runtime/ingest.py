@@ -22,6 +22,7 @@ from edge_runtime.streams import LATE, READY, RESTARTED, Stream
 from edge_runtime.topics import TopicTemplate
 
 _NUMBER = (int, float)
+MALFORMED = object()  # what _loads returns for a payload that is not JSON
 
 
 def to_seconds(value) -> float:
@@ -212,11 +213,17 @@ class Ingest:
             return
         self.accepted += 1
 
-    def _json(self, topic, payload, arrival, key, tag, cfg) -> None:
+    def _loads(self, topic: str, payload: bytes):
+        """The decoded payload, or ``MALFORMED`` (counted) when it is not JSON."""
         try:
-            obj = orjson.loads(payload)
+            return orjson.loads(payload)
         except orjson.JSONDecodeError as error:
             self.bad.report("malformed_json", topic, str(error))
+            return MALFORMED
+
+    def _json(self, topic, payload, arrival, key, tag, cfg) -> None:
+        obj = self._loads(topic, payload)
+        if obj is MALFORMED:
             return
         if type(obj) is not dict:
             self.bad.report("wrong_type", topic, "payload must be a JSON object")
@@ -265,10 +272,8 @@ class Ingest:
         if j is None:
             self.bad.report("unknown_feature", topic, f"tag {tag!r}")
             return
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError as error:
-            self.bad.report("malformed_json", topic, str(error))
+        obj = self._loads(topic, payload)
+        if obj is MALFORMED:
             return
         now = time.time()
         stamp = None
@@ -291,10 +296,8 @@ class Ingest:
         aligner.update(t, j, float(obj), lambda tick, row, missing: self._push(topic, stream, tick, row, missing, arrival))
 
     def _chunk(self, topic, payload, arrival, key, tag, cfg) -> None:
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError as error:
-            self.bad.report("malformed_json", topic, str(error))
+        obj = self._loads(topic, payload)
+        if obj is MALFORMED:
             return
         try:
             t0 = to_seconds(obj["t0"])
