@@ -46,6 +46,11 @@ def test_quick_demo_detects_faults_and_stops_everything(mosquitto_path, tmp_path
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_demo_and_its_broker(tmp_path):
+    import importlib.util
+
+    from conftest import need
+
+    need(importlib.util.find_spec("amqtt") is not None, "amqtt is not installed (pip install 'linewatch[demo]')")
     out = tmp_path / "demo"
     process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "demo", "--quick", "--broker", "amqtt", "--rate", "100",
                                 "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
