@@ -195,6 +195,12 @@ def validate(config: Config, base: Path | None = None) -> None:
         raise ConfigError(f"broker.protocol: expected auto, 5 or 3.1.1, got {b.protocol!r}")
     if bool(b.cert_file) != bool(b.key_file):
         raise ConfigError("broker: cert_file and key_file go together")
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        path = getattr(b, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"broker.{key}: {path} does not exist")
+    if (b.ca_file or b.cert_file) and not b.tls:
+        raise ConfigError("broker: ca_file/cert_file are set but tls is false")
     for i, m in enumerate(config.models):
         if not m.bundle:
             raise ConfigError(f"models[{i}] ({m.name}): bundle path is required")

@@ -91,6 +91,7 @@ def test_topic_templates():
         ({"models": [{"bundle": "b", "inputs": [{"topic": "a/{m}", "format": "tag"}]}]}, "needs a {tag} field"),
         ({"models": [{"bundle": "b", "alarm": {"on_k": 4, "on_n": 3}}]}, "need 1 <= on_k <= on_n"),
         ({"models": [{"bundle": "b"}], "broker": {"cert_file": "c.pem"}}, "cert_file and key_file go together"),
+        ({"models": [{"bundle": "b"}], "broker": {"tls": True, "ca_file": "/no/ca.pem"}}, "broker.ca_file: /no/ca.pem does not exist"),
     ],
 )
 def test_config_errors_name_the_key(data, message):
