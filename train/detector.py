@@ -97,27 +97,31 @@ class AutoencoderDetector:
     def _windows(self, table: SensorTable, stride: int, exclude_labelled: bool) -> list[SeriesWindows]:
         return [series_windows(s, self.window, stride, self.max_gap_, exclude_labelled) for s in table.series]
 
-    def _split(self, windowed: list[SeriesWindows]) -> tuple[np.ndarray, np.ndarray]:
-        """Chronological split per series: the last ``val_fraction`` of windows validate."""
-        train_parts, val_parts = [], []
+    def _split(self, windowed: list[SeriesWindows]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Chronological split per series: the last ``val_fraction`` of windows validate.
+
+        Returns, per series, the indices of its training and of its validation windows;
+        validation windows that overlap the last training window are purged.
+        """
+        train_sel, val_sel = [], []
         for sw in windowed:
             n = len(sw.starts)
-            if n == 0:
-                continue
             cut = int(round(n * (1 - self.val_fraction))) if n > 1 else n
-            train_parts.append(sw.take(slice(0, cut)))
-            # Purge validation windows that overlap the last training window.
             last_train_end = sw.starts[cut - 1] + self.window if cut else -1
-            val_idx = np.flatnonzero(sw.starts[cut:] >= last_train_end) + cut
-            if val_idx.size:
-                val_parts.append(sw.take(val_idx))
-        empty = np.empty((0, self.window, len(self.features_)), np.float32)
-        return (np.concatenate(train_parts) if train_parts else empty, np.concatenate(val_parts) if val_parts else empty)
+            train_sel.append(np.arange(cut))
+            val_sel.append(np.flatnonzero(sw.starts[cut:] >= last_train_end) + cut)
+        return train_sel, val_sel
 
-    def _subsample(self, windows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-        if len(windows) <= limit:
-            return windows
-        return windows[np.sort(rng.choice(len(windows), limit, replace=False))]
+    def _gather(self, windowed: list[SeriesWindows], selections: list[np.ndarray], limit: int, rng: np.random.Generator) -> np.ndarray:
+        """Copy the selected windows (a random ``limit`` of them at most) into one array."""
+        sizes = np.array([len(sel) for sel in selections])
+        total = int(sizes.sum())
+        if total > limit:
+            chosen = np.sort(rng.choice(total, limit, replace=False))
+            offsets = np.r_[0, np.cumsum(sizes)]
+            selections = [sel[chosen[(chosen >= lo) & (chosen < hi)] - lo] for sel, lo, hi in zip(selections, offsets, offsets[1:])]
+        parts = [sw.take(sel) for sw, sel in zip(windowed, selections) if len(sel)]
+        return np.concatenate(parts) if parts else np.empty((0, self.window, len(self.features_)), np.float32)
 
     def fit(self, X, y=None) -> "AutoencoderDetector":
         """Train on normal data ``X`` (a SensorTable, or an array ``[T, F]``); ``y`` is ignored."""
@@ -134,11 +138,11 @@ class AutoencoderDetector:
                 f"too few rows for one window: need {self.window} consecutive gap-free normal rows "
                 f"(max gap {self.max_gap_:g} s); the longest series has {longest} rows"
             )
-        train, val = self._split(windowed)
+        train_sel, val_sel = self._split(windowed)
+        train = self._gather(windowed, train_sel, self.max_windows, rng)
+        val = self._gather(windowed, val_sel, max(self.max_windows // 4, CALIBRATION_KEEP), rng)
         if len(val) == 0:
             raise DataError("no validation windows: give more data or a smaller --window")
-        train = self._subsample(train, self.max_windows, rng)
-        val = self._subsample(val, max(self.max_windows // 4, CALIBRATION_KEEP), rng)
         mean = train.mean(axis=(0, 1), dtype=np.float64)
         std = train.std(axis=(0, 1), dtype=np.float64)
         constant = [f for f, s, m in zip(self.features_, std, mean) if s <= 1e-6 * max(1.0, abs(m))]
