@@ -188,8 +188,12 @@ class AutoencoderDetector:
     def score_series(self, series: Series) -> SeriesScores:
         """Window one series with the runtime's stride and gap rule and score it."""
         sw = series_windows(series, self.window, self.stride, self.max_gap_)
-        windows = sw.take() if len(sw.starts) else np.empty((0, self.window, len(self.features_)), np.float32)
-        window_scores, feature_error = self.score_windows(windows)
+        chunk = 4096  # copy windows a chunk at a time, not the whole series
+        parts = [self.score_windows(sw.take(slice(i, i + chunk))) for i in range(0, len(sw.starts), chunk)]
+        if parts:
+            window_scores, feature_error = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        else:
+            window_scores, feature_error = self.score_windows(np.empty((0, self.window, len(self.features_)), np.float32))
         return SeriesScores(sw, window_scores, feature_error, rows_from_windows(len(series), sw, window_scores, self.stride))
 
     def score_samples(self, X) -> np.ndarray:
