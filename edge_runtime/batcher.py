@@ -3,7 +3,8 @@
 Ready windows are copied once, from their stream's ring buffer into a preallocated pending
 batch. A scoring thread swaps the pending batch with its own buffer and scores it when it is
 full, or when waiting longer would break the budget: the oldest window's arrival plus the
-budget, minus the inference time observed for that batch size. Under overload (the pending
+budget, minus the time scoring took for that batch size (inference, deciding and handing events
+on, as observed), minus how late the thread has recently woken up. Under overload (the pending
 buffer full) the stalest pending window is shed and counted.
 """
 
@@ -35,7 +36,7 @@ class WindowBatch:
 
 
 class InferenceClock:
-    """Observed inference seconds per batch size (exponentially weighted)."""
+    """Observed scoring seconds per batch size (exponentially weighted)."""
 
     def __init__(self) -> None:
         self.seconds: dict[int, float] = {}
@@ -71,6 +72,7 @@ class Batcher:
         self.running = False
         self.shed = 0
         self.failed = 0
+        self.lateness = 0.0  # decaying maximum of how late flushes started after they were due
         self.thread: threading.Thread | None = None
 
     def add(self, stream: Stream, arrival: float) -> None:
@@ -96,7 +98,7 @@ class Batcher:
         if p.count >= self.max_batch:
             return 0.0
         oldest = float(p.arrivals[: p.count].min())
-        return oldest + self.budget_s - self.clock.estimate(p.count) - SLACK_S - now
+        return oldest + self.budget_s - self.clock.estimate(p.count) - self.lateness - SLACK_S - now
 
     def _loop(self) -> None:
         while True:
@@ -109,10 +111,13 @@ class Batcher:
                 if wait > 0 and self.running:
                     self.cond.wait(wait)
                     continue
+                self.lateness = max(-wait, 0.95 * self.lateness) if self.running else self.lateness
                 self.pending, self.scoring = self.scoring, self.pending
                 n, self.scoring.count = self.scoring.count, 0
             try:
+                started = time.perf_counter()
                 self.score(self.scoring, n)
+                self.clock.observe(n, time.perf_counter() - started)
             except Exception:  # one bad batch must not stop scoring for good
                 log.exception("scoring a batch of %d window(s) failed; they are dropped", n)
                 self.failed += n

@@ -276,6 +276,7 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         "windows scored": snapshot["models"]["pumps"]["scored"],
         "events published": snapshot["events_published"],
         "latency p50 / p99 (ms)": f"{np.percentile(latencies, 50):.1f} / {np.percentile(latencies, 99):.1f}",
+        "deadline misses": snapshot["models"]["pumps"]["deadline_misses"],
         "broker": broker_name,
         "total time (s)": round(time.perf_counter() - started, 1),
     }
