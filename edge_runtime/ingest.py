@@ -126,9 +126,9 @@ class Ingest:
         self.reorder_s = reorder_s
         self.reorders: dict[str, Reorder] = {}
 
-    def subscriptions(self) -> list[str]:
-        """Topic filters to subscribe to."""
-        return [t.subscription for t, _ in self.templates]
+    def subscriptions(self) -> set[tuple[str, int]]:
+        """Topic filters to subscribe to, with their QoS."""
+        return {(t.subscription, cfg.qos) for t, cfg in self.templates}
 
     def stream(self, key: str) -> Stream:
         """The stream for ``key``, created on first use."""
@@ -149,6 +149,10 @@ class Ingest:
             self.aligners.clear()
             self.routes.clear()
 
+    def route(self, topic: str):
+        """The cached ``(handler, stream key, tag, input config)`` for a topic, or None if no template matches."""
+        return self.routes.get(topic) or self._route(topic)
+
     def _route(self, topic: str):
         for template, cfg in self.templates:
             matched = template.match(topic)
@@ -162,7 +166,7 @@ class Ingest:
 
     def handle(self, topic: str, payload: bytes, arrival: float) -> None:
         """Process one message (the MQTT callback calls this)."""
-        route = self.routes.get(topic) or self._route(topic)
+        route = self.route(topic)
         if route is None:
             self.bad.report("unknown_topic", topic)
             return
@@ -229,10 +233,9 @@ class Ingest:
             self.bad.report("wrong_type", topic, "payload must be a JSON object")
             return
         t = obj.get(cfg.time_key)
-        if type(t) is float and t - time.time() <= self.max_future_s:
-            pass  # the common case, checked inline
-        else:
-            t = self._time(topic, t, time.time())
+        now = time.time()
+        if type(t) is not float or t - now > self.max_future_s:  # the common case skips the call
+            t = self._time(topic, t, now)
             if t is None:
                 return
         values = obj.get("values", obj)
@@ -265,7 +268,7 @@ class Ingest:
                 self.bad.report("missing_feature", topic, "no known feature in the sample")
                 return
             self.bad.report("missing_feature", topic, ", ".join(self.features[j] for j in missing))
-        self._push(topic, self.streams.get(key) or self.stream(key), t, row, missing, arrival)
+        self._push(topic, self.stream(key), t, row, missing, arrival)
 
     def _tag(self, topic, payload, arrival, key, tag, cfg) -> None:
         j = self.index.get(tag)

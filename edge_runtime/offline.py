@@ -98,7 +98,7 @@ def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) ->
     filled = 0
     for i, (t, row) in enumerate(zip(series.time, series.values)):
         missing = tuple(np.flatnonzero(np.isnan(row)).tolist())
-        result = stream.push(float(t), row.copy(), missing)
+        result = stream.push(float(t), row.copy() if missing else row, missing)  # holding fills the row in place
         if result == RESTARTED:
             run_id[i] = -1
             continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from datetime import datetime, timezone
 
 import orjson
@@ -68,7 +67,7 @@ class Runtime:
 
     def _route(self, topic: str):
         for runner in self.models:
-            if any(t.match(topic) for t, _ in runner.ingest.templates):
+            if runner.ingest.route(topic) is not None:
                 self.routes[topic] = runner
                 return runner
         return None
@@ -103,7 +102,7 @@ class Runtime:
         self.sink.start()
         online = {"client_id": b.client_id, "version": __version__, "started": self.started_at,
                   "bundles": [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id} for m in self.models]}
-        subscriptions = sorted({(t.subscription, i.qos) for m in self.models for t, i in m.ingest.templates})
+        subscriptions = sorted(set().union(*(m.ingest.subscriptions() for m in self.models)))
         self.link = Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.connected, self.sink.acked)
         self.accepting = True
         self.link.start()

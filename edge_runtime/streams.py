@@ -20,7 +20,7 @@ class Stream:
     """One stream's ring buffer ``[2W, F]``; :meth:`push` writes a sample, :meth:`window` views the latest window."""
 
     __slots__ = ("key", "window_size", "stride", "max_gap", "buffer", "times", "pos", "filled", "last_time",
-                 "held", "held_time", "full_time", "last_full", "partial_time", "late", "restarts")
+                 "held", "held_time", "full_time", "last_full", "partial_time", "late")
 
     def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float) -> None:
         self.key = key
@@ -29,13 +29,11 @@ class Stream:
         self.times = [0.0] * (2 * window)  # a list: item writes cost a fifth of numpy's
         self.held = np.zeros(n_features, dtype=np.float32)  # values held for partial samples
         self.partial_time = np.full(n_features, -np.inf)
-        self.pos = self.filled = self.late = self.restarts = self.last_full = 0
+        self.pos = self.filled = self.late = self.last_full = 0
         self.last_time = self.full_time = self.held_time = -np.inf
 
     def restart(self) -> None:
         """Forget the current run of samples (not the held values: they age out by the rule)."""
-        if self.filled:
-            self.restarts += 1
         self.filled = 0
 
     def push(self, t: float, row, missing: tuple[int, ...] = ()) -> int:

@@ -38,6 +38,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, int
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     detector = AutoencoderDetector.load(run_dir)
+    units = units or {}
+    unknown = set(units) - set(detector.features_)
+    if unknown:  # checked before minutes of exporting, not after
+        raise ValueError(f"--units names unknown feature(s) {sorted(unknown)}; features are {detector.features_}")
     windows = np.ascontiguousarray(detector.calibration_windows_, dtype=np.float32)
     if len(windows) == 0:
         raise parity.ParityError(f"{run_dir}: no calibration windows to check parity on")
@@ -66,25 +70,25 @@ def _build(detector, staging: Path, windows: np.ndarray, fp16: bool, int8: bool,
     threshold = detector.threshold_
     artifacts = []
 
-    def add(file: str, fmt: str, precision: str, outputs, **extra) -> None:
+    def add(file: str, fmt: str, precision: str, make, outputs_of) -> None:
+        """Write an artifact with ``make(path)``, run it with ``outputs_of(path)``, check parity, record it."""
         started = time.perf_counter()
-        report = parity.check(file, reference, outputs, precision, threshold, tolerances)
-        artifacts.append(describe_artifact(staging, file, fmt, precision, report, **extra))
+        path = staging / file
+        make(path)
+        report = parity.check(file, reference, outputs_of(path), precision, threshold, tolerances)
+        artifacts.append(describe_artifact(staging, file, fmt, precision, report))
         echo(f"  {file:<22} parity ok: score max abs {report['score']['max_abs']:.2e}, max rel {report['score']['max_rel']:.2e} "
              f"({time.perf_counter() - started:.1f} s)")
 
     echo(f"exporting {detector.kind} (exporter chatter goes to {LOG_FILE} in the bundle)")
-    graphs.export_pt2(scorer, example, staging / "model.pt2", log)
-    add("model.pt2", "pt2", "fp32", parity.pt2_outputs(staging / "model.pt2", windows))
-    graphs.export_onnx(scorer, example, staging / "model.onnx", log)
-    add("model.onnx", "onnx", "fp32", parity.onnx_outputs(staging / "model.onnx", windows))
+    onnx_path = staging / "model.onnx"
+    add("model.pt2", "pt2", "fp32", lambda p: graphs.export_pt2(scorer, example, p, log), lambda p: parity.pt2_outputs(p, windows))
+    add("model.onnx", "onnx", "fp32", lambda p: graphs.export_onnx(scorer, example, p, log), lambda p: parity.onnx_outputs(p, windows))
     if fp16:
-        graphs.onnx_fp16(staging / "model.onnx", staging / "model.fp16.onnx")
-        add("model.fp16.onnx", "onnx", "fp16", parity.onnx_outputs(staging / "model.fp16.onnx", windows))
+        add("model.fp16.onnx", "onnx", "fp16", lambda p: graphs.onnx_fp16(onnx_path, p), lambda p: parity.onnx_outputs(p, windows))
     if int8:
-        graphs.onnx_int8(staging / "model.onnx", staging / "model.int8.onnx", log)
-        add("model.int8.onnx", "onnx", "int8", parity.onnx_outputs(staging / "model.int8.onnx", windows))
-    manifest = _manifest(detector, artifacts, name, units or {})
+        add("model.int8.onnx", "onnx", "int8", lambda p: graphs.onnx_int8(onnx_path, p, log), lambda p: parity.onnx_outputs(p, windows))
+    manifest = _manifest(detector, artifacts, name, units)
     write_manifest(staging, manifest)
     if tensorrt:
         _add_engines(staging, manifest, detector, reference, fp16, max_batch, windows, tolerances, echo)
@@ -113,9 +117,6 @@ def _add_engines(folder: Path, manifest: dict, detector, reference, fp16: bool, 
 
 
 def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: dict[str, str]) -> dict:
-    unknown = set(units) - set(detector.features_)
-    if unknown:
-        raise ValueError(f"--units names unknown feature(s) {sorted(unknown)}; features are {detector.features_}")
     history = detector.history_
     w, f = detector.window, len(detector.features_)
     return {

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from edge_runtime.errors import BrokerError
+from edge_runtime.ingest import to_seconds
 from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port
 
 FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]
@@ -100,7 +101,7 @@ class LiveState:
         """Record one event from the runtime."""
         with self.lock:
             self.events += 1
-            stream, end = event["stream"], _seconds(event["window_end"])
+            stream, end = event["stream"], to_seconds(event["window_end"])
             self.scores[stream] = event["score"]
             self.history.setdefault(stream, []).append((end, event["score"]))
             self.latencies_ms.append(event["latency_ms"])
@@ -110,12 +111,6 @@ class LiveState:
             elif event["kind"] == "alarm_cleared":
                 self.active[stream] = False
                 self.cleared.append(event)
-
-
-def _seconds(iso_time: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
 
 
 def render(state: LiveState, progress: float, broker: str):
@@ -145,9 +140,9 @@ def match_faults(faults, test_frame, state: LiveState) -> tuple[list[dict], int]
         spans.append((f, ts[f.start], ts[min(f.start + f.length - 1, len(ts) - 1)]))
     rows, used = [], set()
     for f, first, last in spans:
-        hits = [e for e in state.raised if e["stream"] == f"line1/{f.machine}" and first <= _seconds(e["window_end"]) <= last + 60]
+        hits = [e for e in state.raised if e["stream"] == f"line1/{f.machine}" and first <= to_seconds(e["window_end"]) <= last + 60]
         used.update(id(e) for e in hits)
-        delay = _seconds(hits[0]["window_end"]) - first if hits else None
+        delay = to_seconds(hits[0]["window_end"]) - first if hits else None
         rows.append({"machine": f.machine, "kind": f.kind, "feature": f.feature, "detected": bool(hits), "delay_s": delay})
     false_alarms = sum(1 for e in state.raised if id(e) not in used)
     return rows, false_alarms
@@ -177,7 +172,7 @@ def write_report(path: Path, state: LiveState, faults, test_frame, rows, summary
                 ax.axvspan(ts[f.start] - t0, ts[min(f.start + f.length - 1, len(ts) - 1)] - t0, color="orange", alpha=0.3)
         for e in state.raised:
             if e["stream"] == f"line1/{machine}":
-                ax.axvline(_seconds(e["window_end"]) - t0, color="black", ls=":", lw=1)
+                ax.axvline(to_seconds(e["window_end"]) - t0, color="black", ls=":", lw=1)
         ax.set(yscale="log", ylabel=machine)
     axes[0, 0].set_title("Scores over the replayed test period (orange: injected faults, dotted: alarms raised)")
     axes[-1, 0].set_xlabel("seconds into the test period")
