@@ -147,6 +147,7 @@ class Ingest:
             self.numbered = tuple(enumerate(self.features))
             self.streams.clear()
             self.aligners.clear()
+            self.reorders.clear()  # held rows have the old feature layout
             self.routes.clear()
 
     def route(self, topic: str):

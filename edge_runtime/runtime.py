@@ -100,22 +100,26 @@ class Runtime:
         for runner in self.models:
             runner.start()
         self.sink.start()
-        online = {"client_id": b.client_id, "version": __version__, "started": self.started_at,
-                  "bundles": [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id} for m in self.models]}
+        online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
         subscriptions = sorted(set().union(*(m.ingest.subscriptions() for m in self.models)))
         self.link = Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.connected, self.sink.acked)
         self.accepting = True
         self.link.start()
         threading.Thread(target=self._watch, name="linewatch-reload", daemon=True).start()
 
+    def _bundles(self) -> list[dict]:
+        """The models and bundle ids the retained status announces."""
+        return [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id} for m in self.models]
+
     def _watch(self) -> None:
-        """Reload bundles on request (SIGHUP) or when a manifest changes on disk."""
+        """Reload bundles on request (SIGHUP) or when a manifest changes on disk; re-announce the status."""
         while not self.stopped.is_set():
             requested = self.reload_requested.wait(self.config.runtime.reload_poll_s)
             self.reload_requested.clear()
-            for runner in self.models:
-                if requested or runner.changed_on_disk():
-                    runner.reload()
+            reloaded = [runner.reload() for runner in self.models if requested or runner.changed_on_disk()]
+            if any(reloaded) and self.link is not None and self.link.connected.is_set():
+                self.link.online["bundles"] = self._bundles()
+                self.link.publish_status("online")
 
     def stop(self) -> None:
         """Graceful shutdown: stop taking samples, score what is pending, flush events, go offline."""

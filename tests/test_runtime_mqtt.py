@@ -237,6 +237,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
     runtime = Runtime(runtime_config(broker.port, bundle, tmp_path))
     runtime.start()
     publisher = client(broker.port)
+    status = Collector(broker.port, "linewatch/lw-test/status")
     payloads = fault_payloads(plant)
     try:
         assert runtime.link.wait_connected(5)
@@ -251,6 +252,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         (bundle / "bundle.json").write_text(json.dumps(manifest))
         assert _wait(lambda: runner.bundle.model_id != before_id, 5)
         assert runner.ingest.streams["l1/m1"] is stream and stream.filled == filled
+        assert status.wait_for(lambda c: c.on("linewatch/lw-test/status")[-1]["bundles"][0]["id"] == runner.bundle.model_id, 5)
         assert runner.threshold == pytest.approx(2 * json.loads((runtime_bundle / "bundle.json").read_text())["threshold"]["value"])
         for topic, payload in payloads[500:600]:
             publisher.publish(topic, payload, qos=1)
@@ -275,6 +277,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         assert _wait(lambda: runner.scored >= scored + (100 - 10) // 5 + 1, 10)
     finally:
         runtime.stop()
+        status.close()
 
 
 def test_graceful_shutdown_scores_pending_windows_and_exposes_metrics(broker, runtime_bundle, tmp_path, plant):

@@ -167,3 +167,25 @@ def test_batcher_sheds_the_stalest_window_under_overload():
     assert sorted(pending.arrivals[:3].tolist()) == [102.0, 103.0, 104.0]
     assert sorted(s.key for s in pending.streams[:3]) == ["m2", "m3", "m4"]
     assert sorted(pending.windows[:3, 0, 0].tolist()) == [2.0, 3.0, 4.0]
+
+
+def test_rebind_to_another_input_spec_drops_rows_held_for_reordering():
+    import orjson
+
+    from edge_runtime.badinput import BadInput
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.config import InputConfig
+    from edge_runtime.ingest import Ingest
+
+    def bundle(features):
+        return Bundle(path=None, manifest={"input": {"window": 2, "stride": 1, "features": [{"name": f} for f in features],
+                                                     "sample_period": 1.0, "max_gap": 3.0}, "threshold": {"value": 1.0}})
+
+    windows = []
+    ingest = Ingest(bundle(["a"]), [InputConfig(topic="p/{m}")], lambda s, a: windows.append(s.window().copy()), BadInput(),
+                    reorder_s=5.0)
+    for t in (1.0, 2.0):
+        ingest.handle("p/m1", orjson.dumps({"ts": t, "a": t}), 0.0)
+    ingest.rebind(bundle(["a", "b"]), keep_streams=False)
+    ingest.flush()  # nothing of the old layout may reach the new streams
+    assert windows == [] and ingest.streams == {}
