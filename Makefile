@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv mosquitto clean
+.PHONY: test lint demo venv mosquitto clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ mosquitto:
 	  else echo "mosquitto not found and apt-get unavailable: broker tests will skip (fail under CI)"; fi; \
 	fi
 
-test: venv mosquitto
+# Layering (import-linter contracts in pyproject.toml) and lint run before the tests, in CI too.
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint mosquitto
 	$(PY) -m pytest -q
 
 demo: venv

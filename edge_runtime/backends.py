@@ -61,7 +61,7 @@ class Backend(ABC):
         """Release the model."""
         self.active = False
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         self.activate()
         return self
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from edge_runtime.streams import Stream
+from edge_runtime.registry import StreamState
 
 log = logging.getLogger("linewatch.batcher")
 SLACK_S = 0.002  # time reserved for deciding and publishing after inference
@@ -31,7 +31,7 @@ class WindowBatch:
         self.arrivals = np.zeros(capacity)
         self.starts = np.zeros(capacity)
         self.ends = np.zeros(capacity)
-        self.streams: list[Stream | None] = [None] * capacity
+        self.streams: list[StreamState | None] = [None] * capacity
         self.count = 0
 
 
@@ -75,7 +75,7 @@ class Batcher:
         self.lateness = 0.0  # decaying maximum of how late flushes started after they were due
         self.thread: threading.Thread | None = None
 
-    def add(self, stream: Stream, arrival: float) -> None:
+    def add(self, stream: StreamState, arrival: float) -> None:
         """Copy ``stream``'s ready window into the pending batch (ingest thread)."""
         with self.cond:
             p = self.pending
@@ -85,9 +85,10 @@ class Batcher:
                 self.shed += 1
             else:
                 p.count += 1
-            p.windows[i] = stream.window()
+            ring = stream.ring
+            p.windows[i] = ring.window()
             p.arrivals[i] = arrival
-            p.starts[i], p.ends[i] = stream.window_span()
+            p.starts[i], p.ends[i] = ring.window_span()
             p.streams[i] = stream
             if p.count == 1 or p.count == self.max_batch:
                 self.cond.notify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 
@@ -59,7 +60,8 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
     """Score DATA (CSV) offline with BUNDLE: writes series, time, score and flag per row."""
     from edge_runtime.backends import create_backend
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.offline import read_csv, score_series
+    from edge_runtime.offline import score_series
+    from edge_runtime.tables import read_csv
 
     try:
         bundle = load_bundle(bundle_path)
@@ -69,8 +71,7 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
             results = [(s, score_series(s, runner)) for s in series]
     except LinewatchError as error:
         raise _fail(error) from None
-    handle = open(output, "w", newline="") if output else sys.stdout
-    try:
+    with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as handle:
         writer = csv.writer(handle)
         writer.writerow(["series", "time", "score", "anomaly"])
         flagged = total = 0
@@ -80,9 +81,6 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
                 flagged += flag
                 total += 1
                 writer.writerow([s.name, repr(float(t)), "" if value != value else f"{value:.9g}", flag])
-    finally:
-        if output:
-            handle.close()
     if output:
         click.echo(f"scored {total} rows in {len(results)} series, {flagged} flagged (threshold {limit:.6g}) -> {output}")
 

@@ -1,5 +1,6 @@
 """Throw-away local brokers (the demo, the tests): finding mosquitto, a free port, a config derived
-from the shipped mosquitto.conf, and waiting for the broker to listen."""
+from the shipped mosquitto.conf, and waiting for the broker to listen.
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
 """Prometheus metrics. Counters kept by the hot path as plain integers are read at scrape time,
-so ingest pays nothing per message for metrics."""
+so ingest pays nothing per message for metrics.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from edge_runtime.badinput import KINDS
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 

@@ -12,9 +12,11 @@ from edge_runtime.badinput import BadInput
 from edge_runtime.batcher import Batcher, WindowBatch
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.config import ModelConfig, RuntimeConfig
-from edge_runtime.events import Sink, make_event
+from edge_runtime.delivery import Sink
+from edge_runtime.event_schema import make_event
 from edge_runtime.ingest import Ingest
 from edge_runtime.metrics import Metrics
+from edge_runtime.registry import StreamRegistry, StreamState
 
 log = logging.getLogger("linewatch.model")
 
@@ -27,12 +29,12 @@ class ModelRunner:
         self.sink, self.metrics = sink, metrics
         self.bundle = load_bundle(config.bundle)
         self.backend = self._backend(self.bundle)
-        self.alarms: dict[str, Alarm] = {}
         self.scored = 0
         self.deadline_misses = 0
         self.lock = threading.Lock()  # held while scoring and while swapping bundles
-        self.ingest = Ingest(self.bundle, config.inputs, self._ready, bad, runtime.max_payload_bytes, runtime.max_future_s,
-                             runtime.reorder_s)
+        a = config.alarm
+        self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s)
+        self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s)
         self.batcher = self._batcher(self.bundle)
         self.manifest_mtime = self._mtime()
 
@@ -63,7 +65,7 @@ class ModelRunner:
                 backend.infer(batch)
                 batcher.clock.observe(size, time.perf_counter() - started)
 
-    def _ready(self, stream, arrival: float) -> None:
+    def _ready(self, stream: StreamState, arrival: float) -> None:
         self.batcher.add(stream, arrival)
 
     def start(self) -> None:
@@ -98,11 +100,7 @@ class ModelRunner:
         for k, score in enumerate(scores.tolist()):
             i = first + k
             stream = batch.streams[i]
-            alarm = self.alarms.get(stream.key)
-            if alarm is None:
-                a = self.config.alarm
-                alarm = self.alarms[stream.key] = Alarm(a.on_k, a.on_n, a.off_m, a.deadband)
-            kind = alarm.update(score, threshold)
+            kind = stream.alarm.update(score, threshold)
             if kind is None and self.runtime.publish_scores:
                 kind = "score"
             if kind is not None:
@@ -149,7 +147,6 @@ class ModelRunner:
             self.bundle, self.backend = bundle, backend
             self.ingest.rebind(bundle, keep_streams=keep)
             if not keep:
-                self.alarms.clear()
                 self.batcher.pending.count = 0  # windows of the old spec cannot run on the new model
                 old_batcher, self.batcher = self.batcher, batcher
             self.manifest_mtime = self._mtime()

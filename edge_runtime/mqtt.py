@@ -6,11 +6,12 @@ paho's errors are translated into :class:`edge_runtime.errors.BrokerError` here,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -174,9 +175,7 @@ class Link:
         self.stopping = True
         if self.connected.is_set():
             info = self.publish_status("offline")
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):  # not sent in time, or the link is already down
                 info.wait_for_publish(timeout=2)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()

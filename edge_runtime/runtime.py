@@ -12,11 +12,12 @@ import orjson
 from edge_runtime import __version__
 from edge_runtime.badinput import BadInput
 from edge_runtime.config import Config
-from edge_runtime.events import Sink
+from edge_runtime.delivery import Sink
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.mqtt import Link
 from edge_runtime.outbox import Outbox
+from edge_runtime.router import Router
 
 log = logging.getLogger("linewatch.runtime")
 
@@ -35,7 +36,7 @@ class Runtime:
         self.sink = Sink(self.outbox, self._publish_event, self.metrics.event_latency.observe)
         self.bad = BadInput(self._publish_error, r.errors_per_second)
         self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics) for m in config.models]
-        self.routes = {}
+        self.router = Router([(cfg, m.ingest) for m in self.models for cfg in m.config.inputs], self.bad, r.max_payload_bytes)
         self.accepting = False
         self.stopped = threading.Event()
         self.shutdown_requested = threading.Event()
@@ -54,23 +55,10 @@ class Runtime:
     def _on_message(self, topic: str, payload: bytes, arrival: float) -> None:
         if not self.accepting:
             return
-        runner = self.routes.get(topic)
-        if runner is None:
-            runner = self._route(topic)
-            if runner is None:
-                self.bad.report("unknown_topic", topic)
-                return
         try:
-            runner.ingest.handle(topic, payload, arrival)
+            self.router.dispatch(topic, payload, arrival)
         except Exception as error:  # never let one message take the network thread down
             self.bad.report("internal_error", topic, repr(error))
-
-    def _route(self, topic: str):
-        for runner in self.models:
-            if runner.ingest.route(topic) is not None:
-                self.routes[topic] = runner
-                return runner
-        return None
 
     def snapshot(self) -> dict:
         """Counters for metrics and tests."""
@@ -80,7 +68,7 @@ class Runtime:
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
                                 "failed": m.batcher.failed,
-                                "alarms_active": sum(a.active for a in m.alarms.values()), "streams": len(m.ingest.streams)}
+                                "alarms_active": m.streams.alarms_active(), "streams": len(m.streams)}
                 for m in self.models
             },
             "events_published": self.sink.published,
@@ -101,8 +89,7 @@ class Runtime:
             runner.start()
         self.sink.start()
         online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
-        subscriptions = sorted(set().union(*(m.ingest.subscriptions() for m in self.models)))
-        self.link = Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.connected, self.sink.acked)
+        self.link = Link(b, self.router.subscriptions(), self.status_topic, online, self._on_message, self.sink.connected, self.sink.acked)
         self.accepting = True
         self.link.start()
         threading.Thread(target=self._watch, name="linewatch-reload", daemon=True).start()

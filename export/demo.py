@@ -1,5 +1,6 @@
 """``linewatch demo``: simulate a plant, train, export, start a broker and the runtime, replay a
-test period with faults over MQTT, show it live, summarise, report, and clean up."""
+test period with faults over MQTT, show it live, summarise, report, and clean up.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +20,8 @@ import numpy as np
 import orjson
 
 from edge_runtime.errors import BrokerError
-from edge_runtime.ingest import to_seconds
 from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port
-
-FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]
+from edge_runtime.timeparse import to_seconds
 
 
 @dataclass
@@ -41,13 +40,13 @@ class DemoSettings:
     seed: int = 7
 
     @classmethod
-    def quick(cls) -> "DemoSettings":
+    def quick(cls) -> DemoSettings:
         """A run of a few seconds for the tests."""
         return cls(machines=3, train_rows=3600, test_rows=2400, normal_test_rows=400, epochs=8, window=30, stride=5, rate=1500.0)
 
 
 def start_broker(folder: Path, stack: ExitStack, choice: str = "auto") -> tuple[int, str, subprocess.Popen]:
-    """mosquitto when it is installed (``auto``), else amqtt in its own process."""
+    """Mosquitto when it is installed (``auto``), else amqtt in its own process."""
     port = free_port()
     mosquitto = find_mosquitto() if choice in ("auto", "mosquitto") else None
     if choice == "mosquitto" and mosquitto is None:
@@ -132,30 +131,35 @@ def render(state: LiveState, progress: float, broker: str):
 
 
 def match_faults(faults, test_frame, state: LiveState) -> tuple[list[dict], int]:
-    """Per injected fault: detected or not and the delay; plus alarms raised outside any fault."""
-    starts = {m: test_frame[test_frame.machine == m].ts.to_numpy() for m in test_frame.machine.unique()}
-    spans = []
-    for f in faults:
-        ts = starts[f.machine]
-        spans.append((f, ts[f.start], ts[min(f.start + f.length - 1, len(ts) - 1)]))
-    rows, used = [], set()
-    for f, first, last in spans:
-        hits = [e for e in state.raised if e["stream"] == f"line1/{f.machine}" and first <= to_seconds(e["window_end"]) <= last + 60]
-        used.update(id(e) for e in hits)
-        delay = to_seconds(hits[0]["window_end"]) - first if hits else None
-        rows.append({"machine": f.machine, "kind": f.kind, "feature": f.feature, "detected": bool(hits), "delay_s": delay})
-    false_alarms = sum(1 for e in state.raised if id(e) not in used)
+    """Per injected fault: detected or not and the delay; plus alarms raised outside any fault.
+
+    An alarm up to 60 s after a fault's last row still counts for it (the window lags the fault).
+    """
+    from train.metrics import match_alarms
+
+    found: dict[int, tuple[float, float | None]] = {}  # fault index -> (first time, alarm time)
+    false_alarms = 0
+    for machine in test_frame.machine.unique():
+        ts = test_frame[test_frame.machine == machine].ts.to_numpy()
+        mine = [i for i, f in enumerate(faults) if f.machine == machine]
+        spans = [(ts[faults[i].start], ts[min(faults[i].start + faults[i].length - 1, len(ts) - 1)]) for i in mine]
+        alarm_times = np.array([to_seconds(e["window_end"]) for e in state.raised if e["stream"] == f"line1/{machine}"])
+        first_alarm, used = match_alarms(spans, alarm_times, grace=60.0)
+        false_alarms += int((~used).sum())
+        found.update({i: (span[0], alarm_times[k] if k >= 0 else None) for i, span, k in zip(mine, spans, first_alarm)})
+    rows = [{"machine": f.machine, "kind": f.kind, "feature": f.feature, "detected": found[i][1] is not None,
+             "delay_s": None if found[i][1] is None else float(found[i][1] - found[i][0])} for i, f in enumerate(faults)]
     return rows, false_alarms
 
 
 def write_report(path: Path, state: LiveState, faults, test_frame, rows, summary: dict) -> None:
     """HTML report with a scores-over-time plot per machine."""
-    import html
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from train.report import html_page, html_table
 
     machines = sorted(test_frame.machine.unique())
     fig, axes = plt.subplots(len(machines), 1, figsize=(10, 2.2 * len(machines)), sharex=True, squeeze=False)
@@ -179,18 +183,11 @@ def write_report(path: Path, state: LiveState, faults, test_frame, rows, summary
     fig.tight_layout()
     fig.savefig(path.with_name("demo_scores.png"), dpi=100)
     plt.close(fig)
-    fault_rows = "".join(
-        f"<tr><td>{r['machine']}</td><td>{r['kind']}</td><td>{r['feature']}</td><td>{'yes' if r['detected'] else 'no'}</td>"
-        f"<td>{_delay(r)}</td></tr>"
-        for r in rows
-    )
-    facts = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
-    path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>linewatch demo</title><style>body{font-family:sans-serif;"
-        "max-width:1000px;margin:auto}td{padding:2px 10px}</style></head><body><h1>linewatch demo</h1>"
-        f"<table>{facts}</table><h2>Faults</h2><table><tr><th>machine</th><th>fault</th><th>sensor</th><th>detected</th>"
-        f"<th>delay</th></tr>{fault_rows}</table><p><img src='demo_scores.png' alt='scores'></p></body></html>"
-    )
+    faults_table = html_table([(r["machine"], r["kind"], r["feature"], "yes" if r["detected"] else "no", _delay(r)) for r in rows],
+                              header=("machine", "fault", "sensor", "detected", "delay"))
+    body = (f"{html_table(list(summary.items()))}<h2>Faults</h2>{faults_table}"
+            "<p><img src='demo_scores.png' alt='scores'></p>")
+    path.write_text(html_page("linewatch demo", body))
 
 
 def _delay(row: dict) -> str:
@@ -310,6 +307,8 @@ def _subscribe(port: int, state: LiveState, stack: ExitStack):
 def _replay(publisher, frame, s: DemoSettings, qos: int, state: LiveState, broker_name: str, live: bool) -> None:
     """Publish the test period in time order at ``s.rate`` samples per second per machine."""
     from contextlib import nullcontext
+
+    from train.simulate import FEATURES
 
     ordered = frame.sort_values(["ts", "machine"], kind="stable")
     values = ordered[FEATURES].to_numpy(dtype=float)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATASETS = Path(os.environ.get("LINEWATCH_DATASETS", SHARED / "datasets"))
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when ``condition`` is false, but fail under CI."""
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"required under CI: {reason}")
-        pytest.skip(reason)
+from helpers import DATASETS, FP16_KINDS, need, tiny_detector
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +35,6 @@ def plant_table(plant_csv):
     from train.data import read_table
 
     return read_table(plant_csv, series_column="machine")
-
-
-def tiny_detector(kind: str, **overrides):
-    """A detector small enough to train in about a second on the CPU."""
-    from train.detector import AutoencoderDetector
-
-    params = {"lstm": {"hidden": 16}, "conv": {"channels": [8, 8]}, "pca": {"components": 4}}.get(kind, {"hidden": [32], "latent": 4})
-    options = dict(kind=kind, window=20, stride=5, model_params=params, epochs=3, batch_size=128, max_windows=1500, progress=False, seed=0)
-    options.update(overrides)
-    return AutoencoderDetector(**options)
 
 
 @pytest.fixture
@@ -93,15 +72,17 @@ def runtime_bundle(plant_table, tmp_path_factory):
     return export_run(root / "run", root / "bundle", echo=lambda *_: None)
 
 
-def runtime_config(port: int, bundle, tmp_path, inputs=None, **runtime) -> "object":
-    """A validated runtime Config for tests: fast reconnect, short timeouts, QoS 1 inputs."""
-    from edge_runtime.config import parse_config
+@pytest.fixture(scope="session")
+def kind_bundles(plant_table, tmp_path_factory) -> dict:
+    """Per model kind: a tiny fitted detector and its bundle (with an FP16 variant where the kind supports one)."""
+    from export.bundler import export_run
+    from train.models import MODELS
 
-    data = {
-        "broker": {"host": "127.0.0.1", "port": port, "client_id": "lw-test", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-        "runtime": {"outbox": str(tmp_path / "outbox.sqlite"), "latency_budget_ms": 50.0, "shutdown_timeout_s": 5.0,
-                    "reload_poll_s": 0.2, **runtime},
-        "models": [{"name": "pumps", "bundle": str(bundle), "alarm": {"on_k": 2, "on_n": 3, "off_m": 3, "deadband": 0.1},
-                    "inputs": inputs or [{"topic": "plant/{line}/{machine}/telemetry", "format": "json", "qos": 1}]}],
-    }
-    return parse_config(data)
+    root = tmp_path_factory.mktemp("bundles")
+    made = {}
+    for kind in sorted(MODELS):
+        detector = tiny_detector(kind).fit(plant_table)
+        detector.save(root / f"run_{kind}")
+        bundle = export_run(root / f"run_{kind}", root / f"bundle_{kind}", fp16=kind in FP16_KINDS, echo=lambda *_: None)
+        made[kind] = (detector, bundle)
+    return made

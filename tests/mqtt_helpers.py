@@ -28,7 +28,7 @@ class Mosquitto:
         self.config.write_text(loopback_config(self.port, anonymous, extra))
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         """Start and wait until the port accepts connections."""
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

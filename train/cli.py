@@ -82,7 +82,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     """Train an anomaly detector on normal sensor data DATA (CSV or Parquet).
 
     Rows labelled anomalous are left out of training. The run directory receives config.json,
-    model.npz, calibration windows and the loss curve.
+    model.npz, calibration windows and the loss curve (CSV and PNG).
     """
     from train.detector import AutoencoderDetector
 
@@ -112,7 +112,9 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
             detector.calibrate(scores, labels, method=threshold)
     except (DataError, TypeError) as error:
         raise click.ClickException(str(error)) from None
-    detector.save(run_dir)
+    from train.report import write_loss_curve
+
+    write_loss_curve(detector.history_, detector.save(run_dir))
     h = detector.history_
     click.echo(
         f"trained {kind} on {detector.training_windows_} windows x {len(detector.features_)} features in "

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edge_runtime.tables import TIME_COLUMNS, find_time_column, sniff_delimiter
+from edge_runtime.timeparse import to_seconds
 from train.errors import DataError
 
-TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
 LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")
 # Columns that are annotations, not sensors, in known data sets (SKAB's second label column,
 # the synthetic plant's fault name).
@@ -56,8 +57,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         header = handle.readline()
-    separator = ";" if header.count(";") > header.count(",") else ","
-    return pd.read_csv(path, sep=separator)
+    return pd.read_csv(path, sep=sniff_delimiter(header))
 
 
 def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], path: Path, role: str) -> str | None:
@@ -70,13 +70,21 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], p
 
 
 def _to_seconds(column: pd.Series, path: Path) -> np.ndarray:
+    """Times in epoch seconds by the runtime's rule (:func:`edge_runtime.timeparse.to_seconds`)."""
     if pd.api.types.is_numeric_dtype(column):
-        return column.to_numpy(dtype=np.float64)
-    parsed = pd.to_datetime(column, errors="coerce", utc=True)
-    bad = parsed.isna() & column.notna()
-    if bad.any():
-        raise DataError(f"{path}: time column '{column.name}' has an unparseable value {column[bad].iloc[0]!r}")
-    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        seconds = column.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(seconds)
+        if bad.any():
+            raise DataError(f"{path}: time column '{column.name}' has an empty or non-finite value at row "
+                            f"{int(np.flatnonzero(bad)[0]) + 2}")
+        return seconds
+    seconds = np.empty(len(column))
+    for i, value in enumerate(column.tolist()):
+        try:
+            seconds[i] = to_seconds(value)
+        except ValueError as error:
+            raise DataError(f"{path}: time column '{column.name}': {error}") from None
+    return seconds
 
 
 def read_table(
@@ -99,7 +107,9 @@ def read_table(
         path = Path(raw_path)
         frame = _read_frame(path)
         columns = list(frame.columns)
-        tcol = _pick(columns, time_column, TIME_COLUMNS, path, "time")
+        if time_column is not None and time_column not in columns:
+            raise DataError(f"{path}: time column '{time_column}' not found; columns are {columns}")
+        tcol = find_time_column(columns, time_column)
         if tcol is None:
             raise DataError(f"{path}: no time column; expected one of {TIME_COLUMNS} or --time-column")
         lcol = _pick(columns, label_column, LABEL_COLUMNS, path, "label")
@@ -126,18 +136,19 @@ def read_table(
                 raise DataError(f"{path}: column '{name}' has no values (all NaN)")
         if table is None:
             table = SensorTable(features=list(features))
+        frame["__seconds"] = _to_seconds(frame[tcol], path)
         groups = frame.groupby(scol, sort=False) if scol else [(path.stem, frame)]
         for key, group in groups:
-            group = group.sort_values(tcol, kind="stable")
+            group = group.sort_values("__seconds", kind="stable")
             # The runtime drops a sample that is not newer than the last one; so does training.
-            group = group[~group[tcol].duplicated(keep="first")]
+            group = group[~group["__seconds"].duplicated(keep="first")]
             labels = None
             if lcol is not None:
                 labels = (pd.to_numeric(group[lcol], errors="coerce").fillna(0).to_numpy() > 0).astype(np.int8)
             table.series.append(
                 Series(
                     name=f"{path.stem}/{key}" if scol and len(paths) > 1 else str(key),
-                    time=_to_seconds(group[tcol].reset_index(drop=True), path),
+                    time=group["__seconds"].to_numpy(dtype=np.float64),
                     values=group[list(features)].to_numpy(dtype=np.float32),
                     labels=labels,
                     source=str(path),

@@ -6,24 +6,22 @@ Higher score means more anomalous everywhere in this module.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edge_runtime.rowscores import spread_to_rows
+from train import rundir
 from train.data import SensorTable, Series, infer_sample_period
-from train.errors import DataError
+from train.errors import DataError, NotFittedError
 from train.models import build_model
 from train.scoring import WindowScorer
 from train.thresholds import Threshold, fit_threshold
 from train.trainer import TrainingHistory, TrainingOptions, fit_scorer, select_device
 from train.windows import SeriesWindows, series_windows
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.npz"
-CALIBRATION_FILE = "calibration_windows.npy"
 CALIBRATION_KEEP = 512
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
@@ -94,6 +92,33 @@ class AutoencoderDetector:
         self.device, self.seed, self.progress = device, seed, progress
 
     # -- fitting -------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Refuse bad constructor parameters at ``fit``, naming the parameter and its value."""
+        positive_ints = {"window": self.window, "stride": self.stride, "train_stride": self.train_stride,
+                         "max_windows": self.max_windows, "epochs": self.epochs, "batch_size": self.batch_size}
+        for name, value in positive_ints.items():
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise DataError(f"{name}={value!r}: expected a positive integer")
+        if self.window < 2:
+            raise DataError(f"window={self.window!r}: a window needs at least 2 samples")
+        if not 0 < self.val_fraction < 1:
+            raise DataError(f"val_fraction={self.val_fraction!r}: expected a fraction between 0 and 1")
+        if not self.lr > 0:
+            raise DataError(f"lr={self.lr!r}: expected a positive learning rate")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise DataError(f"patience={self.patience!r}: expected a non-negative integer")
+        for name, value in (("sample_period", self.sample_period), ("max_gap", self.max_gap)):
+            if value is not None and not value > 0:
+                raise DataError(f"{name}={value!r}: expected a positive number of seconds")
+        from train.thresholds import METHODS
+
+        if self.threshold not in METHODS:
+            raise DataError(f"threshold={self.threshold!r}: expected one of {METHODS}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "scorer_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X) or load a run directory first")
+
     def _windows(self, table: SensorTable, stride: int, exclude_labelled: bool) -> list[SeriesWindows]:
         return [series_windows(s, self.window, stride, self.max_gap_, exclude_labelled) for s in table.series]
 
@@ -123,8 +148,9 @@ class AutoencoderDetector:
         parts = [sw.take(sel) for sw, sel in zip(windowed, selections) if len(sel)]
         return np.concatenate(parts) if parts else np.empty((0, self.window, len(self.features_)), np.float32)
 
-    def fit(self, X, y=None) -> "AutoencoderDetector":
+    def fit(self, X, y=None) -> AutoencoderDetector:
         """Train on normal data ``X`` (a SensorTable, or an array ``[T, F]``); ``y`` is ignored."""
+        self._check_params()
         table = as_table(X, sample_period=self.sample_period or 1.0)
         self.features_ = list(table.features)
         self.sample_period_ = float(self.sample_period or infer_sample_period(table))
@@ -148,7 +174,10 @@ class AutoencoderDetector:
         constant = [f for f, s, m in zip(self.features_, std, mean) if s <= 1e-6 * max(1.0, abs(m))]
         if constant:
             raise DataError(f"constant feature(s) {constant} in the training data carry no information; drop them with --features")
-        model = build_model(self.kind, self.window, len(self.features_), **self.model_params)
+        try:
+            model = build_model(self.kind, self.window, len(self.features_), **self.model_params)
+        except TypeError as error:  # an unknown or ill-typed hyper-parameter
+            raise DataError(f"model {self.kind!r}: {error}") from None
         self.scorer_ = WindowScorer(model, torch.from_numpy(mean), torch.from_numpy(std))
         options = TrainingOptions(self.epochs, self.batch_size, self.lr, patience=self.patience, progress=self.progress)
         self.history_: TrainingHistory = fit_scorer(
@@ -176,6 +205,7 @@ class AutoencoderDetector:
     @torch.no_grad()
     def score_windows(self, windows: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``[N]`` and per-feature errors ``[N, F]`` of raw windows ``[N, W, F]``."""
+        self._check_fitted()
         scores, errors = [], []
         for i in range(0, len(windows), batch_size):
             s, e = self.scorer_(torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32)))
@@ -194,16 +224,19 @@ class AutoencoderDetector:
             window_scores, feature_error = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         else:
             window_scores, feature_error = self.score_windows(np.empty((0, self.window, len(self.features_)), np.float32))
-        return SeriesScores(sw, window_scores, feature_error, rows_from_windows(len(series), sw, window_scores, self.stride))
+        rows = spread_to_rows(len(series), sw.ends, window_scores, self.stride, sw.segment_of(np.arange(len(series))))
+        return SeriesScores(sw, window_scores, feature_error, rows)
 
     def score_samples(self, X) -> np.ndarray:
         """One anomaly score per row of ``X`` (higher = more anomalous; NaN before a window)."""
+        self._check_fitted()
         table = as_table(X, self.features_, self.sample_period_)
         self._check_features(table)
         return np.concatenate([self.score_series(s).row_scores for s in table.series])
 
     def predict(self, X) -> np.ndarray:
         """1 where a row's score exceeds ``threshold_``, else 0."""
+        self._check_fitted()
         scores = self.score_samples(X)
         return (np.nan_to_num(scores, nan=-np.inf) > self.threshold_).astype(np.int8)
 
@@ -214,8 +247,8 @@ class AutoencoderDetector:
     # -- persistence ---------------------------------------------------------------------
     def config(self) -> dict:
         """Everything needed to rebuild the detector, JSON-ready (no pickled objects)."""
+        self._check_fitted()
         return {
-            "format": "linewatch.run/1",
             "kind": self.kind,
             "model_params": self.model_params,
             "window": self.window,
@@ -239,27 +272,16 @@ class AutoencoderDetector:
         }
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write config, weights (npz of the state dict), calibration windows and loss curve."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
-        state = {k: v.detach().cpu().numpy() for k, v in self.scorer_.state_dict().items()}
-        np.savez(run_dir / WEIGHTS_FILE, **state)
-        np.save(run_dir / CALIBRATION_FILE, self.calibration_windows_, allow_pickle=False)
-        from train.report import write_loss_curve
-
-        write_loss_curve(self.history_, run_dir)
-        return run_dir
+        """Write the run directory (see :mod:`train.rundir`); plots are the CLI's job."""
+        weights = {k: v.detach().cpu().numpy() for k, v in self.scorer_.state_dict().items()}
+        curve = list(zip(self.history_.train_loss, self.history_.val_loss))
+        return rundir.save_run(run_dir, self.config(), weights, self.calibration_windows_, curve)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "AutoencoderDetector":
+    def load(cls, run_dir: str | Path) -> AutoencoderDetector:
         """Rebuild a fitted detector from a run directory written by :meth:`save`."""
-        run_dir = Path(run_dir)
-        config_path = run_dir / CONFIG_FILE
-        if not config_path.exists():
-            raise DataError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-        config = json.loads(config_path.read_text())
-        training = config["training"]
+        run = rundir.load_run(run_dir)
+        config, training = run.config, run.config["training"]
         detector = cls(
             kind=config["kind"], window=config["window"], stride=config["stride"], model_params=config["model_params"],
             sample_period=config["sample_period"], max_gap=config["max_gap"], threshold=config["threshold"]["method"],
@@ -272,8 +294,7 @@ class AutoencoderDetector:
         model = build_model(config["kind"], config["window"], len(config["features"]), **config["model_params"])
         nf = len(config["features"])
         detector.scorer_ = WindowScorer(model, torch.zeros(nf), torch.ones(nf))
-        with np.load(run_dir / WEIGHTS_FILE, allow_pickle=False) as weights:
-            detector.scorer_.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+        detector.scorer_.load_state_dict({k: torch.from_numpy(v) for k, v in run.weights.items()})
         detector.scorer_.eval()
         detector.threshold_info_ = Threshold(**config["threshold"])
         detector.threshold_ = detector.threshold_info_.value
@@ -281,25 +302,8 @@ class AutoencoderDetector:
         detector.history_ = TrainingHistory(**training["history"])
         detector.data_fingerprint_ = training["data_fingerprint"]
         detector.training_windows_ = training["windows"]
-        detector.calibration_windows_ = np.load(run_dir / CALIBRATION_FILE, allow_pickle=False)
+        detector.calibration_windows_ = run.calibration_windows
         return detector
-
-
-def rows_from_windows(n_rows: int, sw: SeriesWindows, window_scores: np.ndarray, stride: int) -> np.ndarray:
-    """Spread window scores onto rows: each row holds the latest window ending at or before it.
-
-    A score is held for at most ``stride`` rows (until the next window of the segment ends) and
-    never past the end of its segment.
-    """
-    rows = np.full(n_rows, np.nan, dtype=np.float64)
-    ends = sw.ends
-    for offset in range(stride):
-        targets = ends + offset
-        ok = targets < n_rows
-        if offset:
-            ok &= sw.segment_of(np.minimum(targets, n_rows - 1)) == sw.segment_of(ends)
-        rows[targets[ok]] = window_scores[ok]
-    return rows
 
 
 def fingerprint(table: SensorTable) -> dict:

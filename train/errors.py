@@ -3,3 +3,7 @@
 
 class DataError(ValueError):
     """Input data that cannot be used, with a message naming the file, column or value."""
+
+
+class NotFittedError(DataError):
+    """A detector used before ``fit`` (scikit-learn's name for the same mistake)."""

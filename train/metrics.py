@@ -19,6 +19,26 @@ def events(labels: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
+def match_alarms(spans: list[tuple[float, float]], alarm_times: np.ndarray, grace: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Match alarms to anomaly events of one series.
+
+    ``spans`` are the events' first and last times, ``alarm_times`` when alarms fired. An event
+    is detected by the earliest alarm within ``[first, last + grace]``. Returns, per span, the
+    index of that alarm in ``alarm_times`` (-1: missed), and per alarm whether it fell in any
+    span (an alarm in none is a false alarm).
+    """
+    times = np.asarray(alarm_times, dtype=np.float64)
+    first_alarm = np.full(len(spans), -1, dtype=np.int64)
+    used = np.zeros(len(times), dtype=bool)
+    for k, (first, last) in enumerate(spans):
+        inside = (times >= first) & (times <= last + grace)
+        if inside.any():
+            hits = np.flatnonzero(inside)
+            first_alarm[k] = hits[np.argmin(times[hits])]
+            used |= inside
+    return first_alarm, used
+
+
 def _safe(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
@@ -86,14 +106,17 @@ def evaluate(results: list[SeriesResult]) -> dict:
         series_events = events(y)
         if series_events and p[: series_events[0][0]].any():
             early += 1
-        for start, stop in series_events:
+        clock = np.arange(len(y), dtype=np.float64) if r.time is None else np.asarray(r.time, dtype=np.float64)
+        flagged = np.flatnonzero(p)
+        spans = [(clock[start], clock[stop - 1]) for start, stop in series_events]
+        first_alarm, _ = match_alarms(spans, clock[flagged])
+        for (start, stop), k in zip(series_events, first_alarm):
             n_events += 1
-            hits = np.flatnonzero(p[start:stop])
-            if hits.size:
+            if k >= 0:
                 detected += 1
-                delays_rows.append(int(hits[0]))
+                delays_rows.append(int(flagged[k] - start))
                 if r.time is not None:
-                    delays_seconds.append(float(r.time[start + hits[0]] - r.time[start]))
+                    delays_seconds.append(float(clock[flagged[k]] - clock[start]))
                 adjusted_tp += stop - start
             else:
                 adjusted_fn += stop - start

@@ -14,11 +14,25 @@ import numpy as np  # noqa: E402
 
 from train.trainer import TrainingHistory  # noqa: E402
 
+LOSS_CURVE_PNG = "loss_curve.png"
+STYLE = "body{font-family:sans-serif;max-width:1000px;margin:auto}td{padding:2px 12px}"
 
-def write_loss_curve(history: TrainingHistory, run_dir: Path) -> None:
-    """``loss_curve.csv`` and ``loss_curve.png`` in the run directory."""
-    rows = ["epoch,train_loss,val_loss"] + [f"{i},{a},{b}" for i, (a, b) in enumerate(zip(history.train_loss, history.val_loss))]
-    (run_dir / "loss_curve.csv").write_text("\n".join(rows) + "\n")
+
+def html_page(title: str, body: str) -> str:
+    """A complete report page (no JavaScript) around ``body``, which must already be escaped HTML."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def html_table(rows: list[tuple], header: tuple | None = None) -> str:
+    """An HTML table of already formatted cells (escaped here)."""
+    head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def write_loss_curve(history: TrainingHistory, run_dir: Path) -> Path:
+    """``loss_curve.png`` in the run directory (the CSV is part of the run directory itself)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(history.train_loss, label="train", marker=".")
     ax.plot(history.val_loss, label="validation", marker=".")
@@ -26,8 +40,10 @@ def write_loss_curve(history: TrainingHistory, run_dir: Path) -> None:
     ax.set(xlabel="epoch", ylabel="loss (mean score)", yscale="log", title="Loss curves")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run_dir / "loss_curve.png", dpi=100)
+    path = run_dir / LOSS_CURVE_PNG
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 def _score_distribution(normal: np.ndarray, anomalous: np.ndarray, threshold: float, path: Path) -> None:
@@ -96,23 +112,21 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
     anomalous = np.concatenate(anomalous_err)
     _feature_contributions(detector.features_, normal, anomalous.mean(0) if len(anomalous) else None, out_dir / "feature_contributions.png")
     figures.append("feature_contributions.png")
-    if (run_dir / "loss_curve.png").exists():
-        (out_dir / "loss_curve.png").write_bytes((run_dir / "loss_curve.png").read_bytes())
-        figures.insert(0, "loss_curve.png")
-    table = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in metrics.items())
+    if (run_dir / LOSS_CURVE_PNG).exists():
+        (out_dir / LOSS_CURVE_PNG).write_bytes((run_dir / LOSS_CURVE_PNG).read_bytes())
+        figures.insert(0, LOSS_CURVE_PNG)
+    table = html_table([(k, _fmt(v)) for k, v in metrics.items()])
     images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>linewatch evaluation</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}td{padding:2px 12px}</style></head><body>"
-        f"<h1>linewatch evaluation</h1><p>Run: {html.escape(str(run_dir))}; model {html.escape(detector.kind)}, "
+    body = (
+        f"<p>Run: {html.escape(str(run_dir))}; model {html.escape(detector.kind)}, "
         f"window {detector.window}, stride {detector.stride}, threshold {threshold:.4g} ({html.escape(detector.threshold_info_.method)}).</p>"
-        f"<h2>Metrics</h2><table>{table}</table><p>Point-adjusted F1 flatters; read it beside the others, never alone.</p>"
-        f"<h2>Plots</h2>{images}<h2>Raw</h2><pre>{html.escape(json.dumps(metrics, indent=1))}</pre></body></html>"
+        f"<h2>Metrics</h2>{table}<p>Point-adjusted F1 flatters; read it beside the others, never alone.</p>"
+        f"<h2>Plots</h2>{images}<h2>Raw</h2><pre>{html.escape(json.dumps(metrics, indent=1))}</pre>"
     )
     path = out_dir / "report.html"
-    path.write_text(page)
+    path.write_text(html_page("linewatch evaluation", body))
     return path
 
 
 def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

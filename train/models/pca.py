@@ -28,7 +28,7 @@ class PCAModel(nn.Module):
         self.register_buffer("t2_weight_", torch.zeros(()))
 
     @torch.no_grad()
-    def fit(self, windows: torch.Tensor) -> "PCAModel":
+    def fit(self, windows: torch.Tensor) -> PCAModel:
         """Fit on normalised windows ``[N, W, F]`` by SVD."""
         flat = windows.flatten(1).double()
         mean = flat.mean(0)

@@ -1,5 +1,6 @@
 """The runtime against a real mosquitto: faults in, alarm events out, for every payload shape;
-outbox across broker and runtime restarts; bad input; hot reload; shutdown; metrics; TLS and auth."""
+outbox across broker and runtime restarts; bad input; hot reload; shutdown; metrics; TLS and auth.
+"""
 
 import json
 import shutil
@@ -15,11 +16,11 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from conftest import runtime_config  # noqa: E402
+from edge_runtime.event_schema import validate_event  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
+from helpers import runtime_config  # noqa: E402
 from mqtt_helpers import Collector, Mosquitto, client, free_port  # noqa: E402
-
-FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]
+from train.simulate import FEATURES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def expected_alarms(bundle_dir, frame: pd.DataFrame, machine: str) -> list[tuple
     from edge_runtime.alarms import Alarm
     from edge_runtime.backends import create_backend
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.events import iso
+    from edge_runtime.event_schema import iso
     from edge_runtime.streams import READY, Stream
 
     bundle = load_bundle(bundle_dir)
@@ -91,7 +92,8 @@ def assert_alarms_match(events: list[dict], frame: pd.DataFrame, stream_of: dict
             faults += 1
             detected += any(first <= t <= last + 40 for t in raised)
         for e in mine:
-            assert e["schema"] == "linewatch.event/1" and e["model"] == "pumps" and len(e["id"]) == 32
+            validate_event(e)
+            assert e["model"] == "pumps" and len(e["id"]) == 32
             assert e["top_features"][0]["name"] in FEATURES and e["latency_ms"] >= 0
     assert detected >= faults / 2, f"{detected} of {faults} faults raised an alarm"
 
@@ -163,7 +165,7 @@ def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path,
     runtime.start()
     assert runtime.link.wait_connected(5)
     broker.stop()
-    assert runtime.link.connected.wait(0) is False or not _wait(lambda: runtime.link.connected.is_set() is False, 5) is False
+    assert runtime.link.connected.wait(0) is False or _wait(lambda: runtime.link.connected.is_set() is False, 5) is not False
     for topic, payload in fault_payloads(plant):  # samples reach the runtime while the broker is down
         runtime._on_message(topic, payload, time.perf_counter())
     runtime.stop()  # events stay in the outbox across the restart
@@ -245,13 +247,13 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
             publisher.publish(topic, payload, qos=1)
         wait_until_quiet(runtime, 500)
         runner = runtime.models[0]
-        stream = runner.ingest.streams["l1/m1"]
+        stream = runner.streams["l1/m1"].ring
         before_id, filled = runner.bundle.model_id, stream.filled
         manifest = json.loads((bundle / "bundle.json").read_text())
         manifest["threshold"]["value"] *= 2  # a recalibrated bundle with the same input spec
         (bundle / "bundle.json").write_text(json.dumps(manifest))
         assert _wait(lambda: runner.bundle.model_id != before_id, 5)
-        assert runner.ingest.streams["l1/m1"] is stream and stream.filled == filled
+        assert runner.streams["l1/m1"].ring is stream and stream.filled == filled
         assert status.wait_for(lambda c: c.on("linewatch/lw-test/status")[-1]["bundles"][0]["id"] == runner.bundle.model_id, 5)
         assert runner.threshold == pytest.approx(2 * json.loads((runtime_bundle / "bundle.json").read_text())["threshold"]["value"])
         for topic, payload in payloads[500:600]:
@@ -261,16 +263,16 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         (bundle / "bundle.json").touch()
         time.sleep(0.6)
         assert runner.bundle.threshold == pytest.approx(runner.threshold)
-        assert runner.ingest.streams["l1/m1"] is stream
+        assert runner.streams["l1/m1"].ring is stream
         # a bundle with another input spec (window 10): streams restart, scoring goes on
-        from conftest import tiny_detector
         from export.bundler import export_run
+        from helpers import tiny_detector
 
         tiny_detector("pca", window=10, stride=5).fit(plant_table).save(tmp_path / "run10")
         shutil.rmtree(bundle)
         export_run(tmp_path / "run10", bundle, echo=lambda *_: None)
         assert _wait(lambda: runner.bundle.window == 10, 5)
-        assert runner.ingest.streams == {}
+        assert len(runner.streams) == 0
         scored = runner.scored
         for topic, payload in payloads[600:700]:
             publisher.publish(topic, payload, qos=1)
@@ -338,7 +340,7 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
 
 @pytest.fixture
 def tls_broker(mosquitto_path, tmp_path):
-    """mosquitto with mutual TLS (a CA, server and client certificates made by the test) and passwords."""
+    """Mosquitto with mutual TLS (a CA, server and client certificates made by the test) and passwords."""
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make test certificates"
     pki = tmp_path / "pki"

@@ -1,4 +1,6 @@
-"""Event payloads (schema ``linewatch.event/1``) and the sink that stores and publishes them."""
+"""Delivery of events: the sink that stores each event in the outbox, publishes it, and replays
+what the broker has not acknowledged.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +8,12 @@ import logging
 import queue
 import threading
 import time
-import uuid
-from datetime import datetime, timezone
 
 import orjson
 
 from edge_runtime.outbox import Outbox
 
-SCHEMA = "linewatch.event/1"
-log = logging.getLogger("linewatch.events")
-
-
-def iso(t: float) -> str:
-    """ISO 8601 UTC with milliseconds."""
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[float, float], score: float, threshold: float,
-               features: list[str], feature_error, latency_s: float, top: int = 3) -> dict:
-    """One event: id, kind, stream, model and bundle id, window span, score, threshold,
-    the top contributing features with their errors, and end-to-end latency so far."""
-    order = sorted(range(len(features)), key=lambda j: -float(feature_error[j]))[:top]
-    return {
-        "schema": SCHEMA,
-        "id": uuid.uuid4().hex,
-        "kind": kind,
-        "stream": stream,
-        "model": model,
-        "model_id": model_id,
-        "window_start": iso(span[0]),
-        "window_end": iso(span[1]),
-        "score": float(score),
-        "threshold": float(threshold),
-        "top_features": [{"name": features[j], "error": float(feature_error[j])} for j in order],
-        "latency_ms": round(float(latency_s) * 1000, 3),
-        "emitted_at": iso(time.time()),
-    }
+log = logging.getLogger("linewatch.delivery")
 
 
 class Sink:

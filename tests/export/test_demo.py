@@ -48,7 +48,7 @@ def test_quick_demo_detects_faults_and_stops_everything(mosquitto_path, tmp_path
 def test_ctrl_c_stops_the_demo_and_its_broker(tmp_path):
     import importlib.util
 
-    from conftest import need
+    from helpers import need
 
     need(importlib.util.find_spec("amqtt") is not None, "amqtt is not installed (pip install 'linewatch[demo]')")
     out = tmp_path / "demo"

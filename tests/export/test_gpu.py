@@ -14,7 +14,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA not available)"),
 ]
 
-from conftest import tiny_detector  # noqa: E402
+from helpers import tiny_detector  # noqa: E402
 from train.models import MODELS  # noqa: E402
 
 

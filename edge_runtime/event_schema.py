@@ -1,0 +1,72 @@
+"""The event schema ``linewatch.event/1``: building an event and checking one.
+
+An event is a flat JSON object. Consumers should key on ``schema`` (a new major version means
+an incompatible change) and drop duplicates by ``id`` (delivery is at least once).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+
+SCHEMA = "linewatch.event/1"
+KINDS = ("alarm_raised", "alarm_cleared", "score")
+# field -> accepted JSON types
+FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": (str,), "id": (str,), "kind": (str,), "stream": (str,), "model": (str,), "model_id": (str,),
+    "window_start": (str,), "window_end": (str,), "score": (float, int), "threshold": (float, int),
+    "top_features": (list,), "latency_ms": (float, int), "emitted_at": (str,),
+}
+
+
+class EventError(ValueError):
+    """A payload that is not a valid ``linewatch.event/1`` event."""
+
+
+def iso(t: float) -> str:
+    """ISO 8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[float, float], score: float, threshold: float,
+               features: list[str], feature_error, latency_s: float, top: int = 3) -> dict:
+    """One event: id, kind, stream, model and bundle id, window span, score, threshold,
+    the top contributing features with their errors, and end-to-end latency so far.
+    """
+    order = sorted(range(len(features)), key=lambda j: -float(feature_error[j]))[:top]
+    return {
+        "schema": SCHEMA,
+        "id": uuid.uuid4().hex,
+        "kind": kind,
+        "stream": stream,
+        "model": model,
+        "model_id": model_id,
+        "window_start": iso(span[0]),
+        "window_end": iso(span[1]),
+        "score": float(score),
+        "threshold": float(threshold),
+        "top_features": [{"name": features[j], "error": float(feature_error[j])} for j in order],
+        "latency_ms": round(float(latency_s) * 1000, 3),
+        "emitted_at": iso(time.time()),
+    }
+
+
+def validate_event(event: dict) -> dict:
+    """Return ``event`` if it is a valid ``linewatch.event/1`` event; :class:`EventError` naming the field otherwise."""
+    if not isinstance(event, dict):
+        raise EventError(f"an event is a JSON object, got {type(event).__name__}")
+    if event.get("schema") != SCHEMA:
+        raise EventError(f"schema {event.get('schema')!r} is not {SCHEMA!r}")
+    for name, types in FIELDS.items():
+        if name not in event:
+            raise EventError(f"field {name!r} is missing")
+        value = event[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise EventError(f"field {name!r} is {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}")
+    if event["kind"] not in KINDS:
+        raise EventError(f"kind {event['kind']!r} is not one of {KINDS}")
+    for item in event["top_features"]:
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("error"), (float, int))):
+            raise EventError(f"top_features entry {item!r} needs a name and an error")
+    return event

@@ -1,0 +1,68 @@
+"""One router for the whole runtime: topic -> the model that takes it, its stream key and input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge_runtime.badinput import BadInput
+from edge_runtime.config import InputConfig
+from edge_runtime.decoders import BadSample
+from edge_runtime.topics import TopicTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one topic's messages go: the handler of its model's ingest for the input's format, the
+    stream key, the tag (tag format) and the input.
+    """
+
+    topic: str
+    handler: Callable[[Route, bytes, float], None]
+    key: str
+    tag: str | None
+    config: InputConfig
+
+
+class Router:
+    """Matches topics against every model's input templates, in configuration order; caches each topic's route.
+
+    ``entries`` pairs each input with the ingest of its model (anything with ``handler(format)``).
+    Payloads over ``max_payload`` bytes and payloads a decoder refuses are counted as bad input.
+    """
+
+    def __init__(self, entries: list[tuple[InputConfig, object]], bad: BadInput, max_payload: int = 65536) -> None:
+        self.templates = [(TopicTemplate(cfg.topic), cfg, ingest) for cfg, ingest in entries]
+        self.bad = bad
+        self.max_payload = max_payload
+        self.cache: dict[str, Route] = {}
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Topic filters to subscribe to, with their QoS."""
+        return sorted({(template.subscription, cfg.qos) for template, cfg, _ in self.templates})
+
+    def route(self, topic: str) -> Route | None:
+        """The route of ``topic``, or None when no template matches."""
+        route = self.cache.get(topic)
+        if route is not None:
+            return route
+        for template, cfg, ingest in self.templates:
+            matched = template.match(topic)
+            if matched is not None:
+                route = self.cache[topic] = Route(topic, ingest.handler(cfg.format), matched[0], matched[1], cfg)
+                return route
+        return None
+
+    def dispatch(self, topic: str, payload: bytes, arrival: float) -> None:
+        """Hand one message to the ingest of its model (the MQTT callback calls this); bad input is counted."""
+        route = self.cache.get(topic) or self.route(topic)
+        if route is None:
+            self.bad.report("unknown_topic", topic)
+            return
+        if len(payload) > self.max_payload:
+            self.bad.report("oversized", topic, f"{len(payload)} bytes > {self.max_payload}")
+            return
+        try:
+            route.handler(route, payload, arrival)
+        except BadSample as bad:
+            self.bad.report(bad.reason, topic, bad.detail)

@@ -1,0 +1,82 @@
+"""Reading sensor CSV files without pandas: the delimiter and time-column rules that training shares.
+
+Files are UTF-8 text with a header; the delimiter is ``;`` when the header holds more of them
+than commas (SKAB's files), else ``,``. The time column is named by the caller or is the first of
+:data:`TIME_COLUMNS` present (case-insensitive); times follow :func:`edge_runtime.timeparse.to_seconds`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import LinewatchError
+from edge_runtime.timeparse import to_seconds
+
+TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
+
+
+class InputError(LinewatchError):
+    """A data file that cannot be read or scored."""
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """``;`` when the header line holds more semicolons than commas, else ``,``."""
+    return ";" if header_line.count(";") > header_line.count(",") else ","
+
+
+def find_time_column(columns: list[str], wanted: str | None = None) -> str | None:
+    """The time column: ``wanted`` if given and present, else the first of :data:`TIME_COLUMNS` (any case)."""
+    if wanted is not None:
+        return wanted if wanted in columns else None
+    lowered = {c.lower(): c for c in columns}
+    return next((lowered[c] for c in TIME_COLUMNS if c in lowered), None)
+
+
+@dataclass
+class FileSeries:
+    """One series of a CSV file: name, times, values ``[T, F]`` (NaN where empty)."""
+
+    name: str
+    time: np.ndarray
+    values: np.ndarray
+
+
+def read_csv(path: str | Path, features: list[str], series_column: str | None = None, time_column: str | None = None) -> list[FileSeries]:
+    """Read the bundle's features from a CSV; errors name the file, row and column."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        delimiter = sniff_delimiter(handle.readline())
+        handle.seek(0)
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader)
+        tname = find_time_column(header, time_column)
+        if tname is None:
+            raise InputError(f"{path}: no time column; expected {time_column or ' or '.join(TIME_COLUMNS)}")
+        missing = [f for f in features if f not in header]
+        if missing:
+            raise InputError(f"{path}: missing feature column(s) {missing}; the bundle needs {features}")
+        if series_column and series_column not in header:
+            raise InputError(f"{path}: series column '{series_column}' not found")
+        tcol = header.index(tname)
+        cols = [header.index(f) for f in features]
+        scol = header.index(series_column) if series_column else None
+        groups: dict[str, tuple[list[float], list[list[float]]]] = {}
+        for line, row in enumerate(reader, start=2):
+            key = row[scol] if scol is not None else path.stem
+            times, values = groups.setdefault(key, ([], []))
+            try:
+                times.append(to_seconds(row[tcol]))
+                values.append([float(row[c]) if row[c].strip() else math.nan for c in cols])
+            except (ValueError, IndexError) as error:
+                raise InputError(f"{path}: row {line}: {error}") from None
+    result = []
+    for key, (times, values) in groups.items():
+        t = np.asarray(times)
+        order = np.argsort(t, kind="stable")
+        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(-1, len(features))[order]))
+    return result

@@ -1,0 +1,66 @@
+"""Helpers shared by the test packages (imported as ``helpers``; ``tests/`` is on the path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATASETS = Path(os.environ.get("LINEWATCH_DATASETS", SHARED / "datasets"))
+
+
+# Every kind but the LSTM AE exports an FP16 ONNX variant; ONNX Runtime's CPU provider crashes on an FP16 LSTM graph.
+FP16_KINDS = ("conv", "dense", "pca", "vae")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with ``reason`` when ``condition`` is false, but fail under CI."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required under CI: {reason}")
+        pytest.skip(reason)
+
+
+def tiny_detector(kind: str, **overrides):
+    """A detector small enough to train in about a second on the CPU."""
+    from train.detector import AutoencoderDetector
+
+    params = {"lstm": {"hidden": 16}, "conv": {"channels": [8, 8]}, "pca": {"components": 4}}.get(kind, {"hidden": [32], "latent": 4})
+    options = dict(kind=kind, window=20, stride=5, model_params=params, epochs=3, batch_size=128, max_windows=1500, progress=False, seed=0)
+    options.update(overrides)
+    return AutoencoderDetector(**options)
+
+
+def runtime_config(port: int, bundle, tmp_path, inputs=None, **runtime) -> object:
+    """A validated runtime Config for tests: fast reconnect, short timeouts, QoS 1 inputs."""
+    from edge_runtime.config import parse_config
+
+    data = {
+        "broker": {"host": "127.0.0.1", "port": port, "client_id": "lw-test", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+        "runtime": {"outbox": str(tmp_path / "outbox.sqlite"), "latency_budget_ms": 50.0, "shutdown_timeout_s": 5.0,
+                    "reload_poll_s": 0.2, **runtime},
+        "models": [{"name": "pumps", "bundle": str(bundle), "alarm": {"on_k": 2, "on_n": 3, "off_m": 3, "deadband": 0.1},
+                    "inputs": inputs or [{"topic": "plant/{line}/{machine}/telemetry", "format": "json", "qos": 1}]}],
+    }
+    return parse_config(data)
+
+
+BLOCK_TORCH = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in ('torch', 'train', 'export'):
+            raise ImportError(f"No module named '{name}' (blocked by test)", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_without_torch(code: str) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter where torch, train and export cannot be imported."""
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True, timeout=120)

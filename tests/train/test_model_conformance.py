@@ -1,0 +1,159 @@
+"""One conformance suite over every model kind: the contract the exporter and the runtime rely on.
+
+Shapes and dtypes, eval-mode determinism, batch invariance (the cross-machine batcher puts
+windows of different machines in one batch), torch <-> ONNX parity for FP32 and FP16 where the
+kind has an FP16 variant, save/load round trips, and the errors of misuse.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_runtime.backends import create_backend  # noqa: E402
+from edge_runtime.bundle import load_bundle  # noqa: E402
+from helpers import FP16_KINDS, tiny_detector  # noqa: E402
+from train.detector import AutoencoderDetector  # noqa: E402
+from train.errors import DataError, NotFittedError  # noqa: E402
+from train.models import MODELS, build_model  # noqa: E402
+from train.scoring import WindowScorer  # noqa: E402
+
+KINDS = sorted(MODELS)
+
+
+def windows_of(detector, n: int = 64) -> np.ndarray:
+    """Real windows of the plant (the detector's calibration windows)."""
+    return np.ascontiguousarray(detector.calibration_windows_[:n], dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_shapes_and_dtypes(kind, kind_bundles):
+    detector, _ = kind_bundles[kind]
+    windows = windows_of(detector, 7)
+    score, feature_error = detector.scorer_(torch.from_numpy(windows))
+    assert score.shape == (7,) and feature_error.shape == (7, len(detector.features_))
+    assert score.dtype == feature_error.dtype == torch.float32
+    assert torch.isfinite(score).all() and (feature_error >= 0).all()
+    assert torch.all(score >= feature_error.mean(1) - 1e-6)  # the score term (KL, T²) is never negative
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_mode_is_deterministic(kind, kind_bundles):
+    detector, _ = kind_bundles[kind]
+    windows = windows_of(detector)
+    assert not detector.scorer_.training
+    first, second = detector.score_windows(windows), detector.score_windows(windows)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_windows_score_does_not_depend_on_its_batch(kind, kind_bundles):
+    detector, _ = kind_bundles[kind]
+    windows = windows_of(detector)
+    together, _ = detector.score_windows(windows)
+    alone = np.array([detector.score_windows(windows[i : i + 1])[0][0] for i in range(len(windows))])
+    shuffled = np.random.default_rng(0).permutation(len(windows))
+    in_other_order, _ = detector.score_windows(windows[shuffled])
+    np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(in_other_order, together[shuffled], rtol=1e-5, atol=1e-7)
+
+
+# FP16 only where the kind has the variant (see helpers.FP16_KINDS)
+@pytest.mark.parametrize(("kind", "precision"), [(k, "fp32") for k in KINDS] + [(k, "fp16") for k in FP16_KINDS])
+def test_onnx_artifact_matches_torch(kind, precision, kind_bundles):
+    detector, bundle_dir = kind_bundles[kind]
+    windows = windows_of(detector)
+    reference, reference_error = detector.score_windows(windows)
+    with create_backend(load_bundle(bundle_dir), "onnxruntime", precision, max_batch=len(windows)) as backend:
+        score, feature_error = backend.infer(windows)
+    if precision == "fp32":
+        np.testing.assert_allclose(score, reference, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(feature_error, reference_error, rtol=1e-3, atol=1e-5)
+    else:  # half precision: within a few percent of the score, relative to the typical score
+        assert np.max(np.abs(score - reference)) <= 0.02 * np.max(np.abs(reference)) + 0.02 * np.median(reference)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_round_trip(kind, kind_bundles, plant_table, tmp_path):
+    detector, _ = kind_bundles[kind]
+    run_dir = detector.save(tmp_path / kind)
+    assert (run_dir / "loss_curve.csv").read_text().startswith("epoch,train_loss,val_loss")
+    reloaded = AutoencoderDetector.load(run_dir)
+    np.testing.assert_allclose(reloaded.score_samples(plant_table), detector.score_samples(plant_table), rtol=1e-6, atol=1e-7)
+    assert reloaded.threshold_ == detector.threshold_ and reloaded.features_ == detector.features_
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scoring_before_fit_is_a_clear_error(kind):
+    detector = tiny_detector(kind)
+    for call in (lambda: detector.score_samples(np.zeros((30, 2), np.float32)), lambda: detector.predict(np.zeros((30, 2))),
+                 lambda: detector.score_windows(np.zeros((1, 20, 2), np.float32))):
+        with pytest.raises(NotFittedError, match="not fitted yet: call fit"):
+            call()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"window": 1}, "window=1"), ({"stride": 0}, "stride=0"), ({"epochs": -3}, "epochs=-3"), ({"lr": 0.0}, "lr=0.0"),
+    ({"val_fraction": 1.5}, "val_fraction=1.5"), ({"batch_size": 2.5}, "batch_size=2.5"), ({"threshold": "magic"}, "threshold='magic'"),
+    ({"max_gap": -1.0}, "max_gap=-1.0"),
+])
+def test_bad_parameters_are_refused_at_fit_with_the_value_named(kind, overrides, named, rng):
+    with pytest.raises(DataError, match=named.replace("(", r"\(").replace(".", r"\.")):
+        tiny_detector(kind, **overrides).fit(rng.normal(size=(300, 3)).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unknown_hyper_parameter_is_named(kind, rng):
+    with pytest.raises(DataError, match=f"model '{kind}'.*bogus"):
+        tiny_detector(kind, model_params={"bogus": 1}).fit(rng.normal(size=(300, 3)).astype(np.float32))
+
+
+def test_every_kind_ranks_faults_above_normal_rows(kind_bundles, plant_table):
+    labels = np.concatenate([s.labels for s in plant_table.series]).astype(bool)
+    for kind in KINDS:
+        scores = kind_bundles[kind][0].score_samples(plant_table)
+        ok = np.isfinite(scores)
+        assert np.median(scores[ok & labels]) > np.median(scores[ok & ~labels]), kind
+
+
+def test_row_scores_follow_the_runtime_stride(kind_bundles, plant_table):
+    detector = kind_bundles["pca"][0]
+    scored = detector.score_series(plant_table.series[0])
+    rows = scored.row_scores
+    assert np.isnan(rows[: detector.window - 1]).all()
+    first_end = scored.windows.ends[0]
+    assert (rows[first_end : first_end + detector.stride] == scored.window_scores[0]).all()
+    assert rows[first_end + detector.stride] == scored.window_scores[1]
+
+
+def test_fit_is_seeded_and_reproducible(plant_table):
+    a = tiny_detector("dense").fit(plant_table).score_samples(plant_table)
+    b = tiny_detector("dense").fit(plant_table).score_samples(plant_table)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_vae_score_includes_its_kl_term():
+    scorer = WindowScorer(build_model("vae", 10, 3), torch.zeros(3), torch.ones(3)).eval()
+    score, feature_error = scorer(torch.randn(7, 10, 3))
+    assert torch.all(score > feature_error.mean(1))
+
+
+def test_denoising_and_sparse_options_train(plant_table):
+    for params in ({"noise_std": 0.1}, {"sparsity_weight": 0.1, "latent": 4}):
+        assert np.isfinite(tiny_detector("dense", model_params=params).fit(plant_table).threshold_)
+
+
+def test_constant_feature_and_short_data_are_refused():
+    values = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    values[:, 1] = 5.0
+    with pytest.raises(DataError, match=r"constant feature\(s\) \['x1'\]"):
+        tiny_detector("pca").fit(values)
+    with pytest.raises(DataError, match="too few rows for one window"):
+        tiny_detector("pca", window=500).fit(values)
+
+
+def test_unknown_kind_lists_known_ones():
+    with pytest.raises(ValueError, match="expected one of"):
+        build_model("transformer", 10, 2)
