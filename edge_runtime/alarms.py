@@ -22,6 +22,14 @@ class Alarm:
         self.active = False
         self.below = 0
 
+    def state(self) -> tuple[int, bool, int]:
+        """Everything :meth:`update` changes, for :meth:`restore`."""
+        return self.recent, self.active, self.below
+
+    def restore(self, state: tuple[int, bool, int]) -> None:
+        """Undo updates back to a :meth:`state` (when the event of a transition could not be made)."""
+        self.recent, self.active, self.below = state
+
     def update(self, score: float, threshold: float) -> str | None:
         """Feed one window's score; returns ``alarm_raised``, ``alarm_cleared`` or None."""
         self.recent = ((self.recent << 1) | (score > threshold)) & ((1 << self.on_n) - 1)

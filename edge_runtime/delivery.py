@@ -9,8 +9,6 @@ import queue
 import threading
 import time
 
-import orjson
-
 from edge_runtime.outbox import Outbox
 
 log = logging.getLogger("linewatch.delivery")
@@ -41,8 +39,8 @@ class Sink:
         """Start the writer thread; anything left in the outbox is replayed on connect."""
         self.thread.start()
 
-    def submit(self, events: list[tuple[str, dict, float]]) -> None:
-        """Queue ``(topic, event, arrival)`` triples from a scored batch (arrival: perf_counter of the last sample)."""
+    def submit(self, events: list[tuple[str, bytes, float]]) -> None:
+        """Queue ``(topic, payload, arrival)`` triples of encoded events (arrival: perf_counter of the last sample)."""
         if events:
             self.queue.put(events)
 
@@ -103,8 +101,8 @@ class Sink:
             except Exception:  # the sink must outlive any single bad batch
                 log.exception("could not store or publish %d event(s)", len(batch))
 
-    def _store_and_send(self, batch: list[tuple[str, dict, float]]) -> None:
-        rows = [(topic, orjson.dumps(event)) for topic, event, _ in batch]
+    def _store_and_send(self, batch: list[tuple[str, bytes, float]]) -> None:
+        rows = [(topic, payload) for topic, payload, _ in batch]
         seqs = self.outbox.add_many(rows)
         if self.replay_needed.is_set():
             return  # the replay sends these in order

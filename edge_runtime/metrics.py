@@ -59,6 +59,7 @@ class Metrics:
             misses.add_metric([name], m["deadline_misses"])
             drops.add_metric([name, "overload"], m["shed"])
             drops.add_metric([name, "inference_error"], m["failed"])
+            drops.add_metric([name, "undecidable"], m["undecided"])
             alarms.add_metric([name], m["alarms_active"])
             streams.add_metric([name], m["streams"])
         yield from (windows, misses, drops, alarms, streams)

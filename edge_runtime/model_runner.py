@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 
+import orjson
+
 from edge_runtime.alarms import Alarm
 from edge_runtime.backends import create_backend
 from edge_runtime.badinput import BadInput
@@ -31,6 +33,7 @@ class ModelRunner:
         self.backend = self._backend(self.bundle)
         self.scored = 0
         self.deadline_misses = 0
+        self.undecided = 0  # windows whose event could not be built or encoded
         self.lock = threading.Lock()  # held while scoring and while swapping bundles
         a = config.alarm
         self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s)
@@ -93,21 +96,33 @@ class ModelRunner:
                 self.sink.submit(self._decide(batch, first, scores, errors))
                 self._account(batch, first, last)
 
-    def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, dict, float]]:
-        """Update each stream's alarm; the events (topic, payload, arrival) to publish."""
+    def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, bytes, float]]:
+        """Update each stream's alarm; the encoded events ``(topic, payload, arrival)`` to publish.
+
+        Each window is decided alone: one whose event cannot be built or encoded is counted in
+        ``undecided`` and dropped, its alarm state left as it was, and the other windows go on.
+        """
         threshold, features = self.threshold, self.bundle.features
         events = []
         for k, score in enumerate(scores.tolist()):
             i = first + k
             stream = batch.streams[i]
-            kind = stream.alarm.update(score, threshold)
-            if kind is None and self.runtime.publish_scores:
-                kind = "score"
-            if kind is not None:
-                event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
-                                   score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
-                topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
-                events.append((topic, event, batch.arrivals[i]))
+            alarm = stream.alarm
+            before = alarm.state()
+            try:
+                kind = alarm.update(score, threshold)
+                if kind is None and self.runtime.publish_scores:
+                    kind = "score"
+                if kind is not None:
+                    event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
+                                       score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
+                    topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
+                    events.append((topic, orjson.dumps(event), batch.arrivals[i]))
+            except Exception as error:  # one window's bad data must not cost the other machines their events
+                alarm.restore(before)
+                self.undecided += 1
+                if self.undecided == 1 or self.undecided % 1000 == 0:
+                    log.error("window of %s could not be decided (%r); dropped alone [%d so far]", stream.key, error, self.undecided)
         return events
 
     def _account(self, batch: WindowBatch, first: int, last: int) -> None:

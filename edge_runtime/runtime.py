@@ -67,7 +67,7 @@ class Runtime:
             "bad_input": dict(self.bad.counts),
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
-                                "failed": m.batcher.failed,
+                                "failed": m.batcher.failed, "undecided": m.undecided,
                                 "alarms_active": m.streams.alarms_active(), "streams": len(m.streams)}
                 for m in self.models
             },
