@@ -121,6 +121,9 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         f"{time.perf_counter() - started:.1f} s on {h.device} ({len(h.train_loss)} epochs, best {h.best_epoch}, "
         f"val loss {min(h.val_loss):.4g}); threshold {detector.threshold_:.4g} ({threshold}) -> {run_dir}"
     )
+    if h.stopped_at_cap:
+        click.echo(f"warning: the validation loss was still falling at the last epoch ({len(h.val_loss)}): early stopping "
+                   f"did not decide the epoch count; train again with a larger --epochs", err=True)
 
 
 @click.command()

@@ -38,6 +38,11 @@ class TrainingHistory:
         """JSON-ready form."""
         return self.__dict__.copy()
 
+    @property
+    def stopped_at_cap(self) -> bool:
+        """True when the best epoch was the last one run: training may still have been improving."""
+        return bool(self.val_loss) and self.best_epoch == len(self.val_loss) - 1
+
 
 @dataclass
 class TrainingOptions:

@@ -23,6 +23,9 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     )
     assert result.exit_code == 0, result.output
     config = json.loads((run_dir / "config.json").read_text())
+    history = config["training"]["history"]
+    stopped_at_cap = history["best_epoch"] == len(history["val_loss"]) - 1
+    assert ("validation loss was still falling at the last epoch (5)" in result.output) == stopped_at_cap
     assert config["model_params"] == {"latent": 4, "hidden": [32]} and config["threshold"]["method"] == "pot"
     result = runner.invoke(main, ["evaluate", str(run_dir), str(data), "--series-column", "machine"])
     assert result.exit_code == 0, result.output
