@@ -32,7 +32,6 @@ class Ingest:
         self.on_ready = on_ready
         self.bad = bad
         self.max_future_s = max_future_s
-        self.bundle = bundle
         self.layout = FeatureLayout(bundle.features)
         self.accepted = 0
         self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk}
@@ -42,7 +41,6 @@ class Ingest:
 
     def rebind(self, bundle: Bundle, keep_streams: bool) -> None:
         """Switch to a new bundle; streams survive only when the input spec is unchanged."""
-        self.bundle = bundle
         if not keep_streams:
             self.layout = FeatureLayout(bundle.features)
         self.streams.rebind(bundle, keep_streams)
@@ -69,7 +67,7 @@ class Ingest:
         aligner.update(t, j, value, lambda tick, row, missing: self._push(state, route.topic, tick, row, missing, arrival))
 
     def _chunk(self, route: Route, payload: bytes, arrival: float) -> None:
-        t0, dt, rows = decode_chunk(payload, len(self.layout), self.bundle.sample_period, time.time(), self.max_future_s)
+        t0, dt, rows = decode_chunk(payload, len(self.layout), self.streams.bundle.sample_period, time.time(), self.max_future_s)
         state = self.streams.get(route.key)
         for i in range(len(rows)):
             self._push(state, route.topic, t0 + i * dt, rows[i], (), arrival)

@@ -18,7 +18,7 @@ from train.data import SensorTable, Series, infer_sample_period
 from train.errors import DataError, NotFittedError
 from train.models import build_model
 from train.scoring import WindowScorer
-from train.thresholds import Threshold, fit_threshold
+from train.thresholds import METHODS, Threshold, fit_threshold
 from train.trainer import TrainingHistory, TrainingOptions, fit_scorer, select_device
 from train.windows import SeriesWindows, series_windows
 
@@ -110,8 +110,6 @@ class AutoencoderDetector:
         for name, value in (("sample_period", self.sample_period), ("max_gap", self.max_gap)):
             if value is not None and not value > 0:
                 raise DataError(f"{name}={value!r}: expected a positive number of seconds")
-        from train.thresholds import METHODS
-
         if self.threshold not in METHODS:
             raise DataError(f"threshold={self.threshold!r}: expected one of {METHODS}")
 
