@@ -10,7 +10,7 @@ from collections.abc import Callable
 log = logging.getLogger("linewatch.input")
 
 KINDS = ("malformed_json", "wrong_type", "non_finite", "unknown_feature", "missing_feature", "oversized",
-         "future_timestamp", "late", "gap_restart", "unknown_topic", "dt_mismatch", "internal_error")
+         "future_timestamp", "late", "gap_restart", "unknown_topic", "dt_mismatch", "stream_limit", "internal_error")
 
 
 class BadInput:

@@ -129,10 +129,12 @@ class Batcher:
         self.thread = threading.Thread(target=self._loop, name="linewatch-batcher", daemon=True)
         self.thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Score what is pending, then stop the thread."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Score what is pending, then stop the thread; False if it is still running after ``timeout`` seconds."""
         with self.cond:
             self.running = False
             self.cond.notify()
         if self.thread is not None:
             self.thread.join(timeout)
+            return not self.thread.is_alive()
+        return True

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.outbox import SYNC_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,6 +100,12 @@ class RuntimeConfig:
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     outbox: str = "linewatch-outbox.sqlite"
+    outbox_max_events: int = 100_000  # beyond this (or outbox_max_mb) the oldest events are dropped, counted
+    outbox_max_mb: float = 64.0
+    outbox_sync: str = "full"  # full: a stored event survives a power cut; normal: a process crash only
+    delivery_queue: int = 256  # scored batches waiting for the sink; beyond, telemetry is dropped and scoring waits
+    max_streams: int = 10_000  # per model; a new stream key beyond this is refused and counted
+    stream_idle_s: float = 3600.0  # forget a stream that sent no sample for this long (0: never)
     status_topic: str = "linewatch/{client_id}/status"
     error_topic: str = "linewatch/{client_id}/errors"
     errors_per_second: float = 5.0
@@ -187,6 +194,13 @@ def validate(config: Config, base: Path | None = None) -> None:
     r = config.runtime
     if r.latency_budget_ms <= 0 or r.max_batch < 1 or r.queue_windows < r.max_batch:
         raise ConfigError("runtime: latency_budget_ms > 0, max_batch >= 1 and queue_windows >= max_batch are required")
+    if r.outbox_sync not in SYNC_MODES:
+        raise ConfigError(f"runtime.outbox_sync: expected one of {SYNC_MODES}, got {r.outbox_sync!r}")
+    for key in ("outbox_max_events", "outbox_max_mb", "delivery_queue", "max_streams", "shutdown_timeout_s"):
+        if getattr(r, key) <= 0:
+            raise ConfigError(f"runtime.{key}: must be > 0, got {getattr(r, key)}")
+    if r.stream_idle_s < 0:
+        raise ConfigError(f"runtime.stream_idle_s: must be >= 0 (0: never), got {r.stream_idle_s}")
     r.outbox = _resolve(r.outbox, base)
     b = config.broker
     for key in ("password_file", "ca_file", "cert_file", "key_file"):

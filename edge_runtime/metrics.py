@@ -25,6 +25,10 @@ class Metrics:
         self.event_latency = Histogram("linewatch_event_latency_seconds",
                                        "Arrival of a window's last sample to its event handed to the broker (outbox write included)",
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.sample_age = Histogram("linewatch_sample_to_decision_seconds",
+                                    "Wall clock at a window's decision minus its last sample's own timestamp: includes the broker's "
+                                    "queue and transport, subject to clock skew between sensor and gateway",
+                                    buckets=LATENCY_BUCKETS + (10.0, 30.0, 60.0, 300.0), registry=self.registry)
         self.inference = Histogram("linewatch_inference_seconds", "Backend inference time per batch",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("linewatch_batch_size", "Windows per inference batch",
@@ -53,7 +57,12 @@ class Metrics:
         misses = CounterMetricFamily("linewatch_deadline_misses", "Windows whose result came later than the latency budget", labels=["model"])
         drops = CounterMetricFamily("linewatch_windows_dropped", "Windows not scored, by reason", labels=["model", "reason"])
         alarms = GaugeMetricFamily("linewatch_alarms_active", "Streams in alarm", labels=["model"])
-        streams = GaugeMetricFamily("linewatch_streams", "Streams seen", labels=["model"])
+        streams = GaugeMetricFamily("linewatch_streams", "Streams held (at most runtime.max_streams)", labels=["model"])
+        evicted = CounterMetricFamily("linewatch_streams_evicted", "Streams forgotten after runtime.stream_idle_s without samples",
+                                      labels=["model"])
+        gaps = CounterMetricFamily("linewatch_sample_gaps", "Steps in a stream's sample times longer than 1.5 sample periods "
+                                   "(samples lost before linewatch, e.g. dropped by the broker)", labels=["model"])
+        refused = CounterMetricFamily("linewatch_reloads_refused", "Bundle reloads refused (the old bundle kept running)", labels=["model"])
         for name, m in snap["models"].items():
             windows.add_metric([name], m["scored"])
             misses.add_metric([name], m["deadline_misses"])
@@ -62,9 +71,22 @@ class Metrics:
             drops.add_metric([name, "undecidable"], m["undecided"])
             alarms.add_metric([name], m["alarms_active"])
             streams.add_metric([name], m["streams"])
-        yield from (windows, misses, drops, alarms, streams)
-        events = CounterMetricFamily("linewatch_events_published", "Event publishes handed to the broker (replays included)")
-        events.add_metric([], snap["events_published"])
-        yield events
+            evicted.add_metric([name], m["streams_evicted"])
+            gaps.add_metric([name], m["gaps"])
+            refused.add_metric([name], m["reloads_refused"])
+        yield from (windows, misses, drops, alarms, streams, evicted, gaps, refused)
+        yield CounterMetricFamily("linewatch_events_published", "Durable events (alarm transitions) handed to the broker, each once",
+                                  value=snap["events_published"])
+        yield CounterMetricFamily("linewatch_events_refused", "Durable events the broker refused (MQTT 5 PUBACK failure reason code)",
+                                  value=snap["events_refused"])
+        yield CounterMetricFamily("linewatch_telemetry_published", "Score telemetry events sent (QoS 0)", value=snap["telemetry_sent"])
+        dropped = CounterMetricFamily("linewatch_events_dropped", "Events dropped, by reason", labels=["reason"])
+        for reason, count in snap["events_dropped"].items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield GaugeMetricFamily("linewatch_events_unsent", "Durable events stored but not yet handed to the broker", value=snap["events_unsent"])
+        yield GaugeMetricFamily("linewatch_events_inflight", "Durable events handed to the broker, not yet acknowledged",
+                                value=snap["events_inflight"])
         yield GaugeMetricFamily("linewatch_outbox_depth", "Events waiting for broker acknowledgement", value=snap["outbox_depth"])
+        yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes in the outbox", value=snap["outbox_bytes"])
         yield GaugeMetricFamily("linewatch_connected", "1 while connected to the broker", value=1 if snap["connected"] else 0)

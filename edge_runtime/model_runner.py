@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import orjson
 
@@ -26,20 +27,25 @@ log = logging.getLogger("linewatch.model")
 class ModelRunner:
     """Scores the streams of one bundle and turns scores into alarm events."""
 
-    def __init__(self, config: ModelConfig, runtime: RuntimeConfig, sink: Sink, bad: BadInput, metrics: Metrics) -> None:
+    def __init__(self, config: ModelConfig, runtime: RuntimeConfig, sink: Sink, bad: BadInput, metrics: Metrics,
+                 ingest_lock: threading.Lock | None = None) -> None:
+        """``ingest_lock``: held by whoever feeds messages to :attr:`ingest`; a reload swaps the bundle under it."""
         self.config, self.runtime = config, runtime
         self.sink, self.metrics = sink, metrics
+        self.ingest_lock = ingest_lock or threading.Lock()
         self.bundle = load_bundle(config.bundle)
         self.backend = self._backend(self.bundle)
         self.scored = 0
         self.deadline_misses = 0
         self.undecided = 0  # windows whose event could not be built or encoded
+        self.reloads_refused = 0
         self.lock = threading.Lock()  # held while scoring and while swapping bundles
         a = config.alarm
-        self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s)
+        self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s,
+                                      runtime.max_streams)
         self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s)
         self.batcher = self._batcher(self.bundle)
-        self.manifest_mtime = self._mtime()
+        self.fingerprint = bundle_fingerprint(config.bundle)
 
     @property
     def threshold(self) -> float:
@@ -75,11 +81,17 @@ class ModelRunner:
         """Start scoring."""
         self.batcher.start()
 
-    def stop(self, timeout: float) -> None:
-        """Release samples held for reordering, score what is pending, and stop."""
-        self.ingest.flush()
-        self.batcher.stop(timeout)
-        self.backend.deactivate()
+    def stop(self, deadline: float) -> None:
+        """Release samples held for reordering, score what is pending until ``deadline`` (monotonic), and stop.
+
+        The backend is freed only once the scoring thread has finished with it.
+        """
+        with self.ingest_lock:
+            self.ingest.flush()
+        if self.batcher.stop(max(0.0, deadline - time.monotonic())):
+            self.backend.deactivate()
+        else:
+            log.warning("%s: scoring did not finish before the shutdown deadline; pending windows are dropped", self.config.name)
 
     def _score(self, batch: WindowBatch, n: int) -> None:
         """Score ``n`` pending windows in backend-sized chunks, decide, and hand events to the sink."""
@@ -96,8 +108,10 @@ class ModelRunner:
                 self.sink.submit(self._decide(batch, first, scores, errors))
                 self._account(batch, first, last)
 
-    def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, bytes, float]]:
-        """Update each stream's alarm; the encoded events ``(topic, payload, arrival)`` to publish.
+    def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, bytes, float, bool]]:
+        """Update each stream's alarm; the encoded events ``(topic, payload, arrival, durable)`` to publish.
+
+        Alarm transitions are durable (outbox); per-window score telemetry is not.
 
         Each window is decided alone: one whose event cannot be built or encoded is counted in
         ``undecided`` and dropped, its alarm state left as it was, and the other windows go on.
@@ -117,7 +131,7 @@ class ModelRunner:
                     event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
                                        score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
                     topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
-                    events.append((topic, orjson.dumps(event), batch.arrivals[i]))
+                    events.append((topic, orjson.dumps(event), batch.arrivals[i], kind != "score"))
             except Exception as error:  # one window's bad data must not cost the other machines their events
                 alarm.restore(before)
                 self.undecided += 1
@@ -126,48 +140,65 @@ class ModelRunner:
         return events
 
     def _account(self, batch: WindowBatch, first: int, last: int) -> None:
-        """Decision latency per window, deadline misses and the scored count."""
-        done = time.perf_counter()
+        """Decision latency per window (from arrival and from sample time), deadline misses and the scored count."""
+        done, wall = time.perf_counter(), time.time()
         budget = self.runtime.latency_budget_ms / 1000
-        for arrival in batch.arrivals[first:last].tolist():
+        for arrival, end in zip(batch.arrivals[first:last].tolist(), batch.ends[first:last].tolist()):
             latency = done - arrival
             self.metrics.latency.observe(latency)
+            self.metrics.sample_age.observe(wall - end)
             self.deadline_misses += latency > budget
         self.scored += last - first
 
     # -- hot reload ------------------------------------------------------------------------
-    def _mtime(self) -> float:
-        try:
-            return (self.bundle.path / "bundle.json").stat().st_mtime
-        except OSError:
-            return 0.0
-
     def changed_on_disk(self) -> bool:
-        """True when the bundle's manifest changed since it was loaded."""
-        return self._mtime() != self.manifest_mtime
+        """True when any file of the bundle (or the folder a symlink points to) changed since the last (re)load attempt."""
+        return bundle_fingerprint(self.config.bundle) != self.fingerprint
 
     def reload(self) -> bool:
-        """Load the bundle again; keep stream state when the input spec is unchanged. False if refused."""
+        """Load the bundle again; keep stream state when the input spec is unchanged. False if refused.
+
+        Everything that can fail (loading, activating, warming up) happens before the swap; a refused
+        bundle is tried again when its files change again. The swap holds the ingest lock, so no
+        message is decoded against a half-swapped bundle.
+        """
+        fingerprint = bundle_fingerprint(self.config.bundle)
         try:
             bundle = load_bundle(self.config.bundle)
             backend = self._backend(bundle)
+            keep = bundle.input_spec == self.bundle.input_spec
+            try:
+                batcher = None if keep else self._batcher(bundle, backend)
+                if keep:
+                    self._warm_up(self.batcher, backend)
+            except Exception:
+                backend.deactivate()
+                raise
         except Exception as error:  # keep running on the old bundle whatever went wrong
+            self.reloads_refused += 1
+            self.fingerprint = fingerprint
             log.error("reload of %s refused, still running %s: %s", self.config.bundle, self.bundle.model_id, error)
-            self.manifest_mtime = self._mtime()
             return False
-        keep = bundle.input_spec == self.bundle.input_spec
-        batcher = None if keep else self._batcher(bundle, backend)
-        with self.lock, self.batcher.cond:
+        with self.ingest_lock, self.lock, self.batcher.cond:
             old = self.backend
             self.bundle, self.backend = bundle, backend
             self.ingest.rebind(bundle, keep_streams=keep)
             if not keep:
                 self.batcher.pending.count = 0  # windows of the old spec cannot run on the new model
                 old_batcher, self.batcher = self.batcher, batcher
-            self.manifest_mtime = self._mtime()
+            self.fingerprint = fingerprint
         if not keep:
             old_batcher.stop()
             self.batcher.start()
         old.deactivate()
         log.info("reloaded %s: model %s, stream state %s", self.config.name, bundle.model_id, "kept" if keep else "reset")
         return True
+
+
+def bundle_fingerprint(path: str) -> tuple:
+    """Name, size and modification time of every file in the bundle folder (symlinks followed)."""
+    try:
+        folder = Path(path).resolve()
+        return (str(folder), *sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file()))
+    except OSError:
+        return ()

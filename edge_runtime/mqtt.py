@@ -30,11 +30,13 @@ class Link:
 
     ``on_message(topic, payload, arrival)`` is called on paho's network thread.
     ``on_connected()`` runs after each successful (re)connect and resubscription.
+    ``on_acked(mid, failure)`` gets every acknowledgement (QoS 1 PUBACK, QoS 0 written), with the
+    MQTT 5 reason code's text when the broker refused the message, else None.
     """
 
     def __init__(self, config: BrokerConfig, subscriptions: list[tuple[str, int]], status_topic: str, online: dict,
                  on_message: Callable[[str, bytes, float], None], on_connected: Callable[[], None],
-                 on_acked: Callable[[int], None]) -> None:
+                 on_acked: Callable[[int, str | None], None]) -> None:
         self.config = config
         self.subscriptions = subscriptions
         self.status_topic = status_topic
@@ -48,7 +50,6 @@ class Link:
         self.stopping = False
         self.socket_opened_at: float | None = None
         self.fallback_lock = threading.Lock()
-        self.own_mids: set[int] = set()  # status messages: their acks are not the sink's business
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -150,32 +151,32 @@ class Link:
         self.on_message_cb(message.topic, message.payload, time.perf_counter())
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        if mid in self.own_mids:
-            self.own_mids.discard(mid)
-            return
-        self.on_acked_cb(mid)
+        if client is self.client:
+            self.on_acked_cb(mid, str(reason_code) if reason_code.is_failure else None)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
-        """Publish; returns the message id, or None when not connected (the caller keeps the message)."""
+        """Publish; returns the message id once paho holds the message, else None (the caller keeps it).
+
+        A QoS 1 message paho queued while the connection was dropping counts as held: paho resends
+        it with the same id after the reconnect.
+        """
         if not self.connected.is_set():
             return None
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            return None
-        return info.mid
+        if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos and info.rc == mqtt.MQTT_ERR_NO_CONN):
+            return info.mid
+        return None
 
     def publish_status(self, state: str, retain: bool = True) -> mqtt.MQTTMessageInfo:
-        """Publish the retained status (``online`` / ``offline``)."""
-        info = self.client.publish(self.status_topic, orjson.dumps({**self.online, "state": state}), qos=1, retain=retain)
-        self.own_mids.add(info.mid)
-        return info
+        """Publish the retained status (``online`` / ``offline``); its acknowledgement is nobody's business."""
+        return self.client.publish(self.status_topic, orjson.dumps({**self.online, "state": state}), qos=1, retain=retain)
 
-    def stop(self) -> None:
-        """Publish ``offline``, disconnect cleanly and stop the network thread."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Publish ``offline`` (waiting up to ``timeout`` s for it), disconnect and stop the network thread."""
         self.stopping = True
         if self.connected.is_set():
             info = self.publish_status("offline")
             with contextlib.suppress(RuntimeError, ValueError):  # not sent in time, or the link is already down
-                info.wait_for_publish(timeout=2)
+                info.wait_for_publish(timeout=max(0.1, timeout))
         self.client.disconnect()
         self.client.loop_stop()

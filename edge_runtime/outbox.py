@@ -1,4 +1,9 @@
-"""A durable, ordered outbox (SQLite) for events: they survive broker outages and restarts."""
+"""A durable, ordered, bounded outbox (SQLite) for events: they survive broker outages, crashes and
+(with ``synchronous=FULL``) power cuts.
+
+Only the sink's thread writes to it; the depth is kept in memory so that a metrics scrape costs
+no query.
+"""
 
 from __future__ import annotations
 
@@ -6,49 +11,79 @@ import sqlite3
 import threading
 from pathlib import Path
 
+SYNC_MODES = ("full", "normal")
+DELETE_CHUNK = 500  # SQLite's default limit on bound parameters is 999 (older builds)
+
 
 class Outbox:
-    """Rows ``(seq, topic, payload)`` kept until the broker acknowledges them, read back in order."""
+    """Rows ``(seq, topic, payload)`` kept until the broker acknowledges them, read back in order.
 
-    def __init__(self, path: str | Path) -> None:
+    ``max_rows`` and ``max_bytes`` bound it: when a write would exceed either, the oldest rows are
+    dropped first and counted in ``dropped``. ``sync="full"`` makes every commit survive a power
+    cut (WAL fsync per commit); ``"normal"`` survives a process crash only.
+    """
+
+    def __init__(self, path: str | Path, max_rows: int = 100_000, max_bytes: int = 64 << 20, sync: str = "full") -> None:
+        if sync not in SYNC_MODES:
+            raise ValueError(f"outbox sync must be one of {SYNC_MODES}, got {sync!r}")
         self.path = str(path)
+        self.max_rows, self.max_bytes = max_rows, max_bytes
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA synchronous={sync.upper()}")
         self.db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL)")
         self.lock = threading.Lock()
-        self.final_depth: int | None = None  # depth at close, still reported afterwards
+        self.rows, self.bytes = self.db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
+        self.dropped = 0
+        self.dropped_upto = 0  # the bounds drop oldest first: no row with seq <= this is left
+        self.closed = False
 
     def add_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
-        """Store events in one transaction; returns their sequence numbers."""
+        """Store events in one transaction (oldest rows dropped first if the bounds demand); returns their sequence numbers."""
         with self.lock:
             self.db.execute("BEGIN")
             seqs = [self.db.execute("INSERT INTO events (topic, payload) VALUES (?, ?)", row).lastrowid for row in rows]
+            self.rows += len(rows)
+            self.bytes += sum(len(payload) for _, payload in rows)
+            while self.rows > self.max_rows or self.bytes > self.max_bytes:
+                self._drop_oldest(max(self.rows - self.max_rows, self.rows // 10, 1))
             self.db.execute("COMMIT")
         return seqs
 
-    def remove(self, seq: int) -> None:
-        """Forget an acknowledged event."""
+    def _drop_oldest(self, count: int) -> None:
+        dropped = self.db.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) RETURNING seq, LENGTH(payload)",
+                                  (count,)).fetchall()
+        self.rows -= len(dropped)
+        self.bytes -= sum(size for _, size in dropped)
+        self.dropped += len(dropped)
+        self.dropped_upto = max([self.dropped_upto] + [seq for seq, _ in dropped])
+
+    def remove_many(self, seqs: list[int]) -> None:
+        """Forget acknowledged events (one transaction)."""
         with self.lock:
-            self.db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            self.db.execute("BEGIN")
+            for first in range(0, len(seqs), DELETE_CHUNK):
+                chunk = seqs[first : first + DELETE_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sizes = self.db.execute(f"DELETE FROM events WHERE seq IN ({marks}) RETURNING LENGTH(payload)", chunk).fetchall()
+                self.rows -= len(sizes)
+                self.bytes -= sum(size for (size,) in sizes)
+            self.db.execute("COMMIT")
 
     def pending(self, after: int = 0, limit: int = 500) -> list[tuple[int, str, bytes]]:
-        """Events not yet acknowledged, oldest first."""
+        """Events not yet acknowledged with ``seq > after``, oldest first."""
         with self.lock:
             return self.db.execute("SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
 
     def depth(self) -> int:
-        """How many events wait for acknowledgement."""
-        with self.lock:
-            if self.final_depth is not None:
-                return self.final_depth
-            return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        """How many events wait for acknowledgement (still reported after :meth:`close`)."""
+        return self.rows
 
     def close(self) -> None:
         """Close the database."""
-        depth = self.depth()
         with self.lock:
-            self.final_depth = depth
-            self.db.close()
+            if not self.closed:
+                self.closed = True
+                self.db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,12 +30,17 @@ class Router:
 
     ``entries`` pairs each input with the ingest of its model (anything with ``handler(format)``).
     Payloads over ``max_payload`` bytes and payloads a decoder refuses are counted as bad input.
+    The cache holds at most ``max_routes`` topics; beyond, it starts over (topics are matched again).
+    Handlers run under ``lock``, the ingest lock: whoever changes an ingest's bundle or streams
+    (reload, eviction) holds it too.
     """
 
-    def __init__(self, entries: list[tuple[InputConfig, object]], bad: BadInput, max_payload: int = 65536) -> None:
+    def __init__(self, entries: list[tuple[InputConfig, object]], bad: BadInput, max_payload: int = 65536,
+                 max_routes: int = 100_000, lock: threading.Lock | None = None) -> None:
         self.templates = [(TopicTemplate(cfg.topic), cfg, ingest) for cfg, ingest in entries]
         self.bad = bad
-        self.max_payload = max_payload
+        self.lock = lock or threading.Lock()
+        self.max_payload, self.max_routes = max_payload, max_routes
         self.cache: dict[str, Route] = {}
 
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -49,6 +55,8 @@ class Router:
         for template, cfg, ingest in self.templates:
             matched = template.match(topic)
             if matched is not None:
+                if len(self.cache) >= self.max_routes:
+                    self.cache.clear()
                 route = self.cache[topic] = Route(topic, ingest.handler(cfg.format), matched[0], matched[1], cfg)
                 return route
         return None
@@ -63,6 +71,7 @@ class Router:
             self.bad.report("oversized", topic, f"{len(payload)} bytes > {self.max_payload}")
             return
         try:
-            route.handler(route, payload, arrival)
+            with self.lock:
+                route.handler(route, payload, arrival)
         except BadSample as bad:
             self.bad.report(bad.reason, topic, bad.detail)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import datetime, timezone
 
 import orjson
@@ -31,13 +32,17 @@ class Runtime:
         self.status_topic = r.status_topic.format(client_id=b.client_id)
         self.error_topic = r.error_topic.format(client_id=b.client_id)
         self.metrics = Metrics()
-        self.outbox = Outbox(r.outbox)
+        self.outbox = Outbox(r.outbox, r.outbox_max_events, int(r.outbox_max_mb * 2**20), r.outbox_sync)
         self.link: Link | None = None
-        self.sink = Sink(self.outbox, self._publish_event, self.metrics.event_latency.observe)
+        self.sink = Sink(self.outbox, self._publish, self.metrics.event_latency.observe, r.delivery_queue)
         self.bad = BadInput(self._publish_error, r.errors_per_second)
-        self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics) for m in config.models]
-        self.router = Router([(cfg, m.ingest) for m in self.models for cfg in m.config.inputs], self.bad, r.max_payload_bytes)
+        self.ingest_lock = threading.Lock()  # the router feeds ingest under it; reload and eviction change ingest under it
+        self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics, self.ingest_lock) for m in config.models]
+        max_routes = sum(r.max_streams * (len(m.bundle.features) + 1) for m in self.models)
+        self.router = Router([(cfg, m.ingest) for m in self.models for cfg in m.config.inputs], self.bad, r.max_payload_bytes, max_routes,
+                             self.ingest_lock)
         self.accepting = False
+        self.watch_errors = 0
         self.stopped = threading.Event()
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -45,12 +50,11 @@ class Runtime:
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     # -- wiring ----------------------------------------------------------------------------
-    def _publish_event(self, topic: str, payload: bytes) -> int | None:
-        return self.link.publish(topic, payload) if self.link else None
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
+        return self.link.publish(topic, payload, qos, retain) if self.link else None
 
     def _publish_error(self, report: dict) -> None:
-        if self.link is not None:
-            self.link.publish(self.error_topic, orjson.dumps(report), qos=0)
+        self.sink.post(self.error_topic, orjson.dumps(report))
 
     def _on_message(self, topic: str, payload: bytes, arrival: float) -> None:
         if not self.accepting:
@@ -68,11 +72,18 @@ class Runtime:
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
                                 "failed": m.batcher.failed, "undecided": m.undecided,
-                                "alarms_active": m.streams.alarms_active(), "streams": len(m.streams)}
+                                "alarms_active": m.streams.alarms_active(), "streams": len(m.streams),
+                                "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused}
                 for m in self.models
             },
             "events_published": self.sink.published,
+            "events_refused": self.sink.refused,
+            "events_dropped": {"outbox_full": self.outbox.dropped, "telemetry": self.sink.telemetry_dropped},
+            "telemetry_sent": self.sink.telemetry_sent,
+            "events_unsent": self.sink.queued,
+            "events_inflight": self.sink.inflight_count,
             "outbox_depth": self.outbox.depth(),
+            "outbox_bytes": self.outbox.bytes,
             "connected": bool(self.link and self.link.connected.is_set()),
         }
 
@@ -89,7 +100,7 @@ class Runtime:
             runner.start()
         self.sink.start()
         online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
-        self.link = Link(b, self.router.subscriptions(), self.status_topic, online, self._on_message, self.sink.connected, self.sink.acked)
+        self.link = Link(b, self.router.subscriptions(), self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked)
         self.accepting = True
         self.link.start()
         threading.Thread(target=self._watch, name="linewatch-reload", daemon=True).start()
@@ -99,33 +110,49 @@ class Runtime:
         return [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id} for m in self.models]
 
     def _watch(self) -> None:
-        """Reload bundles on request (SIGHUP) or when a manifest changes on disk; re-announce the status."""
+        """Reload bundles on request (SIGHUP) or when their files change; evict idle streams. Survives any error."""
+        r = self.config.runtime
+        sweep_every = min(60.0, r.stream_idle_s / 2) if r.stream_idle_s else float("inf")
+        last_sweep = time.monotonic()
         while not self.stopped.is_set():
-            requested = self.reload_requested.wait(self.config.runtime.reload_poll_s)
+            requested = self.reload_requested.wait(r.reload_poll_s)
             self.reload_requested.clear()
-            reloaded = [runner.reload() for runner in self.models if requested or runner.changed_on_disk()]
-            if any(reloaded) and self.link is not None and self.link.connected.is_set():
-                self.link.online["bundles"] = self._bundles()
-                self.link.publish_status("online")
+            try:
+                reloaded = [runner.reload() for runner in self.models if requested or runner.changed_on_disk()]
+                if any(reloaded) and self.link is not None and self.link.connected.is_set():
+                    self.link.online["bundles"] = self._bundles()
+                    self.link.publish_status("online")
+                if time.monotonic() - last_sweep >= sweep_every:
+                    last_sweep = time.monotonic()
+                    with self.ingest_lock:
+                        for runner in self.models:
+                            runner.streams.evict_idle(r.stream_idle_s)
+            except Exception:  # the watcher must outlive anything a bundle or the disk does to it
+                self.watch_errors += 1
+                log.exception("reload/eviction step failed; trying again in %.1f s", r.reload_poll_s)
 
     def stop(self) -> None:
-        """Graceful shutdown: stop taking samples, score what is pending, flush events, go offline."""
+        """Graceful shutdown within ``shutdown_timeout_s`` in total: stop taking samples, score what is
+        pending, flush events, go offline. What is not flushed in time stays in the outbox.
+        """
         if self.stopped.is_set():
             return
         self.stopped.set()
         self.accepting = False
-        timeout = self.config.runtime.shutdown_timeout_s
+        deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
+        link_share = min(2.0, self.config.runtime.shutdown_timeout_s / 5)  # kept back to publish "offline"
         for runner in self.models:
-            runner.stop(timeout)
-        left = self.sink.drain(timeout)
+            runner.stop(deadline - link_share)
+        left = self.sink.drain(deadline - link_share)
         if left:
             log.warning("%d event(s) stay in the outbox %s for the next start", left, self.outbox.path)
         if self.link is not None:
-            self.link.stop()
+            self.link.stop(max(0.1, deadline - time.monotonic()))
         if self.metrics_server is not None:
             server, _ = self.metrics_server
             server.shutdown()
-        self.outbox.close()
+        if not self.sink.thread.is_alive():
+            self.outbox.close()
 
     def serve(self) -> None:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the bundles."""

@@ -19,17 +19,19 @@ RESTARTED = -2  # the sample could not be used (a feature missing for too long);
 class Stream:
     """One stream's ring buffer ``[2W, F]``; :meth:`push` writes a sample, :meth:`window` views the latest window."""
 
-    __slots__ = ("key", "window_size", "stride", "max_gap", "buffer", "times", "pos", "filled", "last_time",
-                 "held", "held_time", "full_time", "last_full", "partial_time", "late")
+    __slots__ = ("key", "window_size", "stride", "max_gap", "gap_s", "buffer", "times", "pos", "filled", "last_time",
+                 "held", "held_time", "full_time", "last_full", "partial_time", "late", "gaps")
 
-    def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float) -> None:
+    def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float, gap_s: float | None = None) -> None:
+        """``gap_s``: a step in sample time longer than this counts as a gap (samples lost upstream); at most ``max_gap``."""
         self.key = key
         self.window_size, self.stride, self.max_gap = window, stride, max_gap
+        self.gap_s = max_gap if gap_s is None else min(gap_s, max_gap)
         self.buffer = np.zeros((2 * window, n_features), dtype=np.float32)
         self.times = [0.0] * (2 * window)  # a list: item writes cost a fifth of numpy's
         self.held = np.zeros(n_features, dtype=np.float32)  # values held for partial samples
         self.partial_time = np.full(n_features, -np.inf)
-        self.pos = self.filled = self.late = self.last_full = 0
+        self.pos = self.filled = self.late = self.last_full = self.gaps = 0
         self.last_time = self.full_time = self.held_time = -np.inf
 
     def restart(self) -> None:
@@ -46,8 +48,11 @@ class Stream:
         if t <= self.last_time:
             self.late += 1
             return LATE
-        if t - self.last_time > self.max_gap:
-            self.restart()
+        step = t - self.last_time
+        if step > self.gap_s:
+            if step > self.max_gap:
+                self.restart()
+            self.gaps += step != float("inf")  # the first sample is no gap
         self.last_time = t
         i = self.pos
         if missing:

@@ -24,13 +24,13 @@ def test_a_window_that_cannot_be_decided_is_dropped_alone(runtime_bundle, tmp_pa
     errors = np.zeros((3, len(runner.bundle.features)), np.float32)
     assert runner._decide(batch, 0, scores, errors) == []  # on-delay: 2 of 3 windows above
     events = runner._decide(batch, 0, scores, errors)
-    assert sorted(orjson.loads(payload)["stream"] for _, payload, _ in events) == ["l1/m0", "l1/m2"]
-    for _, payload, _ in events:
+    assert sorted(orjson.loads(payload)["stream"] for _, payload, _, _ in events) == ["l1/m0", "l1/m2"]
+    for _, payload, _, _ in events:
         assert validate_event(orjson.loads(payload))["kind"] == "alarm_raised"
     assert runner.undecided == 1  # m1's second window (its raise) could not be published...
     assert not runner.streams["l1/m1"].alarm.active  # ...so its alarm did not advance without it
     assert [runner.streams[f"l1/m{i}"].alarm.active for i in (0, 2)] == [True, True]
     batch.starts[1] = 1.7e9  # once the data is sane again, m1 raises with its event
     events = runner._decide(batch, 0, scores, errors)
-    assert [orjson.loads(p)["stream"] for _, p, _ in events] == ["l1/m1"] and runner.streams["l1/m1"].alarm.active
+    assert [orjson.loads(p)["stream"] for _, p, _, _ in events] == ["l1/m1"] and runner.streams["l1/m1"].alarm.active
     runner.backend.deactivate()

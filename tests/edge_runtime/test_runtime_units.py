@@ -128,7 +128,7 @@ def test_batcher_sheds_the_stalest_window_under_overload():
 
     batcher = Batcher(window=2, n_features=1, max_batch=2, capacity=3, budget_s=1.0, score=lambda batch, n: None)
     for i in range(5):  # the scoring thread is not running: nothing drains the pending batch
-        state = StreamState(f"m{i}", Stream(f"m{i}", window=2, stride=1, n_features=1, max_gap=10.0), None, None)
+        state = StreamState(f"m{i}", Stream(f"m{i}", window=2, stride=1, n_features=1, max_gap=10.0), None, None, now=0.0)
         state.ring.push(0.0, [float(i)])
         state.ring.push(1.0, [float(i)])
         batcher.add(state, arrival=100.0 + i)
