@@ -55,6 +55,7 @@ class Sink:
         self.settled: list[int] = []  # acknowledged seqs, deleted once per loop turn
         self.refused_topics: set[str] = set()
         # counters, read by metrics
+        self.stored = 0
         self.published = 0
         self.refused = 0
         self.telemetry_sent = 0
@@ -164,6 +165,7 @@ class Sink:
         durable = [(topic, payload) for topic, payload, _, keep in events if keep]
         if durable:
             seqs = self.outbox.add_many(durable)
+            self.stored += len(seqs)
             arrivals = [arrival for _, _, arrival, keep in events if keep]
             if self.outbox.dropped_upto:
                 while self.unsent and self.unsent[0][0] <= self.outbox.dropped_upto:

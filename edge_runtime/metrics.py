@@ -75,6 +75,8 @@ class Metrics:
             gaps.add_metric([name], m["gaps"])
             refused.add_metric([name], m["reloads_refused"])
         yield from (windows, misses, drops, alarms, streams, evicted, gaps, refused)
+        yield CounterMetricFamily("linewatch_events_stored", "Durable events (alarm transitions) written to the outbox",
+                                  value=snap["events_stored"])
         yield CounterMetricFamily("linewatch_events_published", "Durable events (alarm transitions) handed to the broker, each once",
                                   value=snap["events_published"])
         yield CounterMetricFamily("linewatch_events_refused", "Durable events the broker refused (MQTT 5 PUBACK failure reason code)",

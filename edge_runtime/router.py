@@ -48,25 +48,29 @@ class Router:
         return sorted({(template.subscription, cfg.qos) for template, cfg, _ in self.templates})
 
     def route(self, topic: str) -> Route | None:
-        """The route of ``topic``, or None when no template matches."""
+        """The route of ``topic``, or None when no template matches (cached once a message on it was taken)."""
         route = self.cache.get(topic)
         if route is not None:
             return route
         for template, cfg, ingest in self.templates:
             matched = template.match(topic)
             if matched is not None:
-                if len(self.cache) >= self.max_routes:
-                    self.cache.clear()
-                route = self.cache[topic] = Route(topic, ingest.handler(cfg.format), matched[0], matched[1], cfg)
-                return route
+                return Route(topic, ingest.handler(cfg.format), matched[0], matched[1], cfg)
         return None
 
     def dispatch(self, topic: str, payload: bytes, arrival: float) -> None:
-        """Hand one message to the ingest of its model (the MQTT callback calls this); bad input is counted."""
-        route = self.cache.get(topic) or self.route(topic)
-        if route is None:
-            self.bad.report("unknown_topic", topic)
-            return
+        """Hand one message to the ingest of its model (the MQTT callback calls this); bad input is counted.
+
+        A topic's route is cached after its first accepted message, so refused streams (over
+        ``max_streams``) and bad publishers cost no memory.
+        """
+        route = self.cache.get(topic)
+        fresh = route is None
+        if fresh:
+            route = self.route(topic)
+            if route is None:
+                self.bad.report("unknown_topic", topic)
+                return
         if len(payload) > self.max_payload:
             self.bad.report("oversized", topic, f"{len(payload)} bytes > {self.max_payload}")
             return
@@ -75,3 +79,8 @@ class Router:
                 route.handler(route, payload, arrival)
         except BadSample as bad:
             self.bad.report(bad.reason, topic, bad.detail)
+            return
+        if fresh:
+            if len(self.cache) >= self.max_routes:
+                self.cache.clear()
+            self.cache[topic] = route

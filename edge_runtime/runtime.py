@@ -76,6 +76,7 @@ class Runtime:
                                 "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused}
                 for m in self.models
             },
+            "events_stored": self.sink.stored,
             "events_published": self.sink.published,
             "events_refused": self.sink.refused,
             "events_dropped": {"outbox_full": self.outbox.dropped, "telemetry": self.sink.telemetry_dropped},

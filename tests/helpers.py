@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,35 @@ sys.meta_path.insert(0, Block())
 def run_without_torch(code: str) -> subprocess.CompletedProcess:
     """Run Python code in a fresh interpreter where torch, train and export cannot be imported."""
     return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True, timeout=120)
+
+
+def flapping_config(port: int, bundle, tmp_path, **runtime):
+    """A runtime config whose alarm follows every window (raise above, clear below): many transitions.
+
+    The pending queue holds a whole test feed: tests hand samples over faster than paho would.
+    """
+    config = runtime_config(port, bundle, tmp_path, **{"queue_windows": 4096, **runtime})
+    alarm = config.models[0].alarm
+    alarm.on_k, alarm.on_n, alarm.off_m, alarm.deadband = 1, 1, 1, 0.0
+    return config
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    """Poll a counter until ``predicate()`` holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def feed(runtime, payloads) -> None:
+    """Hand samples to the runtime as paho's network thread would."""
+    for topic, payload in payloads:
+        runtime._on_message(topic, payload, time.perf_counter())
+
+
+def all_stored(runtime, windows: int) -> bool:
+    """True once ``windows`` windows are scored and the sink stored every event they made."""
+    return runtime.snapshot()["models"]["pumps"]["scored"] == windows and runtime.sink.backlog == 0

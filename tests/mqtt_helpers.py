@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -60,6 +61,7 @@ class Collector:
 
     def __init__(self, port: int, *topics: str) -> None:
         self.messages: list[tuple[str, object, bool]] = []
+        self.received_at: list[float] = []  # wall clock of each message's arrival
         self.lock = threading.Lock()
         self.client = client(port)
         self.client.on_message = self._on_message
@@ -74,6 +76,7 @@ class Collector:
             body = message.payload
         with self.lock:
             self.messages.append((message.topic, body, message.retain))
+            self.received_at.append(time.time())
 
     def events(self, kind: str | None = None) -> list[dict]:
         """Event payloads (schema linewatch.event/1), optionally of one kind."""
@@ -99,3 +102,83 @@ class Collector:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class FaultProxy:
+    """A TCP proxy in front of a broker that can freeze either direction and cut every connection.
+
+    Frozen bytes are neither read nor forwarded; a cut closes both sides at once, so whatever was
+    on its way (publishes upstream, acknowledgements downstream) is lost, as when a broker dies.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up, self.down = threading.Event(), threading.Event()  # set: that direction flows
+        self.up.set()
+        self.down.set()
+        self.pairs: list = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self, up: bool = True, down: bool = True) -> None:
+        """Stop forwarding client->broker (``up``) and/or broker->client (``down``)."""
+        if up:
+            self.up.clear()
+        if down:
+            self.down.clear()
+
+    def thaw(self) -> None:
+        """Forward both directions again."""
+        self.up.set()
+        self.down.set()
+
+    def cut(self) -> None:
+        """Close every connection; bytes in transit are lost. New connections are accepted."""
+        import socket
+
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        """Cut and stop listening."""
+        self.cut()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client_sock, _ = self.listener.accept()
+                broker_sock = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                return
+            with self.lock:
+                self.pairs.append((client_sock, broker_sock))
+            threading.Thread(target=self._pump, args=(client_sock, broker_sock, self.up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(broker_sock, client_sock, self.down), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, target, flowing: threading.Event) -> None:
+        while True:
+            flowing.wait()
+            try:
+                data = source.recv(65536)
+                if not data:
+                    break
+                flowing.wait()  # frozen while this read was waiting: hold the bytes (a cut loses them)
+                target.sendall(data)
+            except OSError:
+                break
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.close()

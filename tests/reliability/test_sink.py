@@ -11,6 +11,7 @@ import pytest
 
 from edge_runtime.delivery import Sink
 from edge_runtime.outbox import Outbox
+from helpers import wait_for
 
 
 class FakeLink:
@@ -69,16 +70,6 @@ class FakeLink:
         """Wait until ``count`` QoS 1 messages were published."""
         with self.changed:
             return self.changed.wait_for(lambda: len([s for s in self.sent if s[3] == 1]) >= count, timeout)
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    """Poll a counter until ``predicate()`` holds (the sink thread moves on its own)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def make_sink(path, modulus: int = 65535, connected: bool = True, **kwargs):
