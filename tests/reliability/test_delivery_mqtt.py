@@ -171,3 +171,13 @@ def test_shutdown_keeps_its_timeout_when_the_broker_never_acknowledges(broker, r
         proxy.close()
     assert took <= 2.0 + 0.3, f"shutdown took {took:.2f} s with shutdown_timeout_s = 2"
     assert runtime.snapshot()["outbox_depth"] == runtime.snapshot()["events_stored"]  # kept for the next start
+
+
+def test_the_shipped_unit_gives_shutdown_more_time_than_it_takes():
+    from pathlib import Path
+
+    from edge_runtime.config import RuntimeConfig
+
+    unit = (Path(__file__).parents[2] / "edge_runtime" / "linewatch.service").read_text()
+    stop_timeout = float(next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("TimeoutStopSec=")))
+    assert stop_timeout >= RuntimeConfig().shutdown_timeout_s + 5
