@@ -83,21 +83,25 @@ class Subscriber:
                 self.ids.add(event["id"])
 
 
-def publish_samples(port: int, features: list[str], block: int, stop: threading.Event) -> None:
-    """MACHINES machines at RATE_HZ, live timestamps, flapping every ``block`` samples; reconnects by itself."""
+def publish_samples(port: int, features: list[str], period: float, block: int, stop: threading.Event) -> None:
+    """MACHINES machines at RATE_HZ, flapping every ``block`` samples; reconnects by itself.
+
+    Sample times step by the bundle's ``period`` from five days ago (a replay faster than real time,
+    within the runtime's default ``max_past_s``), so the stream runs at the bundle's own rate.
+    """
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.reconnect_delay_set(0.2, 1.0)
     client.connect("127.0.0.1", port)
     client.loop_start()
     frame, _ = simulate_plant(machines=1, rows=2000, normal_rows=2000, faults_per_machine=0, seed=3)
     rows = frame[features].to_numpy()
-    k, started = 0, time.monotonic()
+    k, started, first = 0, time.monotonic(), time.time() - 5 * 86400
     while not stop.is_set():
         scale = 6.0 if (k // block) % 2 else 1.0
         row = rows[k % len(rows)]
-        now = time.time()
+        stamp = first + k * period
         for m in range(MACHINES):
-            client.publish(f"plant/l1/m{m}/telemetry", orjson.dumps({"ts": now, **{f: float(v) * scale for f, v in zip(features, row)}}))
+            client.publish(f"plant/l1/m{m}/telemetry", orjson.dumps({"ts": stamp, **{f: float(v) * scale for f, v in zip(features, row)}}))
         k += 1
         time.sleep(max(0.0, started + k / RATE_HZ - time.monotonic()))
     client.disconnect()
@@ -146,7 +150,8 @@ def _drive(runtime: subprocess.Popen, broker: Broker, subscriber: Subscriber, bu
     stop = threading.Event()
     spec = load_bundle(bundle).manifest["input"]
     block = BLOCKS_PER_WINDOW * spec["window"]
-    publisher = threading.Thread(target=publish_samples, args=(port, [f["name"] for f in spec["features"]], block, stop), daemon=True)
+    publisher = threading.Thread(target=publish_samples, args=(port, [f["name"] for f in spec["features"]], spec["sample_period"], block, stop),
+                                 daemon=True)
     publisher.start()
     started = time.monotonic()
     memory, restarts, next_restart = [], 0, started + restart_every

@@ -12,32 +12,38 @@ import numpy as np
 class TagAligner:
     """Aligns one-scalar-per-tag messages onto the bundle's sample grid for one stream.
 
-    Grid ticks are multiples of the sample period. A tick is emitted once a message newer than it
+    Grid ticks are multiples of the sample period, counted by an integer index (so the grid never
+    drifts, even at 1 kHz with epoch timestamps). A tick is emitted once a message newer than it
     arrives; each feature takes its latest value at or before the tick if that value is no older
-    than ``staleness_s``, and is missing otherwise (then the stream's hold rule applies).
+    than ``staleness_s``, and is missing otherwise (then the stream's hold rule applies). After a
+    silence, at most ``max_gap`` worth of ticks is emitted and the rest skipped arithmetically; a
+    message more than that before the next tick (a clock stepped back, or a bogus future stamp
+    before it) restarts the grid at the message.
     """
 
-    __slots__ = ("values", "times", "next_tick", "period", "staleness", "max_ticks")
+    __slots__ = ("values", "times", "tick", "period", "staleness", "max_ticks")
 
     def __init__(self, n_features: int, period: float, staleness: float, max_gap: float) -> None:
         self.values = np.zeros(n_features, np.float32)
         self.times = np.full(n_features, -math.inf)
-        self.next_tick = None
+        self.tick: int | None = None  # index of the next tick to emit; its time is tick * period
         self.period, self.staleness = period, staleness
         self.max_ticks = int(max_gap / period) + 2
 
     def update(self, t: float, feature: int, value: float, emit: Callable[[float, np.ndarray, tuple], None]) -> None:
-        """Emit every grid tick before ``t``, then record the new value."""
-        if self.next_tick is None:
-            self.next_tick = math.ceil(t / self.period) * self.period
-        emitted = 0
-        while self.next_tick < t:
-            if emitted < self.max_ticks:
-                ages = self.next_tick - self.times
-                missing = tuple(np.flatnonzero((ages > self.staleness) | (ages < 0)).tolist())
-                emit(self.next_tick, self.values.copy(), missing)
-                emitted += 1
-            self.next_tick += self.period
+        """Emit the grid ticks before ``t``, then record the new value."""
+        due = math.ceil(t / self.period)  # the first tick at or after t: every tick before it is complete
+        tick = self.tick
+        if tick is None or due < tick - self.max_ticks:
+            if tick is not None:
+                self.times[:] = -math.inf  # values stamped after t cannot be held at ticks before them
+            self.tick = due
+        elif due > tick:
+            for k in range(tick, min(due, tick + self.max_ticks)):
+                at = k * self.period
+                ages = at - self.times
+                emit(at, self.values.copy(), tuple(np.flatnonzero((ages > self.staleness) | (ages < 0)).tolist()))
+            self.tick = due
         self.values[feature] = value
         self.times[feature] = t
 
@@ -68,6 +74,14 @@ class Reorder:
             t0, _, topic0, row0, missing0, arrival0 = heapq.heappop(self.heap)
             released.append((topic0, t0, row0, missing0, arrival0))
         return released
+
+    def expire(self, now: float) -> list[tuple]:
+        """Everything held, oldest first, once the oldest sample has waited ``tolerance`` seconds of wall clock
+        (``now`` and arrivals are ``time.perf_counter()``): the stream went quiet, so nothing can still overtake it.
+        """
+        if self.heap and self.heap[0][5] <= now - self.tolerance:
+            return self.drain()
+        return []
 
     def drain(self) -> list[tuple]:
         """Everything still held, oldest first."""

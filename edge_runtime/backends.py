@@ -7,6 +7,7 @@ against the bundle's metadata and returns ``(score [B], feature_error [B, F])``,
 
 from __future__ import annotations
 
+import logging
 import platform
 from abc import ABC, abstractmethod
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
 from edge_runtime.errors import BackendError
+
+log = logging.getLogger("linewatch.backend")
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -76,11 +79,13 @@ class OnnxRuntimeBackend(Backend):
     The TensorRT provider caches its engines next to the bundle (``trt_cache/``).
     """
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", precision: str = "fp32", max_batch: int = 256, threads: int = 1) -> None:
+    def __init__(self, bundle: Bundle, device: str = "cpu", precision: str = "fp32", max_batch: int = 256, threads: int = 1,
+                 allow_fallback: bool = False) -> None:
+        """``allow_fallback``: run on the next provider in line when the requested one fails to initialise."""
         super().__init__(bundle, max_batch)
         if device not in PROVIDERS:
             raise BackendError(f"unknown ONNX Runtime device '{device}'; expected one of {sorted(PROVIDERS)}")
-        self.device, self.precision, self.threads = device, precision, threads
+        self.device, self.precision, self.threads, self.allow_fallback = device, precision, threads, allow_fallback
         self.name = f"onnxruntime-{device}-{precision}"
         self.session = None
 
@@ -106,9 +111,21 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types
             raise BackendError(f"{self.name}: cannot load {path}: {error}") from error
+        running = self.session.get_providers()[0]
+        if running != wanted:  # ORT falls back silently when a provider fails to initialise (CUDA libraries, memory)
+            if not self.allow_fallback:
+                self.session = None
+                raise BackendError(f"{self.name}: {wanted} did not initialise (the session runs on {running}); "
+                                   "fix the GPU setup or set allow_fallback = true for this model")
+            log.warning("%s: %s did not initialise; running on %s (allow_fallback = true)", self.name, wanted, running)
         names = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
         if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
             raise BackendError(f"{self.name}: graph has inputs/outputs {names}, expected {[INPUT_NAME]}/{list(OUTPUT_NAMES)}")
+        shape = self.session.get_inputs()[0].shape
+        if len(shape) != 3 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], self.window_shape)):
+            self.session = None
+            raise BackendError(f"{self.name}: the graph takes windows {shape}, the bundle's input spec says "
+                               f"[batch, {self.window_shape[0]}, {self.window_shape[1]}]")
         self.active = True
 
     def _infer(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,15 +244,16 @@ class TensorRTBackend(Backend):
         super().deactivate()
 
 
-BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
 
-def create_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32", max_batch: int = 256) -> Backend:
+def create_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32", max_batch: int = 256,
+                   allow_fallback: bool = False) -> Backend:
     """Build a backend by name: ``onnxruntime`` (CPU), ``onnxruntime-cuda``, ``onnxruntime-tensorrt`` or ``tensorrt``."""
     if name == "tensorrt":
         return TensorRTBackend(bundle, precision, max_batch)
     if name in ("onnxruntime", "onnxruntime-cpu"):
         return OnnxRuntimeBackend(bundle, "cpu", precision, max_batch)
     if name.startswith("onnxruntime-"):
-        return OnnxRuntimeBackend(bundle, name.split("-", 1)[1], precision, max_batch)
+        return OnnxRuntimeBackend(bundle, name.split("-", 1)[1], precision, max_batch, allow_fallback=allow_fallback)
     raise BackendError(f"unknown backend '{name}'; expected one of {BACKENDS}")

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 log = logging.getLogger("linewatch.input")
 
-KINDS = ("malformed_json", "wrong_type", "non_finite", "unknown_feature", "missing_feature", "oversized",
-         "future_timestamp", "late", "gap_restart", "unknown_topic", "dt_mismatch", "stream_limit", "internal_error")
+KINDS = ("malformed_json", "wrong_type", "non_finite", "out_of_range", "unknown_feature", "missing_feature", "oversized",
+         "future_timestamp", "past_timestamp", "late", "clock_step", "rate_mismatch", "gap_restart", "unknown_topic",
+         "dt_mismatch", "stream_limit", "internal_error")
 
 
 class BadInput:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,25 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
     spec = manifest["input"]
     if spec["window"] < 1 or spec["stride"] < 1:
         raise BundleError(f"{where} input: window and stride must be positive")
+    if not (math.isfinite(spec["sample_period"]) and spec["sample_period"] > 0):
+        raise BundleError(f"{where} input: sample_period must be a positive number of seconds, got {spec['sample_period']}")
+    if not (math.isfinite(spec["max_gap"]) and spec["max_gap"] >= spec["sample_period"]):
+        raise BundleError(f"{where} input: max_gap must be at least sample_period, got {spec['max_gap']}")
+    if not spec["features"]:
+        raise BundleError(f"{where} input: no features")
     for i, feature in enumerate(spec["features"]):
         if not isinstance(feature, dict) or not isinstance(feature.get("name"), str):
             raise BundleError(f"{where} input: features[{i}] must be an object with a 'name'")
+    names = [f["name"] for f in spec["features"]]
+    if len(set(names)) != len(names):
+        raise BundleError(f"{where} input: feature names repeat: {names}")
+    threshold = manifest["threshold"]["value"]
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise BundleError(f"{where} threshold: value must be a finite number >= 0, got {threshold} (a NaN threshold never alarms)")
+    for entry in manifest["graph"].get("inputs", [])[:1]:
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if isinstance(shape, list) and len(shape) == 3 and shape[1:] != [spec["window"], len(names)]:
+            raise BundleError(f"{where} graph: input shape {shape} does not match window {spec['window']} x {len(names)} features")
     if not manifest["artifacts"]:
         raise BundleError(f"{where}: no artifacts")
     for i, artifact in enumerate(manifest["artifacts"]):

@@ -1,18 +1,26 @@
 """Runtime configuration: TOML file plus command-line overrides, validated into dataclasses.
 
-Secrets never come from the command line: a broker password is read from a file or an
-environment variable named in the config.
+Validation is declarative: each field's type comes from its annotation (``int`` refuses 2.5,
+``float`` refuses NaN and inf, ``bool`` refuses 1), and its choices or bounds from the field's
+metadata (:func:`setting`). Cross-field rules (topic templates and their placeholders, paths,
+alarm counts) follow in :func:`validate`. Secrets never come from the command line: a broker
+password is read from a file or an environment variable named in the config.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import string
 import sys
-from dataclasses import dataclass, field, fields, is_dataclass
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import ConfigError
 from edge_runtime.outbox import SYNC_MODES
+from edge_runtime.topics import TopicTemplate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,6 +28,12 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
 
 PAYLOAD_FORMATS = ("json", "tag", "chunk")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def setting(default, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None, above: float | None = None):
+    """A dataclass field with its rule: one of ``choices``, or ``lo <= value <= hi`` and ``value > above``."""
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "above": above})
 
 
 @dataclass
@@ -27,10 +41,10 @@ class BrokerConfig:
     """MQTT broker connection."""
 
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = setting(1883, lo=1, hi=65535)
     client_id: str = "linewatch"
-    keepalive: int = 30
-    protocol: str = "auto"  # auto (MQTT 5, falling back to 3.1.1), 5 or 3.1.1
+    keepalive: int = setting(30, lo=0, hi=65535)
+    protocol: str = setting("auto", choices=("auto", "5", "3.1.1"))  # auto: MQTT 5, falling back to 3.1.1
     username: str = ""
     password_file: str = ""
     password_env: str = ""
@@ -38,8 +52,8 @@ class BrokerConfig:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_min_s: float = setting(0.5, above=0)
+    reconnect_max_s: float = setting(30.0, above=0)
 
     def password(self) -> str | None:
         """The password from ``password_file`` or ``password_env``, or None."""
@@ -60,20 +74,20 @@ class InputConfig:
     """One subscription: a topic template and the payload shape it carries."""
 
     topic: str = "plant/{line}/{machine}/telemetry"
-    format: str = "json"
+    format: str = setting("json", choices=PAYLOAD_FORMATS)
     time_key: str = "ts"
-    qos: int = 0  # subscription QoS; sensor streams are usually QoS 0
-    staleness_s: float = 5.0  # tag format: last value older than this is missing at a grid tick
+    qos: int = setting(0, lo=0, hi=2)  # subscription QoS; sensor streams are usually QoS 0
+    staleness_s: float = setting(5.0, above=0)  # tag format: last value older than this is missing at a grid tick
 
 
 @dataclass
 class AlarmConfig:
     """Alarm semantics in the spirit of ISA-18.2."""
 
-    on_k: int = 2  # raise when k of the last n windows exceed the threshold (on-delay)
-    on_n: int = 3
-    off_m: int = 3  # clear after m consecutive windows below threshold * (1 - deadband) (off-delay)
-    deadband: float = 0.1
+    on_k: int = setting(2, lo=1)  # raise when k of the last n windows exceed the threshold (on-delay)
+    on_n: int = setting(3, lo=1, hi=64)
+    off_m: int = setting(3, lo=1)  # clear after m consecutive windows below threshold * (1 - deadband) (off-delay)
+    deadband: float = setting(0.1, lo=0, hi=0.99)
 
 
 @dataclass
@@ -82,9 +96,10 @@ class ModelConfig:
 
     name: str = "model"
     bundle: str = ""
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    threshold: float | None = None
+    backend: str = setting("onnxruntime", choices=BACKENDS)
+    precision: str = setting("fp32", choices=PRECISIONS)
+    allow_fallback: bool = False  # a GPU provider that fails to initialise may run on the next one (CPU) instead of failing
+    threshold: float | None = setting(None, lo=0)
     event_topic: str = "linewatch/events/{stream}"
     inputs: list[InputConfig] = field(default_factory=lambda: [InputConfig()])
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
@@ -94,27 +109,29 @@ class ModelConfig:
 class RuntimeConfig:
     """Latency budget, batching, health and storage."""
 
-    latency_budget_ms: float = 100.0
-    max_batch: int = 64
-    queue_windows: int = 1024
-    metrics_port: int = 0  # 0: no metrics endpoint
+    latency_budget_ms: float = setting(100.0, above=0)
+    max_batch: int = setting(64, lo=1)
+    queue_windows: int = setting(1024, lo=1)
+    metrics_port: int = setting(0, lo=0, hi=65535)  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     outbox: str = "linewatch-outbox.sqlite"
-    outbox_max_events: int = 100_000  # beyond this (or outbox_max_mb) the oldest events are dropped, counted
-    outbox_max_mb: float = 64.0
-    outbox_sync: str = "full"  # full: a stored event survives a power cut; normal: a process crash only
-    delivery_queue: int = 256  # scored batches waiting for the sink; beyond, telemetry is dropped and scoring waits
-    max_streams: int = 10_000  # per model; a new stream key beyond this is refused and counted
-    stream_idle_s: float = 3600.0  # forget a stream that sent no sample for this long (0: never)
+    outbox_max_events: int = setting(100_000, lo=1)  # beyond this (or outbox_max_mb) the oldest events are dropped, counted
+    outbox_max_mb: float = setting(64.0, above=0)
+    outbox_sync: str = setting("full", choices=SYNC_MODES)  # full: a stored event survives a power cut; normal: a crash only
+    delivery_queue: int = setting(256, lo=1)  # scored batches waiting for the sink; beyond, telemetry is dropped and scoring waits
+    max_streams: int = setting(10_000, lo=1)  # per model; a new stream key beyond this is refused and counted
+    stream_idle_s: float = setting(3600.0, lo=0)  # forget a stream that sent no sample for this long (0: never)
     status_topic: str = "linewatch/{client_id}/status"
     error_topic: str = "linewatch/{client_id}/errors"
-    errors_per_second: float = 5.0
-    max_payload_bytes: int = 65536
-    max_future_s: float = 60.0
-    reorder_s: float = 0.0  # hold samples this long (sample time) to put out-of-order ones back in order; 0: drop them
+    errors_per_second: float = setting(5.0, lo=0)
+    max_payload_bytes: int = setting(65536, lo=1, hi=268_435_455)  # MQTT's largest packet
+    max_future_s: float = setting(60.0, lo=0)  # sample times further ahead of the gateway's clock are refused
+    max_past_s: float = setting(604800.0, above=0)  # ...and further behind it (7 days: sensors that buffer through an outage)
+    reorder_s: float = setting(0.0, lo=0)  # hold samples this long (sample time) to put out-of-order ones back in order; 0: drop them
     publish_scores: bool = False
-    reload_poll_s: float = 2.0
-    shutdown_timeout_s: float = 10.0
+    reload_poll_s: float = setting(2.0, above=0)
+    shutdown_timeout_s: float = setting(10.0, above=0)
+    silent_after_s: float = setting(300.0, lo=0)  # warn when a subscription delivered nothing for this long (0: never)
 
 
 @dataclass
@@ -126,41 +143,69 @@ class Config:
     models: list[ModelConfig] = field(default_factory=list)
 
 
+def _value(hint, value, where: str):
+    """``value`` checked against a field's type ``hint``."""
+    if hint is bool:
+        if type(value) is not bool:
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if type(value) is not int:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float or hint == (float | None):
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if type(value) is not str:
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if typing.get_origin(hint) is list:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected an array of tables")
+        return [_build(item, entry, f"{where}[{k}]") for k, entry in enumerate(value)]
+    if is_dataclass(hint):
+        return _build(hint, value, where)
+    raise ConfigError(f"{where}: unsupported setting type {hint}")  # pragma: no cover - a programming error
+
+
+def _check_rule(spec, value, where: str) -> None:
+    rule = spec.metadata
+    if rule.get("choices") is not None and value not in rule["choices"]:
+        raise ConfigError(f"{where}: expected one of {list(rule['choices'])}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if rule.get("lo") is not None and value < rule["lo"]:
+            raise ConfigError(f"{where}: must be >= {rule['lo']}, got {value}")
+        if rule.get("hi") is not None and value > rule["hi"]:
+            raise ConfigError(f"{where}: must be <= {rule['hi']}, got {value}")
+        if rule.get("above") is not None and value <= rule["above"]:
+            raise ConfigError(f"{where}: must be > {rule['above']}, got {value}")
+
+
 def _build(cls, data: dict, where: str):
-    """Instantiate a dataclass from a dict, refusing unknown keys and wrong types."""
+    """Instantiate a dataclass from a dict: unknown keys, wrong types and values outside a field's rule are refused."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    hints = typing.get_type_hints(cls)
     values = {}
-    defaults = cls()
     for key, value in data.items():
-        default = getattr(defaults, key)
-        if key == "inputs":
-            values[key] = [_build(InputConfig, item, f"{where}.inputs[{i}]") for i, item in enumerate(value)]
-        elif is_dataclass(default):
-            values[key] = _build(type(default), value, f"{where}.{key}")
-        elif key == "threshold":
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}.threshold: expected a number")
-            values[key] = float(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
-            values[key] = value
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
-            values[key] = type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
-        elif isinstance(default, str):
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
-            values[key] = value
-        else:
-            values[key] = value
+        values[key] = _value(hints[key], value, f"{where}.{key}")
+        _check_rule(known[key], values[key], f"{where}.{key}")
     return cls(**values)
+
+
+def defaults_follow_rules() -> None:
+    """Check every default against its own rule (a test calls this, so a default can never be refused)."""
+    for cls in (BrokerConfig, InputConfig, AlarmConfig, ModelConfig, RuntimeConfig):
+        for spec in fields(cls):
+            if spec.default is not MISSING and spec.default is not None:
+                _check_rule(spec, spec.default, f"{cls.__name__}.{spec.name}")
 
 
 def parse_config(data: dict, base: Path | None = None) -> Config:
@@ -184,6 +229,53 @@ def _resolve(path: str, base: Path | None) -> str:
     return str(base / path) if path and base is not None and not Path(path).is_absolute() else path
 
 
+def _placeholders(template: str, where: str) -> set[str]:
+    """The ``{name}`` fields of a publish topic template; positional fields, formats and wildcards are refused."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error} in {template!r}") from None
+    names = set()
+    for literal, name, spec, conversion in parsed:
+        if "+" in literal or "#" in literal:
+            raise ConfigError(f"{where}: {template!r} holds an MQTT wildcard; events go to one topic")
+        if name is not None:
+            if not name.isidentifier() or spec or conversion:
+                raise ConfigError(f"{where}: {{{name}}} is not a plain {{field}} in {template!r}")
+            names.add(name)
+    if not template or template.startswith("$"):
+        raise ConfigError(f"{where}: {template!r} is not a topic linewatch may publish to")
+    return names
+
+
+def _check_topics(config: Config) -> None:
+    """Every topic template against what will fill it, so that ``run`` never fails to format one."""
+    r = config.runtime
+    for key in ("status_topic", "error_topic"):
+        extra = _placeholders(getattr(r, key), f"runtime.{key}") - {"client_id"}
+        if extra:
+            raise ConfigError(f"runtime.{key}: only {{client_id}} can be filled in, not {sorted(extra)}")
+    client_id = config.broker.client_id
+    if not client_id or any(c in client_id for c in "/+#"):
+        raise ConfigError(f"broker.client_id: {client_id!r} must be non-empty without '/', '+' or '#' (it goes into topics)")
+    for i, m in enumerate(config.models):
+        common = None
+        for j, inp in enumerate(m.inputs):
+            where = f"models[{i}].inputs[{j}].topic"
+            try:
+                template = TopicTemplate(inp.topic)
+            except ValueError as error:
+                raise ConfigError(f"{where}: {error}") from None
+            if (inp.format == "tag") != ("tag" in template.fields):
+                raise ConfigError(f"{where}: a {{tag}} field goes with format = \"tag\" and only with it")
+            common = set(template.key_fields) if common is None else common & set(template.key_fields)
+        allowed = {"stream", "model"} | (common or set())
+        extra = _placeholders(m.event_topic, f"models[{i}].event_topic") - allowed
+        if extra:
+            raise ConfigError(f"models[{i}].event_topic: {sorted(extra)} cannot be filled in; use {sorted(allowed)} "
+                              "(fields present in every input topic of this model)")
+
+
 def validate(config: Config, base: Path | None = None) -> None:
     """Cross-field checks; resolves relative paths in place."""
     if not config.models:
@@ -192,21 +284,14 @@ def validate(config: Config, base: Path | None = None) -> None:
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be unique, got {names}")
     r = config.runtime
-    if r.latency_budget_ms <= 0 or r.max_batch < 1 or r.queue_windows < r.max_batch:
-        raise ConfigError("runtime: latency_budget_ms > 0, max_batch >= 1 and queue_windows >= max_batch are required")
-    if r.outbox_sync not in SYNC_MODES:
-        raise ConfigError(f"runtime.outbox_sync: expected one of {SYNC_MODES}, got {r.outbox_sync!r}")
-    for key in ("outbox_max_events", "outbox_max_mb", "delivery_queue", "max_streams", "shutdown_timeout_s"):
-        if getattr(r, key) <= 0:
-            raise ConfigError(f"runtime.{key}: must be > 0, got {getattr(r, key)}")
-    if r.stream_idle_s < 0:
-        raise ConfigError(f"runtime.stream_idle_s: must be >= 0 (0: never), got {r.stream_idle_s}")
+    if r.queue_windows < r.max_batch:
+        raise ConfigError(f"runtime.queue_windows ({r.queue_windows}) must be at least max_batch ({r.max_batch})")
     r.outbox = _resolve(r.outbox, base)
     b = config.broker
+    if b.reconnect_max_s < b.reconnect_min_s:
+        raise ConfigError("broker: reconnect_max_s must be at least reconnect_min_s")
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
         setattr(b, key, _resolve(getattr(b, key), base))
-    if b.protocol not in ("auto", "5", "3.1.1"):
-        raise ConfigError(f"broker.protocol: expected auto, 5 or 3.1.1, got {b.protocol!r}")
     if bool(b.cert_file) != bool(b.key_file):
         raise ConfigError("broker: cert_file and key_file go together")
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
@@ -221,14 +306,9 @@ def validate(config: Config, base: Path | None = None) -> None:
         m.bundle = _resolve(m.bundle, base)
         if not m.inputs:
             raise ConfigError(f"models[{i}] ({m.name}): at least one [[models.inputs]] is required")
-        for j, inp in enumerate(m.inputs):
-            if inp.format not in PAYLOAD_FORMATS:
-                raise ConfigError(f"models[{i}].inputs[{j}].format: expected one of {PAYLOAD_FORMATS}, got {inp.format!r}")
-            if inp.format == "tag" and "{tag}" not in inp.topic:
-                raise ConfigError(f"models[{i}].inputs[{j}].topic: the tag format needs a {{tag}} field in the template")
-        a = m.alarm
-        if not (1 <= a.on_k <= a.on_n) or a.off_m < 1 or not (0 <= a.deadband < 1):
-            raise ConfigError(f"models[{i}].alarm: need 1 <= on_k <= on_n, off_m >= 1, 0 <= deadband < 1")
+        if not m.alarm.on_k <= m.alarm.on_n:
+            raise ConfigError(f"models[{i}].alarm: on_k ({m.alarm.on_k}) cannot exceed on_n ({m.alarm.on_n})")
+    _check_topics(config)
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:

@@ -1,10 +1,12 @@
 """Pure payload decoders, one per input format: payload bytes -> sample, or :class:`BadSample`.
 
 They know nothing of streams, topics or MQTT, so every rule at the door is testable alone.
-``now`` is the receiver's clock in epoch seconds (passed in, so tests use a fake clock). A
-decoder raises :class:`BadSample` with a bad-input kind (see ``edge_runtime.badinput.KINDS``)
-when the payload cannot be used; ``notes`` returned beside a usable sample are kinds worth
-counting that do not stop it (missing or unknown features).
+``now`` is the receiver's clock in epoch seconds (passed in, so tests use a fake clock) and
+``window = (max_past_s, max_future_s)`` the sample times accepted around it. A decoder raises
+:class:`BadSample` with a bad-input kind (see ``edge_runtime.badinput.KINDS``) when the payload
+cannot be used; ``notes`` returned beside a usable sample are kinds worth counting that do not
+stop it (missing or unknown features). Whatever passes is finite, within float32 range and
+stamped within the window, so it cannot poison a stream's windows or its events.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 from edge_runtime.timeparse import to_seconds
 
 _NUMBER = (int, float)
+F32_MAX = float(np.finfo(np.float32).max)  # beyond this a value becomes inf in the model's float32 input
 
 
 class BadSample(Exception):
@@ -46,20 +49,29 @@ def _loads(payload: bytes):
         raise BadSample("malformed_json", str(error)) from None
 
 
-def check_time(value, now: float, max_future_s: float) -> float:
-    """A sample time from a payload field (``None``: the receive time ``now``), refused if too far ahead."""
+def check_time(value, now: float, window: tuple[float, float]) -> float:
+    """A sample time from a payload field (``None``: the receive time ``now``), refused outside ``window`` around now."""
     if value is None:
         return now
     try:
         t = to_seconds(value)
     except ValueError as error:
         raise BadSample("wrong_type", f"timestamp: {error}") from None
-    if t - now > max_future_s:
-        raise BadSample("future_timestamp", f"{t - now:.0f} s ahead")
+    if t - now > window[1]:
+        raise BadSample("future_timestamp", f"{t - now:.0f} s ahead of this gateway's clock (runtime.max_future_s = {window[1]:g})")
+    if now - t > window[0]:
+        raise BadSample("past_timestamp", f"{now - t:.0f} s old (runtime.max_past_s = {window[0]:g}; raise it to replay history)")
     return t
 
 
-def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float, max_future_s: float
+def check_range(row: list, layout: FeatureLayout) -> None:
+    """Refuse a row holding a value beyond float32's range (finite in Python, inf in the model)."""
+    if max(row) > F32_MAX or min(row) < -F32_MAX:
+        j = max(range(len(row)), key=lambda k: abs(row[k]))
+        raise BadSample("out_of_range", f"{layout.names[j]}: {row[j]} is beyond float32")
+
+
+def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float, window: tuple[float, float]
                 ) -> tuple[float, list, tuple[int, ...], tuple[tuple[str, str], ...]]:
     """One sample as a JSON object ``{"ts": ..., "<feature>": value, ...}`` (or with ``"values": {...}``).
 
@@ -70,8 +82,8 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
     if type(obj) is not dict:
         raise BadSample("wrong_type", "payload must be a JSON object")
     t = obj.get(time_key)
-    if type(t) is not float or t - now > max_future_s:  # the common case skips the call
-        t = check_time(t, now, max_future_s)
+    if type(t) is not float or not -window[0] <= t - now <= window[1]:  # the common case skips the call
+        t = check_time(t, now, window)
     values = obj.get("values", obj)
     if type(values) is not dict:
         raise BadSample("wrong_type", "'values' must be an object")
@@ -90,6 +102,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
         if v - v != 0:
             raise BadSample("non_finite", f"{name}: {v}")
         row.append(v)
+    check_range(row, layout)
     found = len(row) - len(missing)
     notes = ()
     extra = len(values) - found - nulls - (values is obj and time_key in obj)
@@ -102,7 +115,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
     return t, row, missing, notes
 
 
-def decode_tag(payload: bytes, time_key: str, now: float, max_future_s: float) -> tuple[float, float]:
+def decode_tag(payload: bytes, time_key: str, now: float, window: tuple[float, float]) -> tuple[float, float]:
     """One scalar of one tag: a bare number, or ``{"value": x, "ts": ...}``. Returns ``(t, value)``."""
     obj = _loads(payload)
     stamp = None
@@ -112,24 +125,36 @@ def decode_tag(payload: bytes, time_key: str, now: float, max_future_s: float) -
         raise BadSample("wrong_type", "tag value must be a number")
     if obj - obj != 0:
         raise BadSample("non_finite", str(obj))
-    return check_time(stamp, now, max_future_s), float(obj)
+    if not -F32_MAX <= obj <= F32_MAX:
+        raise BadSample("out_of_range", f"{obj} is beyond float32")
+    return check_time(stamp, now, window), float(obj)
 
 
-def decode_chunk(payload: bytes, n_features: int, period: float, now: float, max_future_s: float
+def decode_chunk(payload: bytes, n_features: int, period: float, now: float, window: tuple[float, float]
                  ) -> tuple[float, float, np.ndarray]:
-    """Many samples ``{"t0": ..., "dt": ..., "values": [[...], ...]}``. Returns ``(t0, dt, rows [n, F])``."""
+    """Many samples ``{"t0": ..., "dt": ..., "values": [[...], ...]}``. Returns ``(t0, dt, rows [n, F])``.
+
+    ``dt`` must be finite and within 1 % of the bundle's period; every sample time must lie in the window.
+    """
     obj = _loads(payload)
+    if type(obj) is not dict:
+        raise BadSample("wrong_type", "chunk must be a JSON object")
     try:
         t0 = to_seconds(obj["t0"])
-        dt = float(obj["dt"])
-        rows = np.asarray(obj["values"], dtype=np.float32)
+        dt = obj["dt"]
+        if type(dt) not in _NUMBER:
+            raise TypeError(f"dt must be a number, got {type(dt).__name__}")
+        values = np.asarray(obj["values"], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as error:
         raise BadSample("wrong_type", f"chunk needs t0, dt and values [[...]]: {error}") from None
-    if not abs(dt - period) <= 0.01 * period:  # also refuses a NaN dt
+    if not abs(dt - period) <= 0.01 * period:
         raise BadSample("dt_mismatch", f"dt {dt} but the bundle samples every {period}")
-    if rows.ndim != 2 or rows.shape[1] != n_features:
-        raise BadSample("wrong_type", f"values must be [n, {n_features}], got {list(rows.shape)}")
-    if not np.isfinite(rows).all():
+    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] != n_features:
+        raise BadSample("wrong_type", f"values must be [n >= 1, {n_features}], got {list(values.shape)}")
+    if not np.isfinite(values).all():
         raise BadSample("non_finite", "chunk holds NaN or inf")
-    check_time(t0 + dt * (len(rows) - 1), now, max_future_s)
-    return t0, dt, rows
+    if np.abs(values).max() > F32_MAX:
+        raise BadSample("out_of_range", "chunk holds a value beyond float32")
+    check_time(t0, now, window)
+    check_time(t0 + dt * (len(values) - 1), now, window)
+    return t0, float(dt), values.astype(np.float32)

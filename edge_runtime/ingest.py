@@ -16,7 +16,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.decoders import BadSample, FeatureLayout, decode_chunk, decode_json, decode_tag
 from edge_runtime.registry import StreamRegistry, StreamState
 from edge_runtime.router import Route
-from edge_runtime.streams import LATE, READY, RESTARTED
+from edge_runtime.streams import ACCEPTED, LATE, READY, RESTARTED, TOO_FAST
 
 
 class Ingest:
@@ -27,11 +27,12 @@ class Ingest:
     """
 
     def __init__(self, bundle: Bundle, streams: StreamRegistry, on_ready: Callable[[StreamState, float], None], bad: BadInput,
-                 max_future_s: float = 60.0) -> None:
+                 max_future_s: float = 60.0, max_past_s: float = 7 * 86400.0) -> None:
+        """Sample times are accepted from ``max_past_s`` before to ``max_future_s`` after the receive time."""
         self.streams = streams
         self.on_ready = on_ready
         self.bad = bad
-        self.max_future_s = max_future_s
+        self.window = (max_past_s, max_future_s)
         self.layout = FeatureLayout(bundle.features)
         self.accepted = 0
         self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk}
@@ -50,25 +51,25 @@ class Ingest:
         return self.formats[format]
 
     def _json(self, route: Route, payload: bytes, arrival: float) -> None:
-        t, row, missing, notes = decode_json(payload, self.layout, route.config.time_key, time.time(), self.max_future_s)
+        t, row, missing, notes = decode_json(payload, self.layout, route.config.time_key, time.time(), self.window)
         if notes:
             for reason, detail in notes:
                 self.bad.report(reason, route.topic, detail)
-        state = self.states.get(route.key) or self.streams.get(route.key)
+        state = self.states.get(route.key) or self.streams.get(route.key, route.key_fields)
         self._push(state, route.topic, t, row, missing, arrival)
 
     def _tag(self, route: Route, payload: bytes, arrival: float) -> None:
         j = self.layout.index.get(route.tag)
         if j is None:
             raise BadSample("unknown_feature", f"tag {route.tag!r}")
-        t, value = decode_tag(payload, route.config.time_key, time.time(), self.max_future_s)
-        state = self.streams.get(route.key)
+        t, value = decode_tag(payload, route.config.time_key, time.time(), self.window)
+        state = self.streams.get(route.key, route.key_fields)
         aligner = self.streams.aligner(state, route.config.staleness_s)
         aligner.update(t, j, value, lambda tick, row, missing: self._push(state, route.topic, tick, row, missing, arrival))
 
     def _chunk(self, route: Route, payload: bytes, arrival: float) -> None:
-        t0, dt, rows = decode_chunk(payload, len(self.layout), self.streams.bundle.sample_period, time.time(), self.max_future_s)
-        state = self.streams.get(route.key)
+        t0, dt, rows = decode_chunk(payload, len(self.layout), self.streams.bundle.sample_period, time.time(), self.window)
+        state = self.streams.get(route.key, route.key_fields)
         for i in range(len(rows)):
             self._push(state, route.topic, t0 + i * dt, rows[i], (), arrival)
 
@@ -83,15 +84,28 @@ class Ingest:
                 for sample in state.reorder.drain():
                     self._commit(state, *sample)
 
+    def expire_held(self, now: float) -> None:
+        """Release the samples of streams that went quiet for the reorder tolerance (``now``: ``time.perf_counter()``)."""
+        if self.streams.reorder_s:
+            for state in self.streams:
+                for sample in state.reorder.expire(now):
+                    self._commit(state, *sample)
+
     def _commit(self, state: StreamState, topic: str, t: float, row, missing: tuple, arrival: float) -> None:
         ring = state.ring
         result = ring.push(t, row, missing)
         if result == READY:
             self.on_ready(state, arrival)
-        elif result == LATE:
-            self.bad.report("late", topic, f"t={t} not after {ring.last_time}")
-            return
-        elif result == RESTARTED:
-            self.bad.report("gap_restart", topic, "a feature was missing for longer than the gap rule allows")
-            return
+        elif result != ACCEPTED:
+            if result == LATE:
+                self.bad.report("late", topic, f"t={t} not after {ring.last_time}")
+                return
+            if result == RESTARTED:
+                self.bad.report("gap_restart", topic, "a feature was missing for longer than the gap rule allows")
+                return
+            if result == TOO_FAST:
+                self.bad.report("rate_mismatch", topic, f"t={t} is {t - ring.last_time:.3g} s after the last sample; "
+                                f"the bundle samples every {self.streams.bundle.sample_period:g} s")
+                return
+            self.bad.report("clock_step", topic, f"t={t} is more than max_gap before the last sample: stream restarted")
         self.accepted += 1

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from edge_runtime.badinput import KINDS
+from edge_runtime.linkerrors import REASONS
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -92,3 +93,17 @@ class Metrics:
         yield GaugeMetricFamily("linewatch_outbox_depth", "Events waiting for broker acknowledgement", value=snap["outbox_depth"])
         yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes in the outbox", value=snap["outbox_bytes"])
         yield GaugeMetricFamily("linewatch_connected", "1 while connected to the broker", value=1 if snap["connected"] else 0)
+        failures = CounterMetricFamily("linewatch_connection_failures", "Failed connection attempts, by cause", labels=["reason"])
+        for reason in REASONS:
+            failures.add_metric([reason], snap["connection_failures"].get(reason, 0))
+        yield failures
+        yield GaugeMetricFamily("linewatch_subscriptions_refused", "Subscription filters the broker refused (SUBACK failure)",
+                                value=snap["subscriptions_refused"])
+        yield GaugeMetricFamily("linewatch_subscriptions_silent", "Subscriptions without a message for runtime.silent_after_s",
+                                value=snap["subscriptions_silent"])
+        ages = GaugeMetricFamily("linewatch_subscription_last_message_age_seconds", "Seconds since a subscription's latest message "
+                                 "(absent until its first)", labels=["filter"])
+        for topic, age in snap["last_message_age"].items():
+            if age is not None:
+                ages.add_metric([topic], age)
+        yield ages

@@ -43,7 +43,7 @@ class ModelRunner:
         a = config.alarm
         self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s,
                                       runtime.max_streams)
-        self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s)
+        self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s)
         self.batcher = self._batcher(self.bundle)
         self.fingerprint = bundle_fingerprint(config.bundle)
 
@@ -53,7 +53,7 @@ class ModelRunner:
         return self.config.threshold if self.config.threshold is not None else self.bundle.threshold
 
     def _backend(self, bundle: Bundle):
-        backend = create_backend(bundle, self.config.backend, self.config.precision, self.runtime.max_batch)
+        backend = create_backend(bundle, self.config.backend, self.config.precision, self.runtime.max_batch, self.config.allow_fallback)
         backend.activate()
         return backend
 
@@ -130,7 +130,7 @@ class ModelRunner:
                 if kind is not None:
                     event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
                                        score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
-                    topic = self.config.event_topic.format(stream=stream.key, model=self.config.name)
+                    topic = self.config.event_topic.format(stream=stream.key, model=self.config.name, **stream.labels)
                     events.append((topic, orjson.dumps(event), batch.arrivals[i], kind != "score"))
             except Exception as error:  # one window's bad data must not cost the other machines their events
                 alarm.restore(before)

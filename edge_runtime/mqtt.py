@@ -11,6 +11,7 @@ import logging
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import orjson
@@ -19,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.config import BrokerConfig
 from edge_runtime.errors import BrokerError
+from edge_runtime.linkerrors import classify, closed_before_connack, refused_by_broker
 
 log = logging.getLogger("linewatch.mqtt")
 UNSUPPORTED_PROTOCOL = (1, 132)  # MQTT 3.1.1 and MQTT 5 reason codes for "unsupported protocol version"
@@ -45,10 +47,15 @@ class Link:
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.connected = threading.Event()
         self.last_error = ""
-        self.last_refusal = ""  # why the broker last refused a connection (CONNACK reason)
         self.ever_connected = False
         self.stopping = False
         self.socket_opened_at: float | None = None
+        self.connack: str | None = None  # on the current socket: None (not yet), "accepted" or "refused"
+        self.failures: Counter = Counter()  # connection failures by reason (linkerrors.REASONS)
+        self.logged_cause = ""  # the last cause logged; logged again only when it changes or after a connection
+        self.refused_filters: set[str] = set()
+        self.pending_subscriptions: dict[int, list[str]] = {}
+        self.connected_since: float | None = None  # time.perf_counter() of the last successful connection
         self.fallback_lock = threading.Lock()
         self.client = self._client()
 
@@ -67,12 +74,32 @@ class Link:
         client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
+        reconnect = client.reconnect
+
+        def reconnect_saying_why():  # paho's loop swallows these and retries in silence
+            try:
+                return reconnect()
+            except OSError as error:
+                self._failed(*classify(error, self.config), error)
+                raise
+
+        client.reconnect = reconnect_saying_why
         return client
+
+    def _failed(self, reason: str, advice: str, error: BaseException | None = None) -> None:
+        """Count a connection failure; log it once per cause."""
+        self.failures[reason] += 1
+        self.last_error = advice
+        if advice != self.logged_cause:
+            self.logged_cause = advice
+            log.error("cannot connect to %s:%d: %s [%s; logged once per cause, retrying with backoff]",
+                      self.config.host, self.config.port, advice, reason)
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff after any loss."""
@@ -103,6 +130,7 @@ class Link:
 
     def _on_socket_open(self, client, userdata, sock) -> None:
         self.socket_opened_at = time.monotonic()
+        self.connack = None
 
     def _on_socket_close(self, client, userdata, sock) -> None:
         self.socket_opened_at = None
@@ -112,16 +140,22 @@ class Link:
         return self.connected.wait(timeout)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connack = "refused" if reason_code.is_failure else "accepted"
         if reason_code.is_failure:
-            self.last_error = self.last_refusal = str(reason_code)
-            log.error("broker %s:%d refused the connection: %s", self.config.host, self.config.port, reason_code)
             if self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5 and reason_code.value in UNSUPPORTED_PROTOCOL:
+                log.warning("broker %s:%d refused MQTT 5 (%s)", self.config.host, self.config.port, reason_code)
                 threading.Thread(target=self._fall_back, daemon=True).start()
+                return
+            self._failed(*refused_by_broker(reason_code, self.config))
             return
-        for topic, qos in self.subscriptions:
-            client.subscribe(topic, qos)
+        self.logged_cause = ""
+        if self.subscriptions:
+            result, mid = client.subscribe(list(self.subscriptions))
+            if result == mqtt.MQTT_ERR_SUCCESS:
+                self.pending_subscriptions[mid] = [topic for topic, _ in self.subscriptions]
         self.publish_status("online", retain=True)
         self.ever_connected = True
+        self.connected_since = time.perf_counter()
         self.connected.set()
         log.info("connected to %s:%d (MQTT %s)", self.config.host, self.config.port, "5" if self.protocol == mqtt.MQTTv5 else "3.1.1")
         self.on_connected_cb()
@@ -139,11 +173,22 @@ class Link:
             old.loop_stop()
             self.start()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """A SUBACK: a failure code for a filter (an ACL, a broker limit) is counted and logged once per filter."""
+        for topic, code in zip(self.pending_subscriptions.pop(mid, []), reason_codes):
+            if code.is_failure and topic not in self.refused_filters:
+                self.refused_filters.add(topic)
+                log.error("the broker refused the subscription to %s (%s): no samples will arrive on it; check the broker's "
+                          "ACL for client %s (logged once per filter)", topic, code, self.config.client_id)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if client is not self.client:
             return  # the MQTT 5 client replaced by a fallback
         self.connected.clear()
-        if reason_code.value != 0:
+        self.connected_since = None
+        if self.connack is None and not self.stopping:
+            self._failed(*closed_before_connack(self.config))
+        elif self.connack == "accepted" and reason_code.value != 0:
             self.last_error = str(reason_code)
             log.warning("disconnected from broker: %s; reconnecting with backoff", reason_code)
 

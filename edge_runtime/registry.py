@@ -16,15 +16,18 @@ from edge_runtime.decoders import BadSample
 from edge_runtime.streams import Stream
 
 GAP_PERIODS = 1.5  # a step of more than this many sample periods counts as a gap
+MIN_STEP_PERIODS = 0.5  # a step of less than this many sample periods is refused: the stream runs faster than the bundle
 
 
 class StreamState:
     """Everything linewatch keeps for one stream key."""
 
-    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "seen_time", "quiet_since")
+    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "seen_time", "quiet_since", "labels")
 
-    def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float) -> None:
+    def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float, labels: dict | None = None) -> None:
+        """``labels``: the topic fields that make up the key (``{"line": "l1", "machine": "m7"}``), for event topics."""
         self.key, self.ring, self.reorder, self.alarm = key, ring, reorder, alarm
+        self.labels = labels or {}
         self.aligner: TagAligner | None = None  # created by the first tag message
         self.seen_time, self.quiet_since = ring.last_time, now  # for idle eviction (the sweep's, not the hot path's)
 
@@ -44,15 +47,17 @@ class StreamRegistry:
         self.evicted = 0
         self.evicted_gaps = 0  # gaps counted by evicted streams, so the total never goes down
 
-    def get(self, key: str) -> StreamState:
-        """The record for ``key``, created on first use; raises BadSample when the limit is reached."""
+    def get(self, key: str, key_fields: tuple[str, ...] = ()) -> StreamState:
+        """The record for ``key``, created on first use (``key_fields`` name its parts); raises BadSample at the limit."""
         state = self.states.get(key)
         if state is None:
             if len(self.states) >= self.max_streams:
                 raise BadSample("stream_limit", f"{self.max_streams} streams already; stream {key!r} refused")
             b = self.bundle
-            ring = Stream(key, b.window, b.stride, len(b.features), b.max_gap, GAP_PERIODS * b.sample_period)
-            state = StreamState(key, ring, Reorder(self.reorder_s) if self.reorder_s else None, self.new_alarm(), self.clock())
+            ring = Stream(key, b.window, b.stride, len(b.features), b.max_gap, GAP_PERIODS * b.sample_period,
+                          MIN_STEP_PERIODS * b.sample_period)
+            labels = dict(zip(key_fields, key.split("/"))) if key_fields else None
+            state = StreamState(key, ring, Reorder(self.reorder_s) if self.reorder_s else None, self.new_alarm(), self.clock(), labels)
             self.states[key] = state
         return state
 

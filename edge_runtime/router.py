@@ -15,7 +15,7 @@ from edge_runtime.topics import TopicTemplate
 @dataclass(frozen=True, slots=True)
 class Route:
     """Where one topic's messages go: the handler of its model's ingest for the input's format, the
-    stream key, the tag (tag format) and the input.
+    stream key, the tag (tag format), the input, and the names of the key's fields.
     """
 
     topic: str
@@ -23,6 +23,8 @@ class Route:
     key: str
     tag: str | None
     config: InputConfig
+    key_fields: tuple[str, ...]  # the template's fields that make up the key, in order
+    index: int  # of the input in the router's list
 
 
 class Router:
@@ -42,6 +44,7 @@ class Router:
         self.lock = lock or threading.Lock()
         self.max_payload, self.max_routes = max_payload, max_routes
         self.cache: dict[str, Route] = {}
+        self.last_message: list[float | None] = [None] * len(self.templates)  # per input: arrival of its latest message
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """Topic filters to subscribe to, with their QoS."""
@@ -52,11 +55,19 @@ class Router:
         route = self.cache.get(topic)
         if route is not None:
             return route
-        for template, cfg, ingest in self.templates:
+        for index, (template, cfg, ingest) in enumerate(self.templates):
             matched = template.match(topic)
             if matched is not None:
-                return Route(topic, ingest.handler(cfg.format), matched[0], matched[1], cfg)
+                return Route(topic, ingest.handler(cfg.format), matched[0], matched[1], cfg, tuple(template.key_fields), index)
         return None
+
+    def latest_by_subscription(self) -> dict[str, float | None]:
+        """Per subscription filter, the arrival (``time.perf_counter()``) of its latest message, or None."""
+        latest: dict[str, float | None] = {}
+        for (template, _, _), arrival in zip(self.templates, self.last_message):
+            seen = latest.get(template.subscription)
+            latest[template.subscription] = arrival if seen is None else max(seen, arrival or seen)
+        return latest
 
     def dispatch(self, topic: str, payload: bytes, arrival: float) -> None:
         """Hand one message to the ingest of its model (the MQTT callback calls this); bad input is counted.
@@ -71,6 +82,7 @@ class Router:
             if route is None:
                 self.bad.report("unknown_topic", topic)
                 return
+        self.last_message[route.index] = arrival
         if len(payload) > self.max_payload:
             self.bad.report("oversized", topic, f"{len(payload)} bytes > {self.max_payload}")
             return

@@ -43,6 +43,7 @@ class Runtime:
                              self.ingest_lock)
         self.accepting = False
         self.watch_errors = 0
+        self.silent: set[str] = set()  # subscriptions warned about as silent
         self.stopped = threading.Event()
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -86,6 +87,11 @@ class Runtime:
             "outbox_depth": self.outbox.depth(),
             "outbox_bytes": self.outbox.bytes,
             "connected": bool(self.link and self.link.connected.is_set()),
+            "connection_failures": dict(self.link.failures) if self.link else {},
+            "subscriptions_refused": len(self.link.refused_filters) if self.link else 0,
+            "subscriptions_silent": len(self.silent),
+            "last_message_age": {topic: None if at is None else time.perf_counter() - at
+                                 for topic, at in self.router.latest_by_subscription().items()},
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -111,18 +117,26 @@ class Runtime:
         return [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id} for m in self.models]
 
     def _watch(self) -> None:
-        """Reload bundles on request (SIGHUP) or when their files change; evict idle streams. Survives any error."""
+        """Reload bundles on request (SIGHUP) or when their files change; release samples held for reordering on
+        streams that went quiet; evict idle streams. Survives any error.
+        """
         r = self.config.runtime
         sweep_every = min(60.0, r.stream_idle_s / 2) if r.stream_idle_s else float("inf")
         last_sweep = time.monotonic()
+        poll = min(r.reload_poll_s, r.reorder_s) if r.reorder_s else r.reload_poll_s
         while not self.stopped.is_set():
-            requested = self.reload_requested.wait(r.reload_poll_s)
+            requested = self.reload_requested.wait(poll)
             self.reload_requested.clear()
             try:
                 reloaded = [runner.reload() for runner in self.models if requested or runner.changed_on_disk()]
                 if any(reloaded) and self.link is not None and self.link.connected.is_set():
                     self.link.online["bundles"] = self._bundles()
                     self.link.publish_status("online")
+                self._check_silence()
+                if r.reorder_s:
+                    with self.ingest_lock:
+                        for runner in self.models:
+                            runner.ingest.expire_held(time.perf_counter())
                 if time.monotonic() - last_sweep >= sweep_every:
                     last_sweep = time.monotonic()
                     with self.ingest_lock:
@@ -131,6 +145,26 @@ class Runtime:
             except Exception:  # the watcher must outlive anything a bundle or the disk does to it
                 self.watch_errors += 1
                 log.exception("reload/eviction step failed; trying again in %.1f s", r.reload_poll_s)
+
+    def _check_silence(self) -> None:
+        """Warn once per subscription that delivered nothing for ``silent_after_s`` while connected (a filtering ACL
+        grants the SUBACK and drops the messages: this is its only sign).
+        """
+        limit, link = self.config.runtime.silent_after_s, self.link
+        if not limit or link is None or link.connected_since is None:
+            return
+        now = time.perf_counter()
+        if now - link.connected_since < limit:
+            return
+        for topic, latest in self.router.latest_by_subscription().items():
+            silent = latest is None or now - latest >= limit
+            if silent and topic not in self.silent:
+                self.silent.add(topic)
+                log.warning("no message on %s for %.0f s while connected: check the broker's ACL for client %s (a denied "
+                            "subscription is granted and then filtered) and that publishers use this topic",
+                            topic, limit, self.config.broker.client_id)
+            elif not silent:
+                self.silent.discard(topic)
 
     def stop(self) -> None:
         """Graceful shutdown within ``shutdown_timeout_s`` in total: stop taking samples, score what is

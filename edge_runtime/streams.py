@@ -14,24 +14,30 @@ READY = 1
 ACCEPTED = 0
 LATE = -1
 RESTARTED = -2  # the sample could not be used (a feature missing for too long); stream restarted
+TOO_FAST = -3  # closer than ``min_step`` to the last sample: the stream runs faster than the bundle's period; dropped
+CLOCK_STEP = 2  # more than ``max_gap`` before the last sample: the clock stepped back; stream restarted at this sample
 
 
 class Stream:
     """One stream's ring buffer ``[2W, F]``; :meth:`push` writes a sample, :meth:`window` views the latest window."""
 
-    __slots__ = ("key", "window_size", "stride", "max_gap", "gap_s", "buffer", "times", "pos", "filled", "last_time",
-                 "held", "held_time", "full_time", "last_full", "partial_time", "late", "gaps")
+    __slots__ = ("key", "window_size", "stride", "max_gap", "gap_s", "min_step", "buffer", "times", "pos", "filled", "last_time",
+                 "held", "held_time", "full_time", "last_full", "partial_time", "late", "gaps", "too_fast", "clock_steps")
 
-    def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float, gap_s: float | None = None) -> None:
-        """``gap_s``: a step in sample time longer than this counts as a gap (samples lost upstream); at most ``max_gap``."""
+    def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float, gap_s: float | None = None,
+                 min_step: float = 0.0) -> None:
+        """``gap_s``: a step in sample time longer than this counts as a gap (samples lost upstream); at most ``max_gap``.
+        ``min_step``: a sample closer than this to the last one is refused as ``TOO_FAST`` (0: only equal times are late).
+        """
         self.key = key
         self.window_size, self.stride, self.max_gap = window, stride, max_gap
         self.gap_s = max_gap if gap_s is None else min(gap_s, max_gap)
+        self.min_step = max(min_step, 1e-9)
         self.buffer = np.zeros((2 * window, n_features), dtype=np.float32)
         self.times = [0.0] * (2 * window)  # a list: item writes cost a fifth of numpy's
         self.held = np.zeros(n_features, dtype=np.float32)  # values held for partial samples
         self.partial_time = np.full(n_features, -np.inf)
-        self.pos = self.filled = self.late = self.last_full = self.gaps = 0
+        self.pos = self.filled = self.late = self.last_full = self.gaps = self.too_fast = self.clock_steps = 0
         self.last_time = self.full_time = self.held_time = -np.inf
 
     def restart(self) -> None:
@@ -42,14 +48,27 @@ class Stream:
         """Add the sample ``row`` (``F`` floats: a list or an array) taken at ``t`` seconds.
 
         ``missing`` lists feature indices without a value in this sample. Returns ``READY`` when a
-        window ends at this sample, ``ACCEPTED``, ``LATE`` (not newer than the last sample:
-        dropped and counted) or ``RESTARTED`` (a missing value older than the gap rule allows).
+        window ends at this sample, ``ACCEPTED``, ``LATE`` (not newer than the last sample, by at
+        most ``max_gap``: dropped and counted), ``TOO_FAST`` (newer by less than ``min_step``:
+        dropped), ``CLOCK_STEP`` (older by more than ``max_gap``: a clock stepped back, so the
+        newest time cannot be trusted; the stream restarts at this sample instead of blanking until
+        the clock catches up) or ``RESTARTED`` (a missing value older than the gap rule allows).
         """
-        if t <= self.last_time:
-            self.late += 1
-            return LATE
         step = t - self.last_time
-        if step > self.gap_s:
+        stepped = False
+        if step < self.min_step:
+            if step > 0:
+                self.too_fast += 1
+                return TOO_FAST
+            if step >= -self.max_gap:
+                self.late += 1
+                return LATE
+            self.clock_steps += 1
+            stepped = True
+            self.restart()
+            self.full_time = self.held_time = -np.inf  # held values came from the untrusted future
+            self.partial_time[:] = -np.inf
+        elif step > self.gap_s:
             if step > self.max_gap:
                 self.restart()
             self.gaps += step != float("inf")  # the first sample is no gap
@@ -71,7 +90,7 @@ class Stream:
         self.filled += 1
         if self.filled >= w and (self.filled - w) % self.stride == 0:
             return READY
-        return ACCEPTED
+        return CLOCK_STEP if stepped else ACCEPTED
 
     def _hold(self, t: float, row, missing: tuple[int, ...]) -> bool:
         """Fill missing entries from held values; False when one is too old (or never seen).

@@ -12,10 +12,18 @@ class TopicTemplate:
     """
 
     def __init__(self, template: str) -> None:
+        """Refuses (``ValueError``) a field that is not a whole level, wildcards, repeated fields, or no stream field."""
         self.template = template
         self.fields = re.findall(r"\{(\w+)\}", template)
-        if not self.fields:
-            raise ValueError(f"topic template {template!r} has no {{field}}: every stream would be the same")
+        for level in template.split("/"):
+            if ("{" in level or "}" in level) and not re.fullmatch(r"\{\w+\}", level):
+                raise ValueError(f"topic template {template!r}: {level!r} is not one whole {{field}} per level")
+            if "+" in level or "#" in level:
+                raise ValueError(f"topic template {template!r}: write {{field}} instead of MQTT wildcards")
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"topic template {template!r}: a field appears twice")
+        if not [f for f in self.fields if f != "tag"]:
+            raise ValueError(f"topic template {template!r} has no {{field}} naming the stream: every stream would be the same")
         pattern = "".join(
             f"(?P<{part[1:-1]}>[^/]+)" if re.fullmatch(r"\{\w+\}", part) else re.escape(part)
             for part in re.split(r"(\{\w+\})", template)

@@ -234,7 +234,8 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         qos = 0 if amqtt else 1  # amqtt loses QoS 1 messages under load; demo rates only
         config = parse_config({
             "broker": {"port": port, "client_id": "linewatch-demo", "reconnect_min_s": 0.5, "reconnect_max_s": 2.0},
-            "runtime": {"outbox": str(out / "outbox.sqlite"), "publish_scores": True, "latency_budget_ms": 100.0},
+            # a replay of simulated history (2026-02-01): sample times older than the default week are accepted
+            "runtime": {"outbox": str(out / "outbox.sqlite"), "publish_scores": True, "latency_budget_ms": 100.0, "max_past_s": 1e10},
             "models": [{"name": "pumps", "bundle": str(bundle), "inputs": [{"topic": "plant/{line}/{machine}/telemetry", "qos": qos}]}],
         })
         runtime = Runtime(config)

@@ -45,7 +45,7 @@ def runtime_config(port: int, bundle, tmp_path, inputs=None, **runtime) -> objec
     data = {
         "broker": {"host": "127.0.0.1", "port": port, "client_id": "lw-test", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
         "runtime": {"outbox": str(tmp_path / "outbox.sqlite"), "latency_budget_ms": 50.0, "shutdown_timeout_s": 5.0,
-                    "reload_poll_s": 0.2, **runtime},
+                    "reload_poll_s": 0.2, "max_past_s": 1e10, **runtime},  # the plant's samples are from 2026-01-01
         "models": [{"name": "pumps", "bundle": str(bundle), "alarm": {"on_k": 2, "on_n": 3, "off_m": 3, "deadband": 0.1},
                     "inputs": inputs or [{"topic": "plant/{line}/{machine}/telemetry", "format": "json", "qos": 1}]}],
     }

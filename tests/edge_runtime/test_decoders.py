@@ -11,10 +11,11 @@ from edge_runtime.timeparse import to_seconds
 
 LAYOUT = FeatureLayout(["a", "b"])
 NOW = 1_700_000_000.0
+WINDOW = (86400.0, 60.0)  # sample times from a day behind to a minute ahead of the receive time
 
 
 def json_sample(payload: dict):
-    return decode_json(orjson.dumps(payload), LAYOUT, "ts", NOW, 60.0)
+    return decode_json(orjson.dumps(payload), LAYOUT, "ts", NOW, WINDOW)
 
 
 def test_json_sample_flat_nested_and_with_missing_or_unknown_features():
@@ -38,26 +39,39 @@ def test_json_sample_flat_nested_and_with_missing_or_unknown_features():
     (b'{"ts": 1.7e9, "c": 1}', "missing_feature"),
     (b'{"ts": "yesterday", "a": 1, "b": 2}', "wrong_type"),
     (b'{"ts": 1.8e9, "a": 1, "b": 2}', "future_timestamp"),
+    (b'{"ts": -1e12, "a": 1, "b": 2}', "past_timestamp"),  # once made event encoding fail for a whole batch
+    (b'{"ts": 1699900000.0, "a": 1, "b": 2}', "past_timestamp"),
+    (b'{"ts": 1.7e9, "a": 1e39, "b": 2}', "out_of_range"),  # inf in the model's float32 input
+    (b'{"ts": 1.7e9, "a": 1, "b": -3.5e38}', "out_of_range"),
 ])
 def test_json_refusals_name_their_bad_input_kind(payload, reason):
     with pytest.raises(BadSample) as refused:
-        decode_json(payload, LAYOUT, "ts", NOW, 60.0)
+        decode_json(payload, LAYOUT, "ts", NOW, WINDOW)
     assert refused.value.reason == reason
 
 
 def test_tag_and_chunk_decoders():
-    assert decode_tag(b"3.5", "ts", NOW, 60.0) == (NOW, 3.5)
-    assert decode_tag(b'{"value": 2, "ts": 1699999999.0}', "ts", NOW, 60.0) == (1699999999.0, 2.0)
-    with pytest.raises(BadSample, match="wrong_type"):
-        decode_tag(b'"high"', "ts", NOW, 60.0)
-    t0, dt, rows = decode_chunk(orjson.dumps({"t0": NOW - 10, "dt": 1.0, "values": [[1, 2], [3, 4]]}), 2, 1.0, NOW, 60.0)
+    assert decode_tag(b"3.5", "ts", NOW, WINDOW) == (NOW, 3.5)
+    assert decode_tag(b'{"value": 2, "ts": 1699999999.0}', "ts", NOW, WINDOW) == (1699999999.0, 2.0)
+    for tag, reason in ((b'"high"', "wrong_type"), (b"1e39", "out_of_range"), (b'{"value": 1, "ts": -1e12}', "past_timestamp")):
+        with pytest.raises(BadSample) as refused:
+            decode_tag(tag, "ts", NOW, WINDOW)
+        assert refused.value.reason == reason
+    t0, dt, rows = decode_chunk(orjson.dumps({"t0": NOW - 10, "dt": 1.0, "values": [[1, 2], [3, 4]]}), 2, 1.0, NOW, WINDOW)
     assert (t0, dt, rows.tolist()) == (NOW - 10, 1.0, [[1.0, 2.0], [3.0, 4.0]])
     for chunk, reason in (({"t0": NOW, "dt": 0.5, "values": [[1, 2]]}, "dt_mismatch"),
-                          ({"t0": NOW, "dt": "nan", "values": [[1, 2]]}, "dt_mismatch"),
+                          ({"t0": NOW, "dt": "nan", "values": [[1, 2]]}, "wrong_type"),
+                          ({"t0": NOW, "dt": -1.0, "values": [[1, 2]]}, "dt_mismatch"),
+                          ({"t0": NOW, "dt": 1.0, "values": []}, "wrong_type"),
+                          ({"t0": NOW, "dt": 1.0, "values": [[1, 1e39]]}, "out_of_range"),
+                          ({"t0": NOW, "dt": 1.0, "values": [[1, None]]}, "non_finite"),
+                          ({"t0": NOW + 59, "dt": 1.0, "values": [[1, 2]] * 5}, "future_timestamp"),
+                          ({"t0": -1e12, "dt": 1.0, "values": [[1, 2]]}, "past_timestamp"),
+                          ([1, 2], "wrong_type"),
                           ({"t0": NOW, "dt": 1.0, "values": [[1, 2, 3]]}, "wrong_type"),
                           ({"t0": NOW, "dt": 1.0}, "wrong_type")):
         with pytest.raises(BadSample) as refused:
-            decode_chunk(orjson.dumps(chunk), 2, 1.0, NOW, 60.0)
+            decode_chunk(orjson.dumps(chunk), 2, 1.0, NOW, WINDOW)
         assert refused.value.reason == reason
 
 
@@ -67,8 +81,8 @@ def test_one_time_rule_for_payloads_files_and_training():
     for bad in ("noon", True, None, [1], float("nan"), "inf"):
         with pytest.raises(ValueError):
             to_seconds(bad)
-    assert check_time(None, NOW, 60.0) == NOW
-    assert math.isclose(check_time(NOW + 59, NOW, 60.0), NOW + 59)
+    assert check_time(None, NOW, WINDOW) == NOW
+    assert math.isclose(check_time(NOW + 59, NOW, WINDOW), NOW + 59)
 
 
 def test_csv_rules_shared_with_training(tmp_path):

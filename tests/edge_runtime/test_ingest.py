@@ -1,5 +1,7 @@
 """Ingest of one model: routing, per-stream records, reordering and rebinding, without a broker."""
 
+import math
+
 import orjson
 
 from edge_runtime.alarms import Alarm
@@ -20,7 +22,7 @@ def bundle_of(features: list[str], window: int = 2) -> Bundle:
 def wire(bundle: Bundle, on_ready, bad: BadInput, reorder_s: float = 0.0, topic: str = "p/{m}", fmt: str = "json"):
     """A router in front of one model's ingest, as the runtime wires them."""
     streams = StreamRegistry(bundle, lambda: Alarm(2, 3, 3, 0.1), reorder_s)
-    ingest = Ingest(bundle, streams, on_ready, bad)
+    ingest = Ingest(bundle, streams, on_ready, bad, max_past_s=math.inf)  # the tests' sample times start at 1970
     return Router([(InputConfig(topic=topic, format=fmt), ingest)], bad), ingest
 
 
@@ -35,11 +37,11 @@ def test_reorder_tolerance_puts_late_samples_back_in_order():
         ingest.flush()
         return bad, windows
 
-    arrival_order = [1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 2.5]
+    arrival_order = [1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 3.5]
     bad, got = run(0.0, arrival_order)
     assert bad.counts["late"] == 2 and got == [[1.0, 2.0, 4.0], [2.0, 4.0, 5.0], [4.0, 5.0, 6.0]]
     bad, got = run(1.5, arrival_order)
-    assert bad.counts["late"] == 1  # 2.5 arrives after 3.0 was released
+    assert bad.counts["late"] == 1  # 3.5 arrives after 4.0 was released
     assert got == [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0], [4.0, 5.0, 6.0]]
 
 
@@ -51,3 +53,32 @@ def test_rebind_to_another_input_spec_drops_rows_held_for_reordering():
     ingest.rebind(bundle_of(["a", "b"]), keep_streams=False)
     ingest.flush()  # nothing of the old layout may reach the new streams
     assert windows == [] and len(ingest.streams) == 0
+
+
+def test_samples_held_for_reordering_are_released_when_their_stream_goes_quiet():
+    windows = []
+    router, ingest = wire(bundle_of(["a"], window=3), lambda s, a: windows.append(s.ring.window()[:, 0].tolist()), BadInput(), reorder_s=5.0)
+    for t in (1.0, 2.0, 3.0):  # a machine trips after its third sample: nothing newer will push these out
+        router.dispatch("p/m1", orjson.dumps({"ts": t, "a": t}), 100.0 + t)
+    ingest.expire_held(105.9)
+    assert windows == []  # the oldest has waited 4.9 s of the 5 s tolerance
+    ingest.expire_held(106.0)
+    assert windows == [[1.0, 2.0, 3.0]]
+
+
+def test_tag_grid_steps_on_an_integer_index_and_jumps_over_silences():
+    from edge_runtime.alignment import TagAligner
+
+    ticks = []
+    aligner = TagAligner(1, 0.001, staleness=0.01, max_gap=0.005)  # 1 kHz, epoch timestamps
+    start = 1_767_225_600.0
+    for k in range(20_000):  # 20 s of a tag at 1 kHz
+        aligner.update(start + k * 0.001 + 0.0004, 0, float(k), lambda at, row, missing: ticks.append(at))
+    # every tick between the first and the last message, on the grid to the microsecond: no drift
+    assert len(ticks) == 19_999 and all(abs(at - (start + (k + 1) * 0.001)) < 1e-6 for k, at in enumerate(ticks))
+    ticks.clear()
+    aligner.update(start + 86_400.0, 0, 1.0, lambda at, row, missing: ticks.append(at))  # a day of silence
+    assert len(ticks) == aligner.max_ticks  # not 86 million iterations
+    ticks.clear()
+    aligner.update(start + 20.0005, 0, 1.0, lambda at, row, missing: ticks.append(at))  # the clock back where it was
+    assert ticks == [] and aligner.tick == math.ceil((start + 20.0005) / 0.001)  # the grid restarts at the message

@@ -7,7 +7,7 @@ from edge_runtime.alarms import CLEARED, RAISED, Alarm
 from edge_runtime.batcher import InferenceClock
 from edge_runtime.config import parse_config
 from edge_runtime.errors import ConfigError
-from edge_runtime.streams import ACCEPTED, LATE, READY, RESTARTED, Stream
+from edge_runtime.streams import ACCEPTED, CLOCK_STEP, LATE, READY, RESTARTED, TOO_FAST, Stream
 from edge_runtime.topics import TopicTemplate
 
 
@@ -30,6 +30,20 @@ def test_gap_late_and_missing_rules():
     assert stream.push(10.0, [1.0, 1.0]) == ACCEPTED and stream.filled == 1  # 7 s gap restarted the run
     assert stream.push(11.0, [1.0, 0.0], missing=(1,)) == ACCEPTED
     assert stream.push(14.0, [1.0, 0.0], missing=(1,)) == RESTARTED  # feature 1 last seen 4 s ago
+
+
+def test_clock_steps_restart_and_too_fast_samples_are_refused():
+    stream = Stream("m1", window=3, stride=1, n_features=1, max_gap=2.0, gap_s=1.5, min_step=0.5)
+    for t in (100.0, 101.0, 102.0):
+        stream.push(t, [1.0])
+    assert stream.push(102.3, [9.0]) == TOO_FAST and stream.too_fast == 1  # twice the bundle's rate: refused, not windowed
+    assert stream.push(101.5, [9.0]) == LATE  # a small step back: late, as before
+    # one message stamped far ahead, then the real clock again: the bogus sample costs one restart, not 50 s of data
+    assert stream.push(150.0, [9.0]) == ACCEPTED and stream.filled == 1
+    assert stream.push(103.0, [1.0]) == CLOCK_STEP and stream.clock_steps == 1 and stream.filled == 1
+    assert [stream.push(t, [1.0]) for t in (104.0, 105.0)] == [ACCEPTED, READY]
+    assert stream.window()[:, 0].tolist() == [1.0, 1.0, 1.0] and stream.window_span() == (103.0, 105.0)
+    assert stream.push(107.0, [1.0]) == READY and stream.gaps == 2  # 150 - 102 and 107 - 105 were gaps
 
 
 def test_stream_windows_match_training_windows_under_the_same_gap_rule():
@@ -86,10 +100,28 @@ def test_topic_templates():
     [
         ({}, "no [[models]] configured"),
         ({"models": [{"bundle": "b", "colour": 1}]}, "models[0]: unknown key(s) ['colour']"),
-        ({"models": [{"bundle": "b"}], "broker": {"port": "1883"}}, "broker.port: expected a number"),
+        ({"models": [{"bundle": "b"}], "broker": {"port": "1883"}}, "broker.port: expected an integer"),
         ({"models": [{"bundle": "b", "inputs": [{"format": "xml"}]}]}, "models[0].inputs[0].format: expected one of"),
-        ({"models": [{"bundle": "b", "inputs": [{"topic": "a/{m}", "format": "tag"}]}]}, "needs a {tag} field"),
-        ({"models": [{"bundle": "b", "alarm": {"on_k": 4, "on_n": 3}}]}, "need 1 <= on_k <= on_n"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "a/{m}", "format": "tag"}]}]}, "a {tag} field goes with format"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "a/{m}/{tag}"}]}]}, "a {tag} field goes with format"),
+        ({"models": [{"bundle": "b", "alarm": {"on_k": 4, "on_n": 3}}]}, "on_k (4) cannot exceed on_n (3)"),
+        # everything below once passed --check and then broke `run` (issue 11)
+        ({"models": [{"bundle": "b", "event_topic": "linewatch/events/{site}"}]}, "models[0].event_topic: ['site'] cannot be filled in"),
+        ({"models": [{"bundle": "b", "event_topic": "linewatch/events/#"}]}, "holds an MQTT wildcard"),
+        ({"models": [{"bundle": "b", "event_topic": "linewatch/{0}"}]}, "is not a plain {field}"),
+        ({"models": [{"bundle": "b", "inputs": [{"qos": 3}]}]}, "models[0].inputs[0].qos: must be <= 2, got 3"),
+        ({"models": [{"bundle": "b"}], "runtime": {"status_topic": "lw/{gateway}/status"}}, "runtime.status_topic: only {client_id}"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/telemetry"}]}]}, "has no {field} naming the stream"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/{line}-{machine}"}]}]}, "is not one whole {field} per level"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/+/{machine}"}]}]}, "instead of MQTT wildcards"),
+        ({"models": [{"bundle": "b"}], "runtime": {"latency_budget_ms": float("nan")}}, "runtime.latency_budget_ms: expected a finite number"),
+        ({"models": [{"bundle": "b"}], "runtime": {"reorder_s": float("inf")}}, "runtime.reorder_s: expected a finite number"),
+        ({"models": [{"bundle": "b"}], "runtime": {"max_batch": 2.5}}, "runtime.max_batch: expected an integer, got 2.5"),
+        ({"models": [{"bundle": "b", "backend": "onnx"}]}, "models[0].backend: expected one of"),
+        ({"models": [{"bundle": "b", "precision": "fp8"}]}, "models[0].precision: expected one of"),
+        ({"models": [{"bundle": "b"}], "runtime": {"outbox_sync": "off"}}, "runtime.outbox_sync: expected one of ['full', 'normal']"),
+        ({"models": [{"bundle": "b"}], "broker": {"client_id": "gw/1"}}, "broker.client_id: 'gw/1' must be non-empty"),
+        ({"models": [{"bundle": "b"}], "runtime": {"metrics_port": 70000}}, "runtime.metrics_port: must be <= 65535"),
         ({"models": [{"bundle": "b"}], "broker": {"cert_file": "c.pem"}}, "cert_file and key_file go together"),
         ({"models": [{"bundle": "b"}], "broker": {"tls": True, "ca_file": "/no/ca.pem"}}, "broker.ca_file: /no/ca.pem does not exist"),
     ],
@@ -98,6 +130,14 @@ def test_config_errors_name_the_key(data, message):
     with pytest.raises(ConfigError) as error:
         parse_config(data)
     assert message in str(error.value)
+
+
+def test_every_default_follows_its_own_rule_and_event_topics_may_use_stream_fields():
+    from edge_runtime.config import defaults_follow_rules
+
+    defaults_follow_rules()
+    config = parse_config({"models": [{"bundle": "b", "event_topic": "linewatch/{line}/{machine}/{model}/events"}]})
+    assert config.models[0].event_topic == "linewatch/{line}/{machine}/{model}/events"
 
 
 def test_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 """A publisher for the overload test, run as its own process:
-``python flood.py PORT MACHINES FLOOD_S SLOW_S SLOW_RATE FEATURE,FEATURE,...``.
+``python flood.py PORT FLOOD_MACHINES FLOOD_S SLOW_MACHINES SLOW_S RATE_HZ FEATURE,FEATURE,...``.
 
-Publishes live samples (``ts`` = wall clock) of MACHINES machines with QoS 0: as fast as it can
-for FLOOD_S seconds, then SLOW_RATE messages a second for SLOW_S seconds. Prints one JSON line per
-phase with its start, end and message count.
+Publishes live samples (``ts`` = wall clock) with QoS 0: FLOOD_MACHINES machines in turn as fast
+as it can for FLOOD_S seconds (each machine's samples then come at about the bundle's rate, the
+offered total far above what the runtime takes), then SLOW_MACHINES machines at RATE_HZ each for
+SLOW_S seconds. Prints one JSON line per phase with its start, end and message count.
 """
 
 import sys
@@ -17,35 +18,32 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 def main() -> None:
     """Run both phases and report them."""
-    port, machines, flood_s, slow_s, slow_rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-    features = sys.argv[6].split(",")
+    port, flood_machines, flood_s, slow_machines, slow_s, rate_hz = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
+                                                                    int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
+    features = sys.argv[7].split(",")
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     connected = threading.Event()
     client.on_connect = lambda *args: connected.set()
     client.connect("127.0.0.1", port)
     client.loop_start()
     connected.wait(10)
-    topics = [f"plant/l1/m{i}/telemetry" for i in range(machines)]
-    last = 0.0
 
-    def send(i: int) -> None:
-        nonlocal last
-        last = max(time.time(), last + 1e-6)  # strictly increasing sample times
-        client.publish(topics[i % machines], orjson.dumps({"ts": last, **{f: 1.0 + 0.01 * ((i + j) % 7) for j, f in enumerate(features)}}),
-                       qos=0)
+    def send(machine: int, i: int) -> None:
+        sample = {"ts": time.time(), **{f: 1.0 + 0.01 * ((i + j) % 7) for j, f in enumerate(features)}}
+        client.publish(f"plant/l1/m{machine}/telemetry", orjson.dumps(sample), qos=0)
 
-    started = time.time()
-    sent = 0
+    started, sent = time.time(), 0
     while time.time() - started < flood_s:
-        send(sent)
+        send(sent % flood_machines, sent // flood_machines)
         sent += 1
     print(orjson.dumps({"phase": "flood", "start": started, "end": time.time(), "messages": sent}).decode(), flush=True)
-    started, count = time.time(), 0
+    started, ticks = time.time(), 0
     while time.time() - started < slow_s:
-        send(sent + count)
-        count += 1
-        time.sleep(max(0.0, started + count / slow_rate - time.time()))
-    print(orjson.dumps({"phase": "slow", "start": started, "end": time.time(), "messages": count}).decode(), flush=True)
+        for machine in range(slow_machines):
+            send(machine, ticks)
+        ticks += 1
+        time.sleep(max(0.0, started + ticks / rate_hz - time.time()))
+    print(orjson.dumps({"phase": "slow", "start": started, "end": time.time(), "messages": ticks * slow_machines}).decode(), flush=True)
     client.disconnect()
     client.loop_stop()
 

@@ -81,7 +81,7 @@ def outbox_ids(path) -> list[str]:
 def run_config(path, port: int, bundle, outbox) -> None:
     path.write_text(
         f'[broker]\nport = {port}\nclient_id = "lw-kill"\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
-        f'[runtime]\noutbox = "{outbox}"\nlatency_budget_ms = 50\n'
+        f'[runtime]\noutbox = "{outbox}"\nlatency_budget_ms = 50\nmax_past_s = 1e10\n'
         f'[[models]]\nname = "pumps"\nbundle = "{bundle}"\n[models.alarm]\non_k = 1\non_n = 1\noff_m = 1\ndeadband = 0.0\n'
         f'[[models.inputs]]\ntopic = "plant/{{line}}/{{machine}}/telemetry"\nqos = 0\n'  # QoS 0: no PUBACK from a frozen link
     )
