@@ -100,8 +100,6 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
     """Run the MQTT edge runtime described by a TOML config (see gateway.example.toml)."""
     import logging
 
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
     from edge_runtime.config import load_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,18 +107,20 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
                  "runtime.metrics_port": metrics_port, "runtime.latency_budget_ms": latency_budget_ms, "runtime.outbox": outbox}
     try:
         config = load_config(config_path, overrides)
-        if check:
-            for model in config.models:
-                b = load_bundle(model.bundle)
-                with create_backend(b, model.backend, model.precision, config.runtime.max_batch):
-                    pass
-                click.echo(f"ok  {model.name}: {b.name} ({b.manifest['model']['kind']}, id {b.model_id}), "
-                           f"{len(model.inputs)} input(s), backend {model.backend}/{model.precision}")
-            config.broker.password()
-            click.echo(f"configuration {config_path} is valid")
-            return
         from edge_runtime.runtime import Runtime
 
-        Runtime(config).serve()
+        runtime = Runtime(config)  # loads and warms up every bundle and backend, opens the outbox, builds the router
+        if check:
+            try:
+                runtime.preflight()
+                for runner in runtime.models:
+                    b, m = runner.bundle, runner.config
+                    click.echo(f"ok  {m.name}: {b.name} ({b.manifest['model']['kind']}, id {b.model_id}), "
+                               f"{len(m.inputs)} input(s), backend {m.backend}/{m.precision}")
+            finally:
+                runtime.release()
+            click.echo(f"configuration {config_path} is valid")
+            return
+        runtime.serve()
     except LinewatchError as error:
         raise _fail(error) from None

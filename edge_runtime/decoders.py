@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
+from edge_runtime.event_schema import F32_MAX  # beyond this a value becomes inf in the model's float32 input
 from edge_runtime.timeparse import to_seconds
 
 _NUMBER = (int, float)
-F32_MAX = float(np.finfo(np.float32).max)  # beyond this a value becomes inf in the model's float32 input
 
 
 class BadSample(Exception):

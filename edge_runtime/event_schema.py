@@ -6,11 +6,13 @@ an incompatible change) and drop duplicates by ``id`` (delivery is at least once
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from datetime import datetime, timezone
 
 SCHEMA = "linewatch.event/1"
+F32_MAX = 3.4028234663852886e38  # float32's largest value
 KINDS = ("alarm_raised", "alarm_cleared", "score")
 # field -> accepted JSON types
 FIELDS: dict[str, tuple[type, ...]] = {
@@ -29,12 +31,22 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def saturate(value: float) -> float:
+    """A JSON-safe number: NaN and infinities (a value far outside what the model knows) become float32's largest."""
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return -F32_MAX if value < 0 else F32_MAX
+
+
 def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[float, float], score: float, threshold: float,
                features: list[str], feature_error, latency_s: float, top: int = 3) -> dict:
     """One event: id, kind, stream, model and bundle id, window span, score, threshold,
-    the top contributing features with their errors, and end-to-end latency so far.
+    the top contributing features with their errors, and end-to-end latency so far. Scores and
+    errors beyond float32 (inputs far outside the training range) are saturated, never ``null``.
     """
-    order = sorted(range(len(features)), key=lambda j: -float(feature_error[j]))[:top]
+    errors = [saturate(e) for e in feature_error]
+    order = sorted(range(len(features)), key=lambda j: -errors[j])[:top]
     return {
         "schema": SCHEMA,
         "id": uuid.uuid4().hex,
@@ -44,9 +56,9 @@ def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[fl
         "model_id": model_id,
         "window_start": iso(span[0]),
         "window_end": iso(span[1]),
-        "score": float(score),
+        "score": saturate(score),
         "threshold": float(threshold),
-        "top_features": [{"name": features[j], "error": float(feature_error[j])} for j in order],
+        "top_features": [{"name": features[j], "error": errors[j]} for j in order],
         "latency_ms": round(float(latency_s) * 1000, 3),
         "emitted_at": iso(time.time()),
     }

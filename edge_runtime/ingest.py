@@ -54,7 +54,7 @@ class Ingest:
         t, row, missing, notes = decode_json(payload, self.layout, route.config.time_key, time.time(), self.window)
         if notes:
             for reason, detail in notes:
-                self.bad.report(reason, route.topic, detail)
+                self.bad.note(reason, route.topic, detail)
         state = self.states.get(route.key) or self.streams.get(route.key, route.key_fields)
         self._push(state, route.topic, t, row, missing, arrival)
 
@@ -107,5 +107,5 @@ class Ingest:
                 self.bad.report("rate_mismatch", topic, f"t={t} is {t - ring.last_time:.3g} s after the last sample; "
                                 f"the bundle samples every {self.streams.bundle.sample_period:g} s")
                 return
-            self.bad.report("clock_step", topic, f"t={t} is more than max_gap before the last sample: stream restarted")
+            self.bad.note("clock_step", topic, f"t={t} is more than max_gap before the last sample: stream restarted")
         self.accepted += 1

@@ -30,6 +30,8 @@ def classify(error: BaseException, config: BrokerConfig) -> tuple[str, str]:
             return "tls", f"TLS handshake failed ({text}): {where} does not speak TLS; use its TLS port or set tls = false"
         return "tls", (f"TLS handshake failed ({text}): check cert_file/key_file against the broker's "
                        "require_certificate and cafile")
+    if isinstance(error, ConnectionResetError) and config.tls:
+        return "tls", f"the broker reset the connection during the TLS handshake: {where} does not speak TLS; use its TLS port or set tls = false"
     if isinstance(error, ConnectionRefusedError):
         return "connection_refused", f"nothing accepts connections on {where}: is the broker running, on this port?"
     if isinstance(error, socket.gaierror):

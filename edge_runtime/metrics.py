@@ -9,7 +9,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from edge_runtime.badinput import KINDS
+from edge_runtime.badinput import KINDS, NOTES
 from edge_runtime.linkerrors import REASONS
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -54,6 +54,12 @@ class Metrics:
         for kind in KINDS:  # every label value from the start, so rates work from the first scrape
             messages.add_metric([kind], snap["bad_input"].get(kind, 0))
         yield messages
+        notes = CounterMetricFamily("linewatch_sample_notes", "Accepted samples with a remark, by kind", labels=["kind"])
+        for kind in NOTES:
+            notes.add_metric([kind], snap["notes"].get(kind, 0))
+        yield notes
+        yield CounterMetricFamily("linewatch_error_reports_dropped", "Bad-input reports not published (over runtime.errors_per_second)",
+                                  value=snap["error_reports_dropped"])
         windows = CounterMetricFamily("linewatch_windows_scored", "Windows scored", labels=["model"])
         misses = CounterMetricFamily("linewatch_deadline_misses", "Windows whose result came later than the latency budget", labels=["model"])
         drops = CounterMetricFamily("linewatch_windows_dropped", "Windows not scored, by reason", labels=["model", "reason"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -119,6 +120,8 @@ class ModelRunner:
         threshold, features = self.threshold, self.bundle.features
         events = []
         for k, score in enumerate(scores.tolist()):
+            if score != score:  # NaN: the model overflowed on values far outside its training range
+                score = math.inf
             i = first + k
             stream = batch.streams[i]
             alarm = stream.alarm

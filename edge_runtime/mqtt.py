@@ -17,6 +17,8 @@ from collections.abc import Callable
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_runtime.config import BrokerConfig
 from edge_runtime.errors import BrokerError
@@ -38,8 +40,10 @@ class Link:
 
     def __init__(self, config: BrokerConfig, subscriptions: list[tuple[str, int]], status_topic: str, online: dict,
                  on_message: Callable[[str, bytes, float], None], on_connected: Callable[[], None],
-                 on_acked: Callable[[int, str | None], None]) -> None:
+                 on_acked: Callable[[int, str | None], None], max_packet: int = 0) -> None:
+        """``max_packet``: with MQTT 5, the broker is told not to send larger packets (0: no limit)."""
         self.config = config
+        self.max_packet = max_packet
         self.subscriptions = subscriptions
         self.status_topic = status_topic
         self.online = online
@@ -104,12 +108,20 @@ class Link:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff after any loss."""
         try:
-            self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+            self.client.connect_async(self.config.host, self.config.port, self.config.keepalive, properties=self._connect_properties())
         except (OSError, ValueError) as error:
             raise BrokerError(f"cannot connect to {self.config.host}:{self.config.port}: {error}") from None
         self.client.loop_start()
         if self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5:
             self._watch_connack()
+
+    def _connect_properties(self) -> Properties | None:
+        """MQTT 5 CONNECT properties: Maximum Packet Size, so an oversized message never reaches this process."""
+        if self.protocol != mqtt.MQTTv5 or not self.max_packet:
+            return None
+        properties = Properties(PacketTypes.CONNECT)
+        properties.MaximumPacketSize = self.max_packet
+        return properties
 
     def _watch_connack(self) -> None:
         timer = threading.Timer(0.5, self._fall_back_unless_connected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from edge_runtime import __version__
 from edge_runtime.badinput import BadInput
 from edge_runtime.config import Config
 from edge_runtime.delivery import Sink
+from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.mqtt import Link
@@ -70,6 +72,8 @@ class Runtime:
         return {
             "accepted": sum(m.ingest.accepted for m in self.models),
             "bad_input": dict(self.bad.counts),
+            "notes": dict(self.bad.notes),
+            "error_reports_dropped": self.bad.unpublished,
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
                                 "failed": m.batcher.failed, "undecided": m.undecided,
@@ -95,19 +99,47 @@ class Runtime:
         }
 
     # -- lifecycle -------------------------------------------------------------------------
+    def _link(self) -> Link:
+        """The MQTT link (not connected yet); TLS files and the password are read here."""
+        r, b = self.config.runtime, self.config.broker
+        online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
+        max_packet = r.max_payload_bytes + 65_535 + 16  # a payload at the limit, the longest topic, the fixed header
+        return Link(b, self.router.subscriptions(), self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked, max_packet)
+
+    def preflight(self) -> None:
+        """Everything ``start`` would do short of connecting (bundles and backends are already loaded by now):
+        the metrics port can be bound, TLS files and the password can be read. Raises a :class:`LinewatchError`.
+        """
+        r = self.config.runtime
+        if r.metrics_port:
+            try:
+                with socket.create_server((r.metrics_host, r.metrics_port)):
+                    pass
+            except OSError as error:
+                raise ConfigError(f"runtime.metrics_port: cannot listen on {r.metrics_host}:{r.metrics_port}: {error.strerror}") from None
+        self._link()
+
+    def release(self) -> None:
+        """Free what the constructor took (backends, the outbox) when the runtime is not started, as after ``--check``."""
+        for runner in self.models:
+            runner.backend.deactivate()
+        self.outbox.close()
+
     def start(self) -> None:
         """Start metrics, scoring, the sink and the MQTT link."""
-        r, b = self.config.runtime, self.config.broker
+        r = self.config.runtime
+        self.link = self._link()
         self.metrics.bind(self.snapshot)
         if r.metrics_port:
             from prometheus_client import start_http_server
 
-            self.metrics_server = start_http_server(r.metrics_port, addr=r.metrics_host, registry=self.metrics.registry)
+            try:
+                self.metrics_server = start_http_server(r.metrics_port, addr=r.metrics_host, registry=self.metrics.registry)
+            except OSError as error:
+                raise ConfigError(f"runtime.metrics_port: cannot listen on {r.metrics_host}:{r.metrics_port}: {error.strerror}") from None
         for runner in self.models:
             runner.start()
         self.sink.start()
-        online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
-        self.link = Link(b, self.router.subscriptions(), self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked)
         self.accepting = True
         self.link.start()
         threading.Thread(target=self._watch, name="linewatch-reload", daemon=True).start()

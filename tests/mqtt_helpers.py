@@ -182,3 +182,29 @@ class FaultProxy:
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def make_pki(folder: Path, server_names: str = "DNS:localhost,IP:127.0.0.1", ca: str = "ca") -> Path:
+    """A CA (``<ca>.crt``), a server certificate for ``server_names`` and a client certificate, made with openssl."""
+    import shutil
+
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make test certificates"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args):
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN=linewatch-test-{ca}")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=linewatch-test-server")
+    (folder / "san.ext").write_text(f"subjectAltName={server_names}\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial", "-out", "server.crt", "-days", "2",
+        "-extfile", "san.ext")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=gateway")
+    ssl("x509", "-req", "-in", "client.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial", "-out", "client.crt", "-days", "2")
+    return folder
+
+
+def tls_listener(pki: Path, ca: str = "ca") -> str:
+    """Lines of mosquitto config that make the test listener speak TLS with ``pki``'s server certificate."""
+    return f"cafile {pki / (ca + '.crt')}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\n"

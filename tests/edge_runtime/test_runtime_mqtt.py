@@ -19,7 +19,7 @@ pytest.importorskip("torch")  # the bundle is trained here
 from edge_runtime.event_schema import validate_event  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import runtime_config  # noqa: E402
-from mqtt_helpers import Collector, Mosquitto, client, free_port  # noqa: E402
+from mqtt_helpers import Collector, Mosquitto, client, free_port, make_pki, tls_listener  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402
 
 
@@ -223,13 +223,51 @@ def test_bad_input_is_counted_reported_and_survived(broker, runtime_bundle, tmp_
         wait_until_quiet(runtime, len(bad) + len(plant) // 2)
     finally:
         runtime.stop()
-    counts = runtime.snapshot()["bad_input"]
+    counts, notes = runtime.snapshot()["bad_input"], runtime.snapshot()["notes"]
     assert counts["malformed_json"] == 2 and counts["wrong_type"] == 2 and counts["future_timestamp"] == 1
-    assert counts["oversized"] == 1 and counts["unknown_feature"] == 1 and counts["missing_feature"] == 1
+    assert counts["oversized"] == 1 and notes["unknown_feature"] == 1 and notes["missing_feature"] == 1
     assert runtime.snapshot()["models"]["pumps"]["scored"] > 500  # alive and scoring after the bad input
     assert collector.wait_for(lambda c: len(c.on("linewatch/lw-test/errors")) >= 7)
     reasons = {r["reason"] for r in collector.on("linewatch/lw-test/errors")}
     assert {"malformed_json", "wrong_type", "future_timestamp", "oversized"} <= reasons
+    collector.close()
+
+
+def test_poison_from_one_stream_never_costs_another_a_window(broker, runtime_bundle, tmp_path, plant):
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path))
+    runtime.start()
+    collector = Collector(broker.port, "linewatch/events/#")
+    publisher = client(broker.port)
+    t0, now = float(plant.ts.iloc[0]), time.time()
+    sample = {f: 1.0 for f in FEATURES}
+    poison = [
+        {**sample, "ts": -1e12},  # once made event encoding fail for a whole cross-machine batch
+        {**sample, "ts": t0, "current": 1e39},  # inf in float32: once gave "score": null and a stream that never alarmed again
+        *({**dict.fromkeys(FEATURES, 1e20), "ts": t0 + i} for i in range(25)),  # within float32: scores saturate, never null
+        {**sample, "ts": t0 + 24.3},  # 0.3 s after the last sample of a 1 s bundle
+        {**sample, "ts": now + 50},  # 50 s ahead: accepted...
+        {**sample, "ts": t0 + 26},  # ...and the stream restarts at the next real sample instead of blanking 50 s
+    ]
+    good = fault_payloads(plant, "m1") + fault_payloads(plant, "m2")
+    try:
+        assert runtime.link.wait_connected(5)
+        for k, (topic, payload) in enumerate(good):
+            publisher.publish(topic, payload, qos=1)
+            if k % 100 == 0 and poison:
+                publisher.publish("plant/l1/m9/telemetry", orjson.dumps(poison.pop(0)), qos=1)
+        assert not poison
+        wait_until_quiet(runtime, len(good) + 30)
+    finally:
+        runtime.stop()
+    snap = runtime.snapshot()
+    counts, notes = snap["bad_input"], snap["notes"]
+    assert (counts["past_timestamp"], counts["out_of_range"], counts["rate_mismatch"], notes["clock_step"]) == (1, 1, 1, 1)
+    assert snap["models"]["pumps"]["undecided"] == 0 and snap["models"]["pumps"]["failed"] == 0
+    assert collector.wait_for(lambda c: len(c.events()) >= 5)
+    events = collector.events()
+    assert_alarms_match([e for e in events if e["stream"] != "l1/m9"], plant, {"m1": "l1/m1", "m2": "l1/m2"}, runtime_bundle)
+    raised = [e for e in events if e["stream"] == "l1/m9" and e["kind"] == "alarm_raised"]
+    assert raised and all(validate_event(e)["score"] > 1e30 for e in raised)  # saturated, a number
     collector.close()
 
 
@@ -341,26 +379,11 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
 @pytest.fixture
 def tls_broker(mosquitto_path, tmp_path):
     """Mosquitto with mutual TLS (a CA, server and client certificates made by the test) and passwords."""
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is needed to make test certificates"
-    pki = tmp_path / "pki"
-    pki.mkdir()
-
-    def ssl(*args):
-        subprocess.run([openssl, *args], cwd=pki, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=linewatch-test-ca")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (pki / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=gateway")
-    ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.crt", "-days", "2")
+    pki = make_pki(tmp_path / "pki")
     passwords = pki / "passwd"
     passwords.write_text("")
     subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(passwords), "gateway", "s3cret"], check=True)
-    extra = (f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\npassword_file {passwords}\n"
-             "require_certificate true\n")
-    broker = Mosquitto(tmp_path, extra=extra, anonymous=False).start()
+    broker = Mosquitto(tmp_path, extra=tls_listener(pki) + f"password_file {passwords}\nrequire_certificate true\n", anonymous=False).start()
     yield broker, pki
     broker.stop()
 
