@@ -64,11 +64,11 @@ def check_time(value, now: float, window: tuple[float, float]) -> float:
     return t
 
 
-def check_range(row: list, layout: FeatureLayout) -> None:
-    """Refuse a row holding a value beyond float32's range (finite in Python, inf in the model)."""
-    if max(row) > F32_MAX or min(row) < -F32_MAX:
-        j = max(range(len(row)), key=lambda k: abs(row[k]))
-        raise BadSample("out_of_range", f"{layout.names[j]}: {row[j]} is beyond float32")
+def _beyond(name: str, value: float) -> BadSample:
+    """The refusal of a value outside float32's finite range: ``non_finite`` (NaN, inf) or ``out_of_range``."""
+    if value - value != 0:
+        return BadSample("non_finite", f"{name}: {value}")
+    return BadSample("out_of_range", f"{name}: {value} is beyond float32")
 
 
 def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float, window: tuple[float, float]
@@ -99,10 +99,9 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
             continue
         if type(v) not in _NUMBER:
             raise BadSample("wrong_type", f"{name}: {type(v).__name__} is not a number")
-        if v - v != 0:
-            raise BadSample("non_finite", f"{name}: {v}")
+        if not -F32_MAX <= v <= F32_MAX:  # one comparison refuses NaN, infinities and what float32 cannot hold
+            raise _beyond(name, v)
         row.append(v)
-    check_range(row, layout)
     found = len(row) - len(missing)
     notes = ()
     extra = len(values) - found - nulls - (values is obj and time_key in obj)
@@ -123,10 +122,8 @@ def decode_tag(payload: bytes, time_key: str, now: float, window: tuple[float, f
         stamp, obj = obj.get(time_key), obj.get("value")
     if type(obj) not in _NUMBER:
         raise BadSample("wrong_type", "tag value must be a number")
-    if obj - obj != 0:
-        raise BadSample("non_finite", str(obj))
     if not -F32_MAX <= obj <= F32_MAX:
-        raise BadSample("out_of_range", f"{obj} is beyond float32")
+        raise _beyond("value", obj)
     return check_time(stamp, now, window), float(obj)
 
 

@@ -76,23 +76,27 @@ class Router:
         ``max_streams``) and bad publishers cost no memory.
         """
         route = self.cache.get(topic)
-        fresh = route is None
-        if fresh:
-            route = self.route(topic)
-            if route is None:
-                self.bad.report("unknown_topic", topic)
-                return
+        if route is not None:
+            self._deliver(route, payload, arrival)
+            return
+        route = self.route(topic)
+        if route is None:
+            self.bad.report("unknown_topic", topic)
+        elif self._deliver(route, payload, arrival):
+            if len(self.cache) >= self.max_routes:
+                self.cache.clear()
+            self.cache[topic] = route
+
+    def _deliver(self, route: Route, payload: bytes, arrival: float) -> bool:
+        """Size check, then the handler under the ingest lock; False when the message was refused (and counted)."""
         self.last_message[route.index] = arrival
         if len(payload) > self.max_payload:
-            self.bad.report("oversized", topic, f"{len(payload)} bytes > {self.max_payload}")
-            return
+            self.bad.report("oversized", route.topic, f"{len(payload)} bytes > {self.max_payload}")
+            return False
         try:
             with self.lock:
                 route.handler(route, payload, arrival)
         except BadSample as bad:
-            self.bad.report(bad.reason, topic, bad.detail)
-            return
-        if fresh:
-            if len(self.cache) >= self.max_routes:
-                self.cache.clear()
-            self.cache[topic] = route
+            self.bad.report(bad.reason, route.topic, bad.detail)
+            return False
+        return True
