@@ -177,3 +177,37 @@ def test_batcher_sheds_the_stalest_window_under_overload():
     assert sorted(pending.arrivals[:3].tolist()) == [102.0, 103.0, 104.0]
     assert sorted(s.key for s in pending.streams[:3]) == ["m2", "m3", "m4"]
     assert sorted(pending.windows[:3, 0, 0].tolist()) == [2.0, 3.0, 4.0]
+
+
+def test_error_reports_keep_their_rate_in_any_second_and_count_what_they_drop():
+    from edge_runtime.badinput import BadInput
+
+    now, sent = [0.0], []
+    bad = BadInput(sent.append, per_second=5.0, clock=lambda: now[0])
+    for k in range(200):  # 100 a second for 2 s
+        now[0] = k * 0.01
+        bad.report("malformed_json", "t")
+    assert len(sent) == 10 and bad.unpublished == 190 and bad.counts["malformed_json"] == 200
+    assert all(report["refused"] for report in sent)
+    bad.note("missing_feature", "t")
+    assert bad.notes["missing_feature"] == 1 and sum(bad.counts.values()) == 200  # notes are not refusals
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m["threshold"].update(value=float("nan")), "a NaN threshold never alarms"),
+    (lambda m: m["input"].update(sample_period=0), "sample_period must be a positive number"),
+    (lambda m: m["input"].update(max_gap=0.5), "max_gap must be at least sample_period"),
+    (lambda m: m["input"]["features"].append(dict(m["input"]["features"][0])), "feature names repeat"),
+    (lambda m: m["input"].update(window=m["input"]["window"] + 1), "does not match window"),
+])
+def test_manifest_values_are_range_checked(runtime_bundle, change, message):
+    import json
+
+    from edge_runtime.bundle import validate_manifest
+    from edge_runtime.errors import BundleError
+
+    manifest = json.loads((runtime_bundle / "bundle.json").read_text())
+    validate_manifest(manifest)
+    change(manifest)
+    with pytest.raises(BundleError, match=message):
+        validate_manifest(manifest)
