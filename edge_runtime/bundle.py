@@ -197,3 +197,27 @@ def write_manifest(folder: str | Path, manifest: dict) -> Path:
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def threshold_notes(threshold: dict, stride: int, sample_period: float) -> list[str]:
+    """What a threshold rests on and what it can promise, in words (``train``, ``inspect``, the report).
+
+    ``threshold`` is the manifest's (or a run's) threshold section; runs older than out-of-fold
+    calibration lack ``windows`` and get no notes.
+    """
+    n = threshold.get("windows")
+    if not n:
+        return []
+    per_day = 86_400 / (stride * sample_period)  # windows one stream makes in a day
+    source = threshold.get("source", "held-out")
+    lines = [f"threshold {threshold['value']:.4g} ({threshold['method']}) rests on {n} {source} calibration windows"]
+    rate = threshold.get("parameter")
+    if threshold["method"] == "conformal" and rate:
+        lines[0] += f"; it aims at {rate * per_day:.3g} false alarms per stream and day (per window {rate:.3g})"
+    if threshold.get("supported") is False or (threshold["method"] == "pot" and rate and rate < threshold["supported_rate"]):
+        best = threshold["supported_rate"] * per_day
+        needed = int(1 / rate) if rate else 0
+        lines.append(f"warning: {n} calibration windows can vouch for at best {best:.3g} false alarms per stream and day "
+                     f"(1 in {n + 1} windows); the threshold goes beyond what they support. Give more normal data "
+                     f"(about {needed} windows) or --calibration-data")
+    return lines

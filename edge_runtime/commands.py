@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from edge_runtime.bundle import threshold_notes
 from edge_runtime.errors import LinewatchError
 
 
@@ -34,6 +35,8 @@ def inspect(bundle_path):
                f"period {spec['sample_period']:g} s, max gap {spec['max_gap']:g} s")
     t = m["threshold"]
     click.echo(f"threshold {t['value']:.6g} ({t['method']}" + (f", {t['parameter']:g})" if t.get("parameter") is not None else ")"))
+    for line in threshold_notes(t, bundle.stride, bundle.sample_period):
+        click.echo(line)
     tr = m["training"]
     click.echo(f"training {tr['windows']} windows, {tr['epochs_run']} epochs on {tr['device']}, data sha256 {tr['data_fingerprint']['sha256'][:16]}")
     click.echo("artifacts (all hashes verified):")

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.alarms import Alarm
 from edge_runtime.backends import Backend
 from edge_runtime.rowscores import spread_to_rows
 from edge_runtime.streams import LATE, READY, RESTARTED, Stream
 from edge_runtime.tables import FileSeries
 
 
-def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) -> np.ndarray:
-    """Row scores of one series, replayed through a :class:`Stream` and scored in batches."""
+def window_scores(series: FileSeries, backend: Backend, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ends, scores, run_of_row)``: the row of each window's last sample, its score, in order, and each
+    row's run of good samples (-1: unusable), replayed through a :class:`Stream` and scored in batches.
+    """
     bundle = backend.bundle
     stream = Stream(series.name, bundle.window, bundle.stride, len(bundle.features), bundle.max_gap)
     batch = np.empty((batch_size, bundle.window, len(bundle.features)), np.float32)
     ends: list[int] = []
-    window_scores: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
     run_id = np.zeros(len(series.time), dtype=np.int64)  # which run of good samples each row is in
     run = 0
     filled = 0
@@ -40,10 +43,25 @@ def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) ->
             filled += 1
             ends.append(i)
             if filled == batch_size:
-                window_scores.append(backend.infer(batch)[0].copy())
+                scores.append(backend.infer(batch)[0].copy())
                 filled = 0
     if filled:
-        window_scores.append(backend.infer(batch[:filled])[0].copy())
-    if not ends:
+        scores.append(backend.infer(batch[:filled])[0].copy())
+    return np.asarray(ends, dtype=np.int64), np.concatenate(scores) if scores else np.empty(0, np.float32), run_id
+
+
+def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) -> np.ndarray:
+    """Row scores of one series: each row holds the score of the latest window ending at or before it."""
+    ends, scores, run_id = window_scores(series, backend, batch_size)
+    if not len(ends):
         return np.full(len(series.time), np.nan)
-    return spread_to_rows(len(series.time), np.asarray(ends), np.concatenate(window_scores), bundle.stride, run_id)
+    return spread_to_rows(len(series.time), ends, scores, backend.bundle.stride, run_id)
+
+
+def alarm_rows(n_rows: int, ends: np.ndarray, scores: np.ndarray, stride: int, run_of_row: np.ndarray, threshold: float,
+               alarm: Alarm) -> np.ndarray:
+    """1 on every row while the runtime's alarm (on/off delays, deadband) is active, replayed over the window scores."""
+    if not len(ends):
+        return np.zeros(n_rows, np.int8)
+    active = np.array([(alarm.update(float(score), threshold), alarm.active)[1] for score in scores], dtype=np.float64)
+    return (np.nan_to_num(spread_to_rows(n_rows, ends, active, stride, run_of_row), nan=0.0) > 0.5).astype(np.int8)

@@ -33,7 +33,7 @@ class DemoSettings:
     test_rows: int = 3600
     normal_test_rows: int = 600
     faults_per_machine: int = 2
-    epochs: int = 25
+    epochs: int = 200  # a cap: early stopping decides
     window: int = 50
     stride: int = 10
     rate: float = 150.0  # samples per second per machine during the replay
@@ -42,7 +42,7 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> DemoSettings:
         """A run of a few seconds for the tests."""
-        return cls(machines=3, train_rows=3600, test_rows=2400, normal_test_rows=400, epochs=8, window=30, stride=5, rate=1500.0)
+        return cls(machines=3, train_rows=7200, test_rows=2400, normal_test_rows=400, epochs=60, window=30, stride=5, rate=1500.0)
 
 
 def start_broker(folder: Path, stack: ExitStack, choice: str = "auto") -> tuple[int, str, subprocess.Popen]:

@@ -61,24 +61,32 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
 @click.option("--model", "kind", type=click.Choice(sorted(MODELS)), default="dense", show_default=True)
-@click.option("--window", default=50, show_default=True, help="Samples per window.")
-@click.option("--stride", default=10, show_default=True, help="Samples between scored windows at runtime.")
+@click.option("--window", type=int, default=None, help="Samples per window (default: a twentieth of the shortest series, 10 to 50).")
+@click.option("--stride", type=int, default=None, help="Samples between scored windows at runtime (default: a fifth of the window).")
 @click.option("--train-stride", default=1, show_default=True, help="Samples between training windows.")
 @click.option("--max-gap", type=float, default=None, help="Longest gap in seconds to hold over (default 3 periods).")
-@click.option("--epochs", default=30, show_default=True)
+@click.option("--epochs", default=200, show_default=True, help="Cap on epochs; early stopping (--patience) decides.")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
 @click.option("--param", "params", multiple=True, help="Model hyper-parameter KEY=VALUE (JSON value), e.g. latent=16.")
-@click.option("--threshold", type=click.Choice(METHODS), default="pot", show_default=True)
-@click.option("--threshold-param", type=float, default=None, help="Risk (pot), percentile, k (sigma) or rate (fpr).")
+@click.option("--threshold", type=click.Choice(METHODS), default="conformal", show_default=True)
+@click.option("--false-alarms-per-day", type=float, default=1.0, show_default=True,
+              help="conformal: the false alarms per machine and day the threshold aims at.")
+@click.option("--threshold-param", type=float, default=None,
+              help="Per-window rate (conformal, instead of --false-alarms-per-day), risk (pot), percentile, k (sigma) or rate (fpr).")
+@click.option("--calibration", type=click.Choice(["out-of-fold", "holdout"]), default="out-of-fold", show_default=True,
+              help="Scores the threshold is fitted on: every training window scored by a model that did not see it, or the held-out tail.")
+@click.option("--calibration-data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Separate normal data to calibrate the threshold on (any unsupervised method).")
 @click.option("--threshold-data", type=click.Path(exists=True, dir_okay=False), default=None, help="Labelled data for f1/youden.")
 @click.option("--max-windows", default=50_000, show_default=True, help="Cap on training windows (random subset).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--seed", default=0, show_default=True)
 @data_options
 def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, batch_size, lr, patience, params, threshold,
-          threshold_param, threshold_data, max_windows, device, seed, time_column, label_column, series_column, features):
+          false_alarms_per_day, threshold_param, calibration, calibration_data, threshold_data, max_windows, device, seed,
+          time_column, label_column, series_column, features):
     """Train an anomaly detector on normal sensor data DATA (CSV or Parquet).
 
     Rows labelled anomalous are left out of training. The run directory receives config.json,
@@ -94,17 +102,29 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
             model_params[key] = json.loads(value)
         except json.JSONDecodeError:
             raise click.ClickException(f"--param {item}: value must be JSON (e.g. latent=16, hidden=[64,32])") from None
+    if window is None or stride is None:
+        from train.windows import default_window
+
+        chosen = window is None
+        window, auto_stride = default_window([len(s) for s in table.series], window)
+        stride = stride or auto_stride
+        if chosen:
+            click.echo(f"window {window}, stride {stride} (from the shortest series, {min(len(s) for s in table.series)} rows; "
+                       "--window/--stride to choose)")
     supervised = threshold in ("f1", "youden")
     if supervised and threshold_data is None:
         raise click.ClickException(f"--threshold {threshold} needs --threshold-data with labels")
     detector = AutoencoderDetector(
         kind=kind, window=window, stride=stride, model_params=model_params, max_gap=max_gap, train_stride=train_stride,
-        max_windows=max_windows, threshold="pot" if supervised else threshold, threshold_param=threshold_param,
+        max_windows=max_windows, threshold="conformal" if supervised else threshold, threshold_param=threshold_param,
+        false_alarms_per_day=false_alarms_per_day, calibration=calibration,
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed,
     )
     started = time.perf_counter()
     try:
         detector.fit(table)
+        if calibration_data is not None and not supervised:
+            detector.calibrate_on(read([calibration_data], time_column, label_column, series_column, ",".join(detector.features_)))
         if supervised:
             labelled = read([threshold_data], time_column, label_column, series_column, ",".join(detector.features_))
             scores = detector.score_samples(labelled)
@@ -121,6 +141,11 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         f"{time.perf_counter() - started:.1f} s on {h.device} ({len(h.train_loss)} epochs, best {h.best_epoch}, "
         f"val loss {min(h.val_loss):.4g}); threshold {detector.threshold_:.4g} ({threshold}) -> {run_dir}"
     )
+    from edge_runtime.bundle import threshold_notes
+
+    info = {**detector.threshold_info_.to_dict(), "source": detector.calibration_source_}
+    for line in threshold_notes(info, detector.stride, detector.sample_period_):
+        click.echo(line, err=line.startswith("warning"))
     if h.stopped_at_cap:
         click.echo(f"warning: the validation loss was still falling at the last epoch ({len(h.val_loss)}): early stopping "
                    f"did not decide the epoch count; train again with a larger --epochs", err=True)

@@ -6,7 +6,9 @@ Higher score means more anomalous everywhere in this module.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import inspect
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from train.trainer import TrainingHistory, TrainingOptions, fit_scorer, select_d
 from train.windows import SeriesWindows, series_windows
 
 CALIBRATION_KEEP = 512
+CALIBRATIONS = ("out-of-fold", "holdout")  # scores the threshold is calibrated on (see AutoencoderDetector.fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
@@ -73,9 +76,11 @@ class AutoencoderDetector:
         train_stride: int = 1,
         max_windows: int = 50_000,
         val_fraction: float = 0.2,
-        threshold: str = "pot",
+        threshold: str = "conformal",
         threshold_param: float | None = None,
-        epochs: int = 30,
+        false_alarms_per_day: float = 1.0,
+        calibration: str = "out-of-fold",
+        epochs: int = 200,
         batch_size: int = 256,
         lr: float = 1e-3,
         patience: int = 5,
@@ -88,6 +93,7 @@ class AutoencoderDetector:
         self.sample_period, self.max_gap = sample_period, max_gap
         self.train_stride, self.max_windows, self.val_fraction = train_stride, max_windows, val_fraction
         self.threshold, self.threshold_param = threshold, threshold_param
+        self.false_alarms_per_day, self.calibration = false_alarms_per_day, calibration
         self.epochs, self.batch_size, self.lr, self.patience = epochs, batch_size, lr, patience
         self.device, self.seed, self.progress = device, seed, progress
 
@@ -112,6 +118,10 @@ class AutoencoderDetector:
                 raise DataError(f"{name}={value!r}: expected a positive number of seconds")
         if self.threshold not in METHODS:
             raise DataError(f"threshold={self.threshold!r}: expected one of {METHODS}")
+        if not self.false_alarms_per_day > 0:
+            raise DataError(f"false_alarms_per_day={self.false_alarms_per_day!r}: expected a positive number")
+        if self.calibration not in CALIBRATIONS:
+            raise DataError(f"calibration={self.calibration!r}: expected one of {CALIBRATIONS}")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "scorer_"):
@@ -182,17 +192,64 @@ class AutoencoderDetector:
             self.scorer_, torch.from_numpy(train), torch.from_numpy(val), options, select_device(self.device), self.seed
         )
         self.scorer_.to("cpu").eval()
-        val_scores, _ = self.score_windows(val)
-        self.calibrate(val_scores)
+        self.calibration_source_ = "holdout"
+        calibration_scores = self.score_windows(val)[0]
+        if self.calibration == "out-of-fold":
+            out_of_fold = self._out_of_fold_scores(table)
+            if out_of_fold is not None:
+                calibration_scores, self.calibration_source_ = out_of_fold, "out-of-fold"
+        self.calibrate(calibration_scores)
         self.calibration_windows_ = val[:CALIBRATION_KEEP]
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
         return self
 
+    def _out_of_fold_scores(self, table: SensorTable) -> np.ndarray | None:
+        """Every normal training window scored by a model that did not see it (two chronological folds).
+
+        Each series is cut at its middle row; a model trained on the first halves scores the
+        windows of the second halves and the other way round, so the scores include what a model
+        meets on normal data it was not trained on (later hours, some drift). None, with a
+        warning, when a half is too short to train on.
+        """
+        scores = []
+        for fit_half, score_half in ((0, 1), (1, 0)):
+            helper = clone_params(self, calibration="holdout", progress=False)
+            try:
+                helper.fit(half_table(table, fit_half))
+            except DataError as error:
+                warnings.warn(f"out-of-fold calibration skipped ({error}); the threshold rests on the held-out windows only", stacklevel=3)
+                return None
+            windowed = helper._windows(half_table(table, score_half), self.train_stride, exclude_labelled=True)
+            for sw in windowed:
+                if len(sw.starts):
+                    scores.append(helper.score_windows(sw.take(np.arange(len(sw.starts))))[0])
+        return np.concatenate(scores) if scores else None
+
+    def calibration_rate(self) -> float:
+        """The per-window exceedance rate the threshold aims at: ``threshold_param``, or for ``conformal``
+        ``false_alarms_per_day`` over the windows a stream makes in a day (one every ``stride`` samples).
+        """
+        if self.threshold_param is not None or self.threshold != "conformal":
+            return self.threshold_param
+        return self.false_alarms_per_day * self.stride * self.sample_period_ / 86_400
+
+    def calibrate_on(self, X) -> Threshold:
+        """Set ``threshold_`` from separate normal data (``--calibration-data``): its windows scored by this model."""
+        self._check_fitted()
+        table = as_table(X, self.features_, self.sample_period_)
+        self._check_features(table)
+        windowed = self._windows(table, self.train_stride, exclude_labelled=True)
+        scores = [self.score_windows(sw.take(np.arange(len(sw.starts))))[0] for sw in windowed if len(sw.starts)]
+        if not scores:
+            raise DataError(f"the calibration data holds no window of {self.window} gap-free normal rows")
+        self.calibration_source_ = "calibration data"
+        return self.calibrate(np.concatenate(scores))
+
     def calibrate(self, normal_scores: np.ndarray, labels: np.ndarray | None = None, method: str | None = None) -> Threshold:
         """Set ``threshold_`` from scores (normal ones, or labelled for ``f1``/``youden``)."""
         method = method or self.threshold
-        info = fit_threshold(method, normal_scores, labels, self.threshold_param)
+        info = fit_threshold(method, normal_scores, labels, self.calibration_rate() if method == self.threshold else self.threshold_param)
         self.threshold_info_ = info
         self.threshold_ = info.value
         normal = normal_scores if labels is None else normal_scores[np.asarray(labels) == 0]
@@ -255,6 +312,7 @@ class AutoencoderDetector:
             "sample_period": self.sample_period_,
             "max_gap": self.max_gap_,
             "threshold": self.threshold_info_.to_dict(),
+            "calibration": {"source": self.calibration_source_, "false_alarms_per_day": self.false_alarms_per_day},
             "calibration_quantiles": self.calibration_quantiles_,
             "training": {
                 "seed": self.seed,
@@ -295,6 +353,9 @@ class AutoencoderDetector:
         detector.scorer_.load_state_dict({k: torch.from_numpy(v) for k, v in run.weights.items()})
         detector.scorer_.eval()
         detector.threshold_info_ = Threshold(**config["threshold"])
+        calibration = config.get("calibration", {"source": "holdout", "false_alarms_per_day": None})  # runs before out-of-fold calibration
+        detector.calibration_source_ = calibration["source"]
+        detector.false_alarms_per_day = calibration["false_alarms_per_day"]
         detector.threshold_ = detector.threshold_info_.value
         detector.calibration_quantiles_ = config["calibration_quantiles"]
         detector.history_ = TrainingHistory(**training["history"])
@@ -317,3 +378,19 @@ def fingerprint(table: SensorTable) -> dict:
         "features": list(table.features),
         "sources": sorted({s.source for s in table.series if s.source}),
     }
+
+
+def clone_params(detector: AutoencoderDetector, **changes) -> AutoencoderDetector:
+    """A fresh, unfitted detector with the same constructor parameters (scikit-learn's ``clone``), some changed."""
+    names = [name for name in inspect.signature(type(detector).__init__).parameters if name != "self"]
+    return type(detector)(**{**{name: getattr(detector, name) for name in names}, **changes})
+
+
+def half_table(table: SensorTable, which: int) -> SensorTable:
+    """Every series cut at its middle row: the first halves (``which = 0``) or the second ones (1)."""
+    halves = []
+    for s in table.series:
+        cut = len(s) // 2
+        part = slice(0, cut) if which == 0 else slice(cut, None)
+        halves.append(replace(s, time=s.time[part], values=s.values[part], labels=None if s.labels is None else s.labels[part]))
+    return SensorTable(features=table.features, series=halves)

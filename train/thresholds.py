@@ -9,22 +9,47 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UNSUPERVISED = ("pot", "percentile", "sigma", "fpr")
+UNSUPERVISED = ("conformal", "pot", "percentile", "sigma", "fpr")
 SUPERVISED = ("f1", "youden")
 METHODS = UNSUPERVISED + SUPERVISED
 
 
 @dataclass
 class Threshold:
-    """A threshold value with the method and parameter that produced it."""
+    """A threshold value with the method and parameter that produced it.
+
+    ``windows`` is how many calibration scores it rests on; ``supported_rate`` the lowest
+    per-window exceedance rate those scores can vouch for (``1 / (windows + 1)``), and
+    ``supported`` whether the requested rate is at or above it (conformal; None for the others).
+    """
 
     method: str
     value: float
     parameter: float | None = None
+    windows: int = 0
+    supported_rate: float | None = None
+    supported: bool | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
-        return {"method": self.method, "value": self.value, "parameter": self.parameter}
+        return {"method": self.method, "value": self.value, "parameter": self.parameter, "windows": self.windows,
+                "supported_rate": self.supported_rate, "supported": self.supported}
+
+
+def conformal(scores: np.ndarray, rate: float) -> tuple[float, bool]:
+    """The split-conformal threshold for a per-window exceedance ``rate``, and whether the sample supports it.
+
+    With ``n`` exchangeable normal scores, the ``ceil((n + 1)(1 - rate))``-th smallest is exceeded
+    by a new normal score with probability at most ``rate``: a guarantee that holds for any
+    ``n``, no distribution assumed. When ``rate < 1 / (n + 1)`` no order statistic gives it; the
+    largest score is returned (the strictest the sample supports) and ``False``.
+    """
+    ordered = np.sort(scores)
+    n = len(ordered)
+    k = int(np.ceil((n + 1) * (1 - rate)))
+    if k <= n:
+        return float(ordered[k - 1]), True
+    return float(ordered[-1]), False
 
 
 def percentile(scores: np.ndarray, q: float = 99.0) -> float:
@@ -95,14 +120,15 @@ def youden(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(j))])
 
 
-DEFAULT_PARAMETERS = {"pot": 1e-3, "percentile": 99.0, "sigma": 3.0, "fpr": 0.01}
+DEFAULT_PARAMETERS = {"conformal": 1e-3, "pot": 1e-3, "percentile": 99.0, "sigma": 3.0, "fpr": 0.01}
 
 
 def fit_threshold(method: str, scores: np.ndarray, labels: np.ndarray | None = None, parameter: float | None = None) -> Threshold:
     """Compute a threshold by method name.
 
-    ``parameter`` is the risk for ``pot``, the percentile for ``percentile``, k for ``sigma``,
-    the target rate for ``fpr``; ignored by ``f1`` and ``youden``, which need ``labels``.
+    ``parameter`` is the per-window exceedance rate for ``conformal``, the risk for ``pot``, the
+    percentile for ``percentile``, k for ``sigma``, the target rate for ``fpr``; ignored by ``f1``
+    and ``youden``, which need ``labels``.
     For the supervised methods an alarm fires when the score is >= the value; the runtime uses
     ``>``, so the value is nudged down by one float step to keep both the same.
     """
@@ -118,5 +144,9 @@ def fit_threshold(method: str, scores: np.ndarray, labels: np.ndarray | None = N
     if method not in UNSUPERVISED:
         raise ValueError(f"unknown threshold method '{method}'; expected one of {METHODS}")
     p = DEFAULT_PARAMETERS[method] if parameter is None else parameter
+    n = len(scores)
+    if method == "conformal":
+        value, supported = conformal(scores, p)
+        return Threshold(method, value, p, n, 1 / (n + 1), supported)
     fn = {"pot": peaks_over_threshold, "percentile": percentile, "sigma": mean_k_sigma, "fpr": target_fpr}[method]
-    return Threshold(method, fn(scores, p), p)
+    return Threshold(method, fn(scores, p), p, n, 1 / (n + 1))

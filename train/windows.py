@@ -68,3 +68,13 @@ def _without_rows(segments: list[slice], excluded: np.ndarray) -> list[slice]:
         edges = np.flatnonzero(np.diff(np.r_[0, keep.astype(np.int8), 0]))
         result.extend(slice(seg.start + a, seg.start + b) for a, b in zip(edges[::2], edges[1::2]))
     return result
+
+
+def default_window(series_lengths: list[int], window: int | None = None, most: int = 50, least: int = 10) -> tuple[int, int]:
+    """``(window, stride)`` that leave enough windows to validate and calibrate on: unless given, the window is a
+    twentieth of the shortest series' rows, between ``least`` and ``most`` samples; the stride a fifth of it.
+
+    With 400 rows (SKAB's training part) this gives 20 and 4; from 1,000 rows on, 50 and 10.
+    """
+    window = window or int(min(most, max(least, min(series_lengths) // 20)))
+    return window, max(1, window // 5)

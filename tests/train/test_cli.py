@@ -19,14 +19,18 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     result = runner.invoke(
         main,
         ["train", str(data), "--series-column", "machine", "--model", "dense", "--window", "20", "--stride", "5",
-         "--epochs", "5", "--param", "latent=4", "--param", "hidden=[32]", "-o", str(run_dir)],
+         "--param", "latent=4", "--param", "hidden=[32]", "-o", str(run_dir)],
     )
     assert result.exit_code == 0, result.output
     config = json.loads((run_dir / "config.json").read_text())
     history = config["training"]["history"]
     stopped_at_cap = history["best_epoch"] == len(history["val_loss"]) - 1
-    assert ("validation loss was still falling at the last epoch (5)" in result.output) == stopped_at_cap
-    assert config["model_params"] == {"latent": 4, "hidden": [32]} and config["threshold"]["method"] == "pot"
+    assert ("validation loss was still falling at the last epoch (200)" in result.output) == stopped_at_cap
+    assert config["model_params"] == {"latent": 4, "hidden": [32]} and config["threshold"]["method"] == "conformal"
+    assert config["calibration"] == {"source": "out-of-fold", "false_alarms_per_day": 1.0}
+    windows = config["threshold"]["windows"]
+    assert f"rests on {windows} out-of-fold calibration windows; it aims at 1 false alarms per stream and day" in result.output
+    assert windows > 2 * 2400 * 0.8  # every normal training window of both machines, not a held-out fifth
     result = runner.invoke(main, ["evaluate", str(run_dir), str(data), "--series-column", "machine"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run_dir / "evaluation" / "evaluation.json").read_text())

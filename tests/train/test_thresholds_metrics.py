@@ -23,6 +23,31 @@ def test_unsupervised_thresholds(rng):
     assert (scores > fpr_value).mean() <= 0.01
 
 
+@pytest.mark.parametrize("n", [30, 200, 2000])
+def test_conformal_keeps_its_rate_on_new_normal_data_at_any_sample_size(rng, n):
+    rate, exceed = 0.05, []
+    for _ in range(400):  # the guarantee is on average over calibration sets: P(new score > threshold) <= rate
+        calibration, fresh = rng.gamma(2.0, 1.0, n), rng.gamma(2.0, 1.0, 2000)
+        threshold = fit_threshold("conformal", calibration, parameter=rate)
+        assert threshold.supported and threshold.windows == n
+        exceed.append((fresh > threshold.value).mean())
+    assert rate - 1 / (n + 1) - 0.01 <= np.mean(exceed) <= rate + 0.005  # at most the rate, and no more than 1/(n+1) below it
+
+
+def test_conformal_says_when_the_sample_cannot_support_the_rate(rng):
+    scores = rng.normal(0, 1, 99)
+    threshold = fit_threshold("conformal", scores, parameter=1e-3)
+    assert not threshold.supported and threshold.value == scores.max() and threshold.supported_rate == pytest.approx(0.01)
+    from edge_runtime.bundle import threshold_notes
+
+    notes = threshold_notes({**threshold.to_dict(), "source": "out-of-fold"}, stride=10, sample_period=1.0)
+    assert "rests on 99 out-of-fold calibration windows; it aims at 8.64 false alarms per stream and day" in notes[0]
+    assert notes[1].startswith("warning: 99 calibration windows can vouch for at best 86.4 false alarms per stream and day")
+    assert "about 1000 windows" in notes[1]
+    for method in ("pot", "percentile", "sigma", "fpr"):  # every method records what it rests on
+        assert fit_threshold(method, scores).windows == 99
+
+
 def test_supervised_thresholds_separate_classes(rng):
     scores = np.r_[rng.normal(0, 1, 1000), rng.normal(5, 1, 100)]
     labels = np.r_[np.zeros(1000), np.ones(100)]
@@ -79,3 +104,23 @@ def test_skab_conv_ae_published_predictions_reproduce_the_leaderboard(datasets):
     assert round(m["f1"], 3) == 0.784
     assert round(100 * m["far"], 2) == 13.55
     assert round(100 * m["mar"], 2) == 28.02
+
+
+def test_the_detector_calibrates_out_of_fold_or_on_separate_data_and_says_which(plant_table):
+    pytest.importorskip("torch")
+    from helpers import tiny_detector
+    from train.data import SensorTable
+
+    detector = tiny_detector("dense").fit(plant_table)
+    info = detector.threshold_info_
+    assert detector.calibration_source_ == "out-of-fold" and info.method == "conformal"
+    assert info.parameter == pytest.approx(1.0 * 5 * 1.0 / 86_400)  # one false alarm a day at stride 5, 1 s samples
+    holdout = tiny_detector("dense", calibration="holdout").fit(plant_table)
+    assert holdout.calibration_source_ == "holdout" and holdout.threshold_info_.windows < info.windows / 3  # a fifth, purged
+    later = SensorTable(plant_table.features, [s for s in plant_table.series][:1])
+    detector.calibrate_on(later)
+    assert detector.calibration_source_ == "calibration data"
+    short = SensorTable(plant_table.features, [type(s)(s.name, s.time[:120], s.values[:120]) for s in plant_table.series])
+    with pytest.warns(UserWarning, match="out-of-fold calibration skipped"):
+        fallback = tiny_detector("dense", window=20, max_windows=100).fit(short)
+    assert fallback.calibration_source_ == "holdout"
