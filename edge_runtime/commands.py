@@ -52,7 +52,7 @@ def inspect(bundle_path):
 
 @click.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
-@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="CSV to write (default: standard output).")
 @click.option("--series-column", default=None, help="Column that splits the file into series, e.g. machine.")
 @click.option("--time-column", default=None, help="Time column (default: time/timestamp/datetime).")
@@ -60,7 +60,10 @@ def inspect(bundle_path):
 @click.option("--precision", default="fp32", show_default=True, help="Which artifact: fp32, fp16, int8.")
 @click.option("--threshold", type=float, default=None, help="Override the bundle's threshold.")
 def score(bundle_path, data, output, series_column, time_column, backend, precision, threshold):
-    """Score DATA (CSV) offline with BUNDLE: writes series, time, score and flag per row."""
+    """Score one or more CSV files DATA offline with BUNDLE.
+
+    Writes file, series, time (as the input wrote it), score and flag (1 above the threshold) per row.
+    """
     from edge_runtime.backends import create_backend
     from edge_runtime.bundle import load_bundle
     from edge_runtime.offline import score_series
@@ -69,23 +72,23 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
     try:
         bundle = load_bundle(bundle_path)
         limit = bundle.threshold if threshold is None else threshold
-        series = read_csv(data, bundle.features, series_column, time_column)
         with create_backend(bundle, backend, precision) as runner:
-            results = [(s, score_series(s, runner)) for s in series]
+            results = [(path, s, score_series(s, runner)) for path in data for s in read_csv(path, bundle.features, series_column, time_column)]
     except LinewatchError as error:
         raise _fail(error) from None
     with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as handle:
         writer = csv.writer(handle)
-        writer.writerow(["series", "time", "score", "anomaly"])
+        writer.writerow(["file", "series", "time", "score", "flag"])
         flagged = total = 0
-        for s, rows in results:
-            for t, value in zip(s.time, rows):
+        for path, s, rows in results:
+            texts = s.time_text or [repr(float(t)) for t in s.time]
+            for text, value in zip(texts, rows):
                 flag = int(value > limit)
                 flagged += flag
                 total += 1
-                writer.writerow([s.name, repr(float(t)), "" if value != value else f"{value:.9g}", flag])
+                writer.writerow([path, s.name, text, "" if value != value else f"{value:.9g}", flag])
     if output:
-        click.echo(f"scored {total} rows in {len(results)} series, {flagged} flagged (threshold {limit:.6g}) -> {output}")
+        click.echo(f"scored {total} rows of {len(data)} file(s), {len(results)} series, {flagged} flagged (threshold {limit:.6g}) -> {output}")
 
 
 @click.command()

@@ -44,6 +44,7 @@ class FileSeries:
     name: str
     time: np.ndarray
     values: np.ndarray
+    time_text: list[str] | None = None  # each row's time as the file wrote it, for output in the same format
 
 
 def read_csv(path: str | Path, features: list[str], series_column: str | None = None, time_column: str | None = None) -> list[FileSeries]:
@@ -65,18 +66,20 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
         tcol = header.index(tname)
         cols = [header.index(f) for f in features]
         scol = header.index(series_column) if series_column else None
-        groups: dict[str, tuple[list[float], list[list[float]]]] = {}
+        groups: dict[str, tuple[list[float], list[list[float]], list[str]]] = {}
         for line, row in enumerate(reader, start=2):
             key = row[scol] if scol is not None else path.stem
-            times, values = groups.setdefault(key, ([], []))
+            times, values, texts = groups.setdefault(key, ([], [], []))
             try:
                 times.append(to_seconds(row[tcol]))
                 values.append([float(row[c]) if row[c].strip() else math.nan for c in cols])
             except (ValueError, IndexError) as error:
                 raise InputError(f"{path}: row {line}: {error}") from None
+            texts.append(row[tcol].strip())
     result = []
-    for key, (times, values) in groups.items():
+    for key, (times, values, texts) in groups.items():
         t = np.asarray(times)
         order = np.argsort(t, kind="stable")
-        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(-1, len(features))[order]))
+        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(-1, len(features))[order],
+                                 [texts[i] for i in order]))
     return result

@@ -80,13 +80,15 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
 @click.option("--calibration-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Separate normal data to calibrate the threshold on (any unsupervised method).")
 @click.option("--threshold-data", type=click.Path(exists=True, dir_okay=False), default=None, help="Labelled data for f1/youden.")
+@click.option("--ignore-labels", is_flag=True, help="Train on rows labelled anomalous too (by default they are left out).")
+@click.option("--quiet", is_flag=True, help="No progress bar; only the result line and warnings.")
 @click.option("--max-windows", default=50_000, show_default=True, help="Cap on training windows (random subset).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--seed", default=0, show_default=True)
 @data_options
 def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, batch_size, lr, patience, params, threshold,
-          false_alarms_per_day, threshold_param, calibration, calibration_data, threshold_data, max_windows, device, seed,
-          time_column, label_column, series_column, features):
+          false_alarms_per_day, threshold_param, calibration, calibration_data, threshold_data, ignore_labels, quiet, max_windows,
+          device, seed, time_column, label_column, series_column, features):
     """Train an anomaly detector on normal sensor data DATA (CSV or Parquet).
 
     Rows labelled anomalous are left out of training. The run directory receives config.json,
@@ -95,6 +97,9 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     from train.detector import AutoencoderDetector
 
     table = read(data, time_column, label_column, series_column, features)
+    if ignore_labels:
+        for series in table.series:
+            series.labels = None
     model_params = {}
     for item in params:
         key, _, value = item.partition("=")
@@ -108,7 +113,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         chosen = window is None
         window, auto_stride = default_window([len(s) for s in table.series], window)
         stride = stride or auto_stride
-        if chosen:
+        if chosen and not quiet:
             click.echo(f"window {window}, stride {stride} (from the shortest series, {min(len(s) for s in table.series)} rows; "
                        "--window/--stride to choose)")
     supervised = threshold in ("f1", "youden")
@@ -118,7 +123,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         kind=kind, window=window, stride=stride, model_params=model_params, max_gap=max_gap, train_stride=train_stride,
         max_windows=max_windows, threshold="conformal" if supervised else threshold, threshold_param=threshold_param,
         false_alarms_per_day=false_alarms_per_day, calibration=calibration,
-        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed,
+        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, progress=not quiet,
     )
     started = time.perf_counter()
     try:
@@ -145,7 +150,8 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
 
     info = {**detector.threshold_info_.to_dict(), "source": detector.calibration_source_}
     for line in threshold_notes(info, detector.stride, detector.sample_period_):
-        click.echo(line, err=line.startswith("warning"))
+        if line.startswith("warning") or not quiet:
+            click.echo(line, err=line.startswith("warning"))
     if h.stopped_at_cap:
         click.echo(f"warning: the validation loss was still falling at the last epoch ({len(h.val_loss)}): early stopping "
                    f"did not decide the epoch count; train again with a larger --epochs", err=True)

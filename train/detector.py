@@ -176,7 +176,7 @@ class AutoencoderDetector:
         train = self._gather(windowed, train_sel, self.max_windows, rng)
         val = self._gather(windowed, val_sel, max(self.max_windows // 4, CALIBRATION_KEEP), rng)
         if len(val) == 0:
-            raise DataError("no validation windows: give more data or a smaller --window")
+            raise DataError(self._no_validation_windows(table))
         mean = train.mean(axis=(0, 1), dtype=np.float64)
         std = train.std(axis=(0, 1), dtype=np.float64)
         constant = [f for f, s, m in zip(self.features_, std, mean) if s <= 1e-6 * max(1.0, abs(m))]
@@ -203,6 +203,23 @@ class AutoencoderDetector:
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
         return self
+
+    def _no_validation_windows(self, table: SensorTable) -> str:
+        """Why no validation window was left, naming the real causes: labelled rows, gaps, or too little data."""
+        causes = []
+        rows = sum(len(s) for s in table.series)
+        labelled = sum(int(s.labels.sum()) for s in table.series if s.labels is not None)
+        if labelled > 0.25 * rows:
+            causes.append(f"{labelled} of {rows} rows are labelled anomalous and left out of training (--ignore-labels trains on them)")
+        steps = [(float(step), s.name, float(t)) for s in table.series for step, t in zip(np.diff(s.time), s.time[1:]) if step > self.max_gap_]
+        if steps:
+            longest = max(steps)
+            hint = f"; --max-gap {np.ceil(longest[0]):g} would bridge them" if longest[0] <= 10 * self.sample_period_ else ""
+            causes.append(f"{len(steps)} gap(s) longer than the max gap of {self.max_gap_:g} s split the data (the longest "
+                          f"{longest[0]:g} s, in {longest[1]} before t={longest[2]:.0f}){hint}")
+        causes.append(f"the last {self.val_fraction:.0%} of each series' windows, less those overlapping training, hold no window of "
+                      f"{self.window} rows: give more data or a smaller --window (such as {max(2, self.window // 2)})")
+        return "no validation windows: " + "; ".join(causes)
 
     def _out_of_fold_scores(self, table: SensorTable) -> np.ndarray | None:
         """Every normal training window scored by a model that did not see it (two chronological folds).

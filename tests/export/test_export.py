@@ -39,7 +39,9 @@ def test_round_trip_train_export_score(kind, kind_bundles, plant_csv, plant_tabl
     expected = detector.score_samples(plant_table)
     np.testing.assert_array_equal(np.isnan(scored["score"].to_numpy()), np.isnan(expected))
     np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=1e-4, atol=1e-7)
-    assert (scored["anomaly"].to_numpy() == (np.nan_to_num(expected, nan=-1) > detector.threshold_)).mean() > 0.999
+    assert (scored["flag"].to_numpy() == (np.nan_to_num(expected, nan=-1) > detector.threshold_)).mean() > 0.999
+    assert scored["time"].iloc[0] == pd.read_csv(plant_csv)["time"].iloc[0]  # the input's own time format
+    assert set(scored["file"]) == {str(plant_csv)}
 
 
 def test_variants_record_parity_and_calibration_effect(kind_bundles, tmp_path):

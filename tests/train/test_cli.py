@@ -55,3 +55,15 @@ def test_train_reports_bad_input_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["train", str(path), "--window", "50", "-o", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert result.output.startswith("Error: too few rows for one window") and result.output.count("\n") == 1
+
+
+def test_a_failed_split_names_its_cause_and_ignore_labels_trains_anyway(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "mostly_faulty.csv"
+    rows = [f"{i},{(i * 7) % 11 / 10},{(i * 3) % 7 / 10},{int(i >= 60)}" for i in range(300)]  # 240 of 300 rows labelled
+    path.write_text("time,a,b,label\n" + "\n".join(rows) + "\n")
+    result = CliRunner().invoke(main, ["train", str(path), "--window", "20", "--quiet", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "240 of 300 rows are labelled anomalous" in result.output and "--ignore-labels" in result.output
+    result = CliRunner().invoke(main, ["train", str(path), "--window", "20", "--quiet", "--ignore-labels", "--epochs", "3", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("trained dense on ")  # --quiet: the result line (and warnings) only
