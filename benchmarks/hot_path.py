@@ -29,7 +29,7 @@ def measure(bundle_path: str, messages: int, machines: int = 8) -> dict:
     """Microseconds per ``dispatch`` call, warm-up excluded."""
     bundle = load_bundle(bundle_path)
     capacity = messages // bundle.stride + machines
-    batcher = Batcher(bundle.window, len(bundle.features), 64, capacity, 0.1, score=lambda batch, n: None)
+    batcher = Batcher(bundle.window, len(bundle.features), 64, capacity, score=lambda batch, n: None)
     bad = BadInput()
     ingest = Ingest(bundle, StreamRegistry(bundle, lambda: Alarm(2, 3, 3, 0.1)), batcher.add, bad)
     router = Router([(InputConfig(), ingest)], bad)

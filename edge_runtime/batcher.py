@@ -1,11 +1,12 @@
-"""Batching across streams within a latency budget, and the scoring loop of one model.
+"""Batching across streams, work-conserving, and the scoring loop of one model.
 
 Ready windows are copied once, from their stream's ring buffer into a preallocated pending
-batch. A scoring thread swaps the pending batch with its own buffer and scores it when it is
-full, or when waiting longer would break the budget: the oldest window's arrival plus the
-budget, minus the time scoring took for that batch size (inference, deciding and handing events
-on, as observed), minus how late the thread has recently woken up. Under overload (the pending
-buffer full) the stalest pending window is shed and counted.
+batch. The scoring thread takes whatever is pending as soon as it is free: one window when the
+plant is quiet, a larger batch when windows piled up while it was busy, so batches grow with the
+load by themselves and latency stays near the inference time instead of near the budget. An
+optional ``max_queue_delay_s`` lets it wait that long (from the oldest window's arrival) for a
+fuller batch. The latency budget is a ceiling: windows past it are still scored and counted as
+misses. Under overload (the pending buffer full) the stalest pending window is shed and counted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 from edge_runtime.registry import StreamState
 
 log = logging.getLogger("linewatch.batcher")
-SLACK_S = 0.002  # time reserved for deciding and publishing after inference
 
 
 class WindowBatch:
@@ -35,25 +35,6 @@ class WindowBatch:
         self.count = 0
 
 
-class InferenceClock:
-    """Observed scoring seconds per batch size (exponentially weighted)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[int, float] = {}
-
-    def observe(self, size: int, seconds: float) -> None:
-        """Record one inference."""
-        old = self.seconds.get(size)
-        self.seconds[size] = seconds if old is None else 0.8 * old + 0.2 * seconds
-
-    def estimate(self, size: int) -> float:
-        """Expected seconds for ``size``: the nearest observed size at or above it, else the largest."""
-        if not self.seconds:
-            return 0.0
-        larger = [s for s in self.seconds if s >= size]
-        return self.seconds[min(larger)] if larger else self.seconds[max(self.seconds)] * size / max(self.seconds)
-
-
 class Batcher:
     """Collects ready windows from all streams of one model and scores them in batches.
 
@@ -61,18 +42,16 @@ class Batcher:
     windows; it runs inference and everything after it.
     """
 
-    def __init__(self, window: int, n_features: int, max_batch: int, capacity: int, budget_s: float,
-                 score: Callable[[WindowBatch, int], None]) -> None:
-        self.max_batch, self.capacity, self.budget_s = max_batch, capacity, budget_s
+    def __init__(self, window: int, n_features: int, max_batch: int, capacity: int, score: Callable[[WindowBatch, int], None],
+                 max_queue_delay_s: float = 0.0) -> None:
+        self.max_batch, self.capacity, self.max_queue_delay_s = max_batch, capacity, max_queue_delay_s
         self.pending = WindowBatch(capacity, window, n_features)
         self.scoring = WindowBatch(capacity, window, n_features)
         self.score = score
-        self.clock = InferenceClock()
         self.cond = threading.Condition()
         self.running = False
         self.shed = 0
         self.failed = 0
-        self.lateness = 0.0  # decaying maximum of how late flushes started after they were due
         self.thread: threading.Thread | None = None
 
     def add(self, stream: StreamState, arrival: float) -> None:
@@ -91,15 +70,14 @@ class Batcher:
             p.starts[i], p.ends[i] = ring.window_span()
             p.streams[i] = stream
             if p.count == 1 or p.count == self.max_batch:
-                self.cond.notify()
+                self.cond.notify()  # the scorer may be idle (first window) or waiting for a full batch
 
-    def _due(self, now: float) -> float:
-        """Seconds until the pending batch must be flushed (<= 0: now)."""
+    def _wait_for_more(self) -> float:
+        """Seconds to wait for a fuller batch (<= 0: score now)."""
         p = self.pending
-        if p.count >= self.max_batch:
+        if not self.max_queue_delay_s or p.count >= self.max_batch or not self.running:
             return 0.0
-        oldest = float(p.arrivals[: p.count].min())
-        return oldest + self.budget_s - self.clock.estimate(p.count) - self.lateness - SLACK_S - now
+        return float(p.arrivals[: p.count].min()) + self.max_queue_delay_s - time.perf_counter()
 
     def _loop(self) -> None:
         while True:
@@ -108,17 +86,14 @@ class Batcher:
                     self.cond.wait(0.5)
                 if self.pending.count == 0:
                     return
-                wait = self._due(time.perf_counter())
-                if wait > 0 and self.running:
+                wait = self._wait_for_more()
+                if wait > 0:
                     self.cond.wait(wait)
                     continue
-                self.lateness = max(-wait, 0.95 * self.lateness) if self.running else self.lateness
                 self.pending, self.scoring = self.scoring, self.pending
                 n, self.scoring.count = self.scoring.count, 0
             try:
-                started = time.perf_counter()
                 self.score(self.scoring, n)
-                self.clock.observe(n, time.perf_counter() - started)
             except Exception:  # one bad batch must not stop scoring for good
                 log.exception("scoring a batch of %d window(s) failed; they are dropped", n)
                 self.failed += n

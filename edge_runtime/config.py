@@ -109,7 +109,8 @@ class ModelConfig:
 class RuntimeConfig:
     """Latency budget, batching, health and storage."""
 
-    latency_budget_ms: float = setting(100.0, above=0)
+    latency_budget_ms: float = setting(100.0, above=0)  # a ceiling: windows decided later are counted as deadline misses
+    max_queue_delay_ms: float = setting(0.0, lo=0, hi=10_000)  # wait up to this long for a fuller batch (0: score at once)
     max_batch: int = setting(64, lo=1)
     queue_windows: int = setting(1024, lo=1)
     metrics_port: int = setting(0, lo=0, hi=65535)  # 0: no metrics endpoint

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from edge_runtime.alarms import Alarm
@@ -56,24 +57,23 @@ class ModelRunner:
     def _backend(self, bundle: Bundle):
         backend = create_backend(bundle, self.config.backend, self.config.precision, self.runtime.max_batch, self.config.allow_fallback)
         backend.activate()
+        try:
+            self._warm_up(backend)
+        except Exception:
+            backend.deactivate()
+            raise
         return backend
 
-    def _batcher(self, bundle: Bundle, backend=None) -> Batcher:
-        batcher = Batcher(bundle.window, len(bundle.features), self.runtime.max_batch, self.runtime.queue_windows,
-                          self.runtime.latency_budget_ms / 1000, self._score)
-        self._warm_up(batcher, backend or self.backend)
-        return batcher
+    def _batcher(self, bundle: Bundle) -> Batcher:
+        return Batcher(bundle.window, len(bundle.features), self.runtime.max_batch, self.runtime.queue_windows, self._score,
+                       self.runtime.max_queue_delay_ms / 1000)
 
-    def _warm_up(self, batcher: Batcher, backend) -> None:
-        """Seed the inference clock at a few batch sizes (warm-up runs excluded)."""
-        sizes = sorted({1, max(1, self.runtime.max_batch // 4), self.runtime.max_batch})
-        for size in sizes:
-            batch = batcher.scoring.windows[:size]
-            backend.infer(batch)
-            for _ in range(3):
-                started = time.perf_counter()
-                backend.infer(batch)
-                batcher.clock.observe(size, time.perf_counter() - started)
+    def _warm_up(self, backend) -> None:
+        """Run the backend at a few batch sizes before it serves (first calls allocate), which also proves it works."""
+        windows = np.zeros((self.runtime.max_batch, *backend.window_shape), np.float32)
+        for size in sorted({1, max(1, self.runtime.max_batch // 4), self.runtime.max_batch}):
+            for _ in range(2):
+                backend.infer(windows[:size])
 
     def _ready(self, stream: StreamState, arrival: float) -> None:
         self.batcher.add(stream, arrival)
@@ -170,13 +170,7 @@ class ModelRunner:
             bundle = load_bundle(self.config.bundle)
             backend = self._backend(bundle)
             keep = bundle.input_spec == self.bundle.input_spec
-            try:
-                batcher = None if keep else self._batcher(bundle, backend)
-                if keep:
-                    self._warm_up(self.batcher, backend)
-            except Exception:
-                backend.deactivate()
-                raise
+            batcher = None if keep else self._batcher(bundle)
         except Exception as error:  # keep running on the old bundle whatever went wrong
             self.reloads_refused += 1
             self.fingerprint = fingerprint

@@ -322,7 +322,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
 
 def test_graceful_shutdown_scores_pending_windows_and_exposes_metrics(broker, runtime_bundle, tmp_path, plant):
     port = free_port()
-    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, latency_budget_ms=5000.0, max_batch=256,
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, max_queue_delay_ms=5000.0, max_batch=256,
                                      metrics_port=port))
     runtime.start()
     publisher = client(broker.port)
@@ -331,7 +331,7 @@ def test_graceful_shutdown_scores_pending_windows_and_exposes_metrics(broker, ru
         for topic, payload in fault_payloads(plant)[:1000]:
             publisher.publish(topic, payload, qos=1)
         wait_until_quiet(runtime, 1000)
-        assert runtime.models[0].batcher.pending.count > 0  # a long budget leaves windows waiting
+        assert runtime.models[0].batcher.pending.count > 0  # a long queue delay leaves windows waiting for a fuller batch
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         runtime.stop()

@@ -1,10 +1,11 @@
 """Runtime pieces without a broker: streams, the gap rule's agreement with training, alarms, batching, config."""
 
+import time
+
 import numpy as np
 import pytest
 
 from edge_runtime.alarms import CLEARED, RAISED, Alarm
-from edge_runtime.batcher import InferenceClock
 from edge_runtime.config import parse_config
 from edge_runtime.errors import ConfigError
 from edge_runtime.streams import ACCEPTED, CLOCK_STEP, LATE, READY, RESTARTED, TOO_FAST, Stream
@@ -77,14 +78,6 @@ def test_alarm_on_delay_off_delay_and_deadband():
     fired = [(i, e) for i, e in events if e]
     # one isolated exceedance does not raise; 0.9 is inside the deadband and does not count towards clearing
     assert fired == [(5, RAISED), (11, CLEARED)]
-
-
-def test_inference_clock_estimates_from_observed_sizes():
-    clock = InferenceClock()
-    assert clock.estimate(8) == 0.0
-    clock.observe(1, 0.001)
-    clock.observe(64, 0.004)
-    assert clock.estimate(1) == 0.001 and clock.estimate(10) == 0.004 and clock.estimate(128) == pytest.approx(0.008)
 
 
 def test_topic_templates():
@@ -166,7 +159,7 @@ def test_batcher_sheds_the_stalest_window_under_overload():
     from edge_runtime.batcher import Batcher
     from edge_runtime.registry import StreamState
 
-    batcher = Batcher(window=2, n_features=1, max_batch=2, capacity=3, budget_s=1.0, score=lambda batch, n: None)
+    batcher = Batcher(window=2, n_features=1, max_batch=2, capacity=3, score=lambda batch, n: None)
     for i in range(5):  # the scoring thread is not running: nothing drains the pending batch
         state = StreamState(f"m{i}", Stream(f"m{i}", window=2, stride=1, n_features=1, max_gap=10.0), None, None, now=0.0)
         state.ring.push(0.0, [float(i)])
@@ -211,3 +204,52 @@ def test_manifest_values_are_range_checked(runtime_bundle, change, message):
     change(manifest)
     with pytest.raises(BundleError, match=message):
         validate_manifest(manifest)
+
+
+def test_the_batcher_never_waits_when_it_need_not_and_batches_grow_with_the_load():
+    import threading
+
+    from edge_runtime.batcher import Batcher
+    from edge_runtime.registry import StreamState
+
+    sizes, busy, release = [], threading.Event(), threading.Event()
+
+    def score(batch, n):
+        sizes.append(n)
+        busy.set()
+        release.wait(10)  # the first batch keeps the scorer busy while more windows arrive
+
+    batcher = Batcher(window=2, n_features=1, max_batch=64, capacity=128, score=score)
+    batcher.start()
+    states = []
+    for i in range(11):
+        state = StreamState(f"m{i}", Stream(f"m{i}", window=2, stride=1, n_features=1, max_gap=10.0), None, None, now=0.0)
+        state.ring.push(0.0, [1.0])
+        state.ring.push(1.0, [1.0])
+        states.append(state)
+    batcher.add(states[0], arrival=0.0)
+    assert busy.wait(5)  # scored alone and at once: no waiting for a batch to fill or a deadline to near
+    for state in states[1:]:  # ten windows pile up while the scorer is busy
+        batcher.add(state, arrival=0.0)
+    release.set()
+    assert batcher.stop(5)
+    assert sizes == [1, 10]
+
+
+def test_a_queue_delay_waits_for_a_fuller_batch_but_never_past_a_full_one():
+    import threading
+
+    from edge_runtime.batcher import Batcher
+    from edge_runtime.registry import StreamState
+
+    sizes, scored = [], threading.Event()
+    batcher = Batcher(window=2, n_features=1, max_batch=4, capacity=8, score=lambda batch, n: (sizes.append(n), scored.set()),
+                      max_queue_delay_s=30.0)
+    batcher.start()
+    for i in range(4):
+        state = StreamState(f"m{i}", Stream(f"m{i}", window=2, stride=1, n_features=1, max_gap=10.0), None, None, now=0.0)
+        state.ring.push(0.0, [1.0])
+        state.ring.push(1.0, [1.0])
+        batcher.add(state, arrival=time.perf_counter())
+    assert scored.wait(5) and sizes == [4]  # a full batch goes at once, long before the 30 s delay
+    assert batcher.stop(5)

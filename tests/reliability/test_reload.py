@@ -64,7 +64,7 @@ def test_a_bundle_failing_at_warm_up_is_refused_and_a_symlink_switch_deploys_ato
         old_id = model_id(runtime)
         warm_up = ModelRunner._warm_up
 
-        def failing_warm_up(self, batcher, backend):
+        def failing_warm_up(self, backend):
             raise RuntimeError("CUDA out of memory (simulated)")
 
         monkeypatch.setattr(ModelRunner, "_warm_up", failing_warm_up)
