@@ -33,8 +33,8 @@ from edge_runtime.alarms import Alarm
 from edge_runtime.backends import create_backend
 from edge_runtime.bundle import load_bundle
 from edge_runtime.config import AlarmConfig
-from edge_runtime.offline import alarm_rows, window_scores
-from edge_runtime.rowscores import spread_to_rows
+from edge_runtime.offline import window_scores
+from edge_runtime.rowscores import alarm_rows, spread_to_rows
 from edge_runtime.tables import FileSeries
 from export.bundler import export_run
 from train.data import SensorTable, read_table

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
+from edge_runtime.config import BACKENDS
 from edge_runtime.errors import BackendError
 
 log = logging.getLogger("linewatch.backend")
@@ -244,7 +245,6 @@ class TensorRTBackend(Backend):
         super().deactivate()
 
 
-BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
 
 def create_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32", max_batch: int = 256,

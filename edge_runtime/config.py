@@ -17,7 +17,6 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from edge_runtime.backends import BACKENDS
 from edge_runtime.errors import ConfigError
 from edge_runtime.outbox import SYNC_MODES
 from edge_runtime.topics import TopicTemplate
@@ -29,6 +28,7 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
 
 PAYLOAD_FORMATS = ("json", "tag", "chunk")
 PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
 
 def setting(default, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None, above: float | None = None):

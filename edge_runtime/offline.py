@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.alarms import Alarm
 from edge_runtime.backends import Backend
 from edge_runtime.rowscores import spread_to_rows
 from edge_runtime.streams import LATE, READY, RESTARTED, Stream
@@ -56,12 +55,3 @@ def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) ->
     if not len(ends):
         return np.full(len(series.time), np.nan)
     return spread_to_rows(len(series.time), ends, scores, backend.bundle.stride, run_id)
-
-
-def alarm_rows(n_rows: int, ends: np.ndarray, scores: np.ndarray, stride: int, run_of_row: np.ndarray, threshold: float,
-               alarm: Alarm) -> np.ndarray:
-    """1 on every row while the runtime's alarm (on/off delays, deadband) is active, replayed over the window scores."""
-    if not len(ends):
-        return np.zeros(n_rows, np.int8)
-    active = np.array([(alarm.update(float(score), threshold), alarm.active)[1] for score in scores], dtype=np.float64)
-    return (np.nan_to_num(spread_to_rows(n_rows, ends, active, stride, run_of_row), nan=0.0) > 0.5).astype(np.int8)

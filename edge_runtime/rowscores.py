@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.alarms import Alarm
+
 
 def spread_to_rows(n_rows: int, ends: np.ndarray, scores: np.ndarray, stride: int, run_of_row: np.ndarray) -> np.ndarray:
     """Each row holds the score of the latest window ending at or before it (NaN before the first).
@@ -22,3 +24,12 @@ def spread_to_rows(n_rows: int, ends: np.ndarray, scores: np.ndarray, stride: in
         ok[ok] &= run_of_row[targets[ok]] == run_of_row[ends[ok]]
         rows[targets[ok]] = scores[ok]
     return rows
+
+
+def alarm_rows(n_rows: int, ends: np.ndarray, scores: np.ndarray, stride: int, run_of_row: np.ndarray, threshold: float,
+               alarm: Alarm) -> np.ndarray:
+    """1 on every row while the runtime's alarm (on/off delays, deadband) is active, replayed over the window scores."""
+    if not len(ends):
+        return np.zeros(n_rows, np.int8)
+    active = np.array([(alarm.update(float(score), threshold), alarm.active)[1] for score in scores], dtype=np.float64)
+    return (np.nan_to_num(spread_to_rows(n_rows, ends, active, stride, run_of_row), nan=0.0) > 0.5).astype(np.int8)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.alarms import Alarm
+from edge_runtime.config import AlarmConfig
+from edge_runtime.rowscores import alarm_rows
 from train.data import SensorTable
 from train.detector import AutoencoderDetector, SeriesScores
 from train.errors import DataError
@@ -28,4 +31,14 @@ def evaluate_detector(detector: AutoencoderDetector, table: SensorTable) -> tupl
     ]
     metrics = evaluate(results)
     metrics["threshold"] = detector.threshold_
+    a = AlarmConfig()  # the runtime's default policy: what a gateway with this bundle would raise
+    alarmed = evaluate([
+        SeriesResult(labels=s.labels, scores=sc.row_scores, time=s.time, name=s.name,
+                     predictions=alarm_rows(len(s), sc.windows.ends, sc.window_scores, detector.stride,
+                                            sc.windows.segment_of(np.arange(len(s))), detector.threshold_,
+                                            Alarm(a.on_k, a.on_n, a.off_m, a.deadband)))
+        for s, sc in zip(table.series, scored)
+    ])
+    for key in ("f1", "far", "mar", "events_detected", "series_with_early_false_alarm"):
+        metrics[f"alarm_policy_{key}"] = alarmed[key]
     return metrics, scored
