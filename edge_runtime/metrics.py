@@ -49,15 +49,9 @@ class Metrics:
     def collect(self):
         """Yield the counter and gauge families from the runtime's snapshot."""
         snap = self._source()
-        messages = CounterMetricFamily("linewatch_messages", "MQTT messages received by result", labels=["result"])
-        messages.add_metric(["accepted"], snap["accepted"])
-        for kind in KINDS:  # every label value from the start, so rates work from the first scrape
-            messages.add_metric([kind], snap["bad_input"].get(kind, 0))
-        yield messages
-        notes = CounterMetricFamily("linewatch_sample_notes", "Accepted samples with a remark, by kind", labels=["kind"])
-        for kind in NOTES:
-            notes.add_metric([kind], snap["notes"].get(kind, 0))
-        yield notes
+        yield _labelled("linewatch_messages", "MQTT messages received by result", "result", ("accepted", *KINDS),
+                        {"accepted": snap["accepted"], **snap["bad_input"]})
+        yield _labelled("linewatch_sample_notes", "Accepted samples with a remark, by kind", "kind", NOTES, snap["notes"])
         yield CounterMetricFamily("linewatch_error_reports_dropped", "Bad-input reports not published (over runtime.errors_per_second)",
                                   value=snap["error_reports_dropped"])
         windows = CounterMetricFamily("linewatch_windows_scored", "Windows scored", labels=["model"])
@@ -99,10 +93,7 @@ class Metrics:
         yield GaugeMetricFamily("linewatch_outbox_depth", "Events waiting for broker acknowledgement", value=snap["outbox_depth"])
         yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes in the outbox", value=snap["outbox_bytes"])
         yield GaugeMetricFamily("linewatch_connected", "1 while connected to the broker", value=1 if snap["connected"] else 0)
-        failures = CounterMetricFamily("linewatch_connection_failures", "Failed connection attempts, by cause", labels=["reason"])
-        for reason in REASONS:
-            failures.add_metric([reason], snap["connection_failures"].get(reason, 0))
-        yield failures
+        yield _labelled("linewatch_connection_failures", "Failed connection attempts, by cause", "reason", REASONS, snap["connection_failures"])
         yield GaugeMetricFamily("linewatch_subscriptions_refused", "Subscription filters the broker refused (SUBACK failure)",
                                 value=snap["subscriptions_refused"])
         yield GaugeMetricFamily("linewatch_subscriptions_silent", "Subscriptions without a message for runtime.silent_after_s",
@@ -113,3 +104,11 @@ class Metrics:
             if age is not None:
                 ages.add_metric([topic], age)
         yield ages
+
+
+def _labelled(name: str, documentation: str, label: str, values: tuple[str, ...], counts: dict) -> CounterMetricFamily:
+    """A counter with every known label value from the start (0 until counted), so rates work from the first scrape."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value in values:
+        family.add_metric([value], counts.get(value, 0))
+    return family

@@ -138,8 +138,7 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
                         {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", f]}],
             "score": "mean squared reconstruction error of the standardised window (+ model term); higher is more anomalous",
         },
-        "threshold": {**detector.threshold_info_.to_dict(), "source": detector.calibration_source_,
-                      "calibration_quantiles": detector.calibration_quantiles_},
+        "threshold": {**detector.threshold_record(), "calibration_quantiles": detector.calibration_quantiles_},
         "artifacts": artifacts,
         "training": {
             "data_fingerprint": detector.data_fingerprint_,

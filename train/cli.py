@@ -148,8 +148,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     )
     from edge_runtime.bundle import threshold_notes
 
-    info = {**detector.threshold_info_.to_dict(), "source": detector.calibration_source_}
-    for line in threshold_notes(info, detector.stride, detector.sample_period_):
+    for line in threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_):
         if line.startswith("warning") or not quiet:
             click.echo(line, err=line.startswith("warning"))
     if h.stopped_at_cap:

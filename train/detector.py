@@ -263,6 +263,11 @@ class AutoencoderDetector:
         self.calibration_source_ = "calibration data"
         return self.calibrate(np.concatenate(scores))
 
+    def threshold_record(self) -> dict:
+        """The threshold with what it rests on and where its scores came from (the bundle's threshold section)."""
+        self._check_fitted()
+        return {**self.threshold_info_.to_dict(), "source": self.calibration_source_}
+
     def calibrate(self, normal_scores: np.ndarray, labels: np.ndarray | None = None, method: str | None = None) -> Threshold:
         """Set ``threshold_`` from scores (normal ones, or labelled for ``f1``/``youden``)."""
         method = method or self.threshold

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from edge_runtime.bundle import threshold_notes  # noqa: E402
 from train.trainer import TrainingHistory  # noqa: E402
 
 LOSS_CURVE_PNG = "loss_curve.png"
@@ -117,9 +118,11 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
         figures.insert(0, LOSS_CURVE_PNG)
     table = html_table([(k, _fmt(v)) for k, v in metrics.items()])
     images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
+    notes = threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_)
     body = (
         f"<p>Run: {html.escape(str(run_dir))}; model {html.escape(detector.kind)}, "
         f"window {detector.window}, stride {detector.stride}, threshold {threshold:.4g} ({html.escape(detector.threshold_info_.method)}).</p>"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in notes) +
         f"<h2>Metrics</h2>{table}<p>Point-adjusted F1 flatters; read it beside the others, never alone.</p>"
         f"<h2>Plots</h2>{images}<h2>Raw</h2><pre>{html.escape(json.dumps(metrics, indent=1))}</pre>"
     )
