@@ -91,6 +91,16 @@ class AlarmConfig:
 
 
 @dataclass
+class CommissioningConfig:
+    """Per-stream thresholds learned at the edge (see edge_runtime.commissioning)."""
+
+    enabled: bool = False
+    period_s: float = setting(3600.0, lo=0)  # of each stream's sample time, without alarms, before its threshold is set
+    min_windows: int = setting(200, lo=10)  # ...and at least this many windows
+    false_alarms_per_day: float = setting(1.0, above=0)  # the target, as in training
+
+
+@dataclass
 class ModelConfig:
     """One bundle and the inputs that feed it."""
 
@@ -103,6 +113,7 @@ class ModelConfig:
     event_topic: str = "linewatch/events/{stream}"
     inputs: list[InputConfig] = field(default_factory=lambda: [InputConfig()])
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
+    commissioning: CommissioningConfig = field(default_factory=CommissioningConfig)
 
 
 @dataclass
@@ -116,6 +127,8 @@ class RuntimeConfig:
     metrics_port: int = setting(0, lo=0, hi=65535)  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     outbox: str = "linewatch-outbox.sqlite"
+    thresholds_file: str = "linewatch-thresholds.json"  # thresholds learned by commissioning, kept across restarts
+    control_topic: str = "linewatch/{client_id}/commission"  # {"model": ..., "stream": ...}: commission again
     outbox_max_events: int = setting(100_000, lo=1)  # beyond this (or outbox_max_mb) the oldest events are dropped, counted
     outbox_max_mb: float = setting(64.0, above=0)
     outbox_sync: str = setting("full", choices=SYNC_MODES)  # full: a stored event survives a power cut; normal: a crash only
@@ -203,7 +216,7 @@ def _build(cls, data: dict, where: str):
 
 def defaults_follow_rules() -> None:
     """Check every default against its own rule (a test calls this, so a default can never be refused)."""
-    for cls in (BrokerConfig, InputConfig, AlarmConfig, ModelConfig, RuntimeConfig):
+    for cls in (BrokerConfig, InputConfig, AlarmConfig, CommissioningConfig, ModelConfig, RuntimeConfig):
         for spec in fields(cls):
             if spec.default is not MISSING and spec.default is not None:
                 _check_rule(spec, spec.default, f"{cls.__name__}.{spec.name}")
@@ -252,7 +265,7 @@ def _placeholders(template: str, where: str) -> set[str]:
 def _check_topics(config: Config) -> None:
     """Every topic template against what will fill it, so that ``run`` never fails to format one."""
     r = config.runtime
-    for key in ("status_topic", "error_topic"):
+    for key in ("status_topic", "error_topic", "control_topic"):
         extra = _placeholders(getattr(r, key), f"runtime.{key}") - {"client_id"}
         if extra:
             raise ConfigError(f"runtime.{key}: only {{client_id}} can be filled in, not {sorted(extra)}")
@@ -288,6 +301,7 @@ def validate(config: Config, base: Path | None = None) -> None:
     if r.queue_windows < r.max_batch:
         raise ConfigError(f"runtime.queue_windows ({r.queue_windows}) must be at least max_batch ({r.max_batch})")
     r.outbox = _resolve(r.outbox, base)
+    r.thresholds_file = _resolve(r.thresholds_file, base)
     b = config.broker
     if b.reconnect_max_s < b.reconnect_min_s:
         raise ConfigError("broker: reconnect_max_s must be at least reconnect_min_s")

@@ -64,6 +64,8 @@ class Metrics:
         gaps = CounterMetricFamily("linewatch_sample_gaps", "Steps in a stream's sample times longer than 1.5 sample periods "
                                    "(samples lost before linewatch, e.g. dropped by the broker)", labels=["model"])
         refused = CounterMetricFamily("linewatch_reloads_refused", "Bundle reloads refused (the old bundle kept running)", labels=["model"])
+        commissioning = GaugeMetricFamily("linewatch_streams_commissioning", "Streams by commissioning state: learning their "
+                                          "threshold (no alarms) or with a learned one", labels=["model", "state"])
         for name, m in snap["models"].items():
             windows.add_metric([name], m["scored"])
             misses.add_metric([name], m["deadline_misses"])
@@ -75,7 +77,9 @@ class Metrics:
             evicted.add_metric([name], m["streams_evicted"])
             gaps.add_metric([name], m["gaps"])
             refused.add_metric([name], m["reloads_refused"])
-        yield from (windows, misses, drops, alarms, streams, evicted, gaps, refused)
+            commissioning.add_metric([name, "learning"], m["commissioning"])
+            commissioning.add_metric([name, "learned"], m["commissioned"])
+        yield from (windows, misses, drops, alarms, streams, evicted, gaps, refused, commissioning)
         yield CounterMetricFamily("linewatch_events_stored", "Durable events (alarm transitions) written to the outbox",
                                   value=snap["events_stored"])
         yield CounterMetricFamily("linewatch_events_published", "Durable events (alarm transitions) handed to the broker, each once",

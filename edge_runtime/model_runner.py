@@ -16,6 +16,7 @@ from edge_runtime.backends import create_backend
 from edge_runtime.badinput import BadInput
 from edge_runtime.batcher import Batcher, WindowBatch
 from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.commissioning import Commissioning
 from edge_runtime.config import ModelConfig, RuntimeConfig
 from edge_runtime.delivery import Sink
 from edge_runtime.event_schema import make_event
@@ -46,8 +47,27 @@ class ModelRunner:
         self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s,
                                       runtime.max_streams)
         self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s)
+        self.commissioning = self._commissioning(self.bundle)
         self.batcher = self._batcher(self.bundle)
         self.fingerprint = bundle_fingerprint(config.bundle)
+
+    def _commissioning(self, bundle: Bundle) -> Commissioning | None:
+        c = self.config.commissioning
+        if not c.enabled:
+            return None
+        path = Path(self.runtime.thresholds_file) if self.runtime.thresholds_file else None
+        return Commissioning(self.config.name, bundle.model_id, self.threshold, c.period_s, c.min_windows, c.false_alarms_per_day,
+                             bundle.stride, bundle.sample_period, path)
+
+    def recommission(self, keys: list[str] | None) -> list[str]:
+        """Commission these streams again (every stream when None); a stream in alarm is refused. Returns those restarted."""
+        if self.commissioning is None:
+            return []
+        with self.lock:
+            candidates = keys if keys is not None else [state.key for state in self.streams] + list(self.commissioning.learned)
+            chosen = [k for k in dict.fromkeys(candidates) if not (k in self.streams.states and self.streams[k].alarm.active)]
+            self.commissioning.restart(chosen)
+        return chosen
 
     @property
     def threshold(self) -> float:
@@ -117,7 +137,7 @@ class ModelRunner:
         Each window is decided alone: one whose event cannot be built or encoded is counted in
         ``undecided`` and dropped, its alarm state left as it was, and the other windows go on.
         """
-        threshold, features = self.threshold, self.bundle.features
+        default, features, commissioning = self.threshold, self.bundle.features, self.commissioning
         events = []
         for k, score in enumerate(scores.tolist()):
             if score != score:  # NaN: the model overflowed on values far outside its training range
@@ -127,7 +147,11 @@ class ModelRunner:
             alarm = stream.alarm
             before = alarm.state()
             try:
-                kind = alarm.update(score, threshold)
+                threshold = default if commissioning is None else commissioning.threshold(stream.key, score, batch.ends[i])
+                if threshold is None:  # still commissioning: scored and published as telemetry, no alarm
+                    kind, threshold = None, default
+                else:
+                    kind = alarm.update(score, threshold)
                 if kind is None and self.runtime.publish_scores:
                     kind = "score"
                 if kind is not None:
@@ -179,6 +203,7 @@ class ModelRunner:
         with self.ingest_lock, self.lock, self.batcher.cond:
             old = self.backend
             self.bundle, self.backend = bundle, backend
+            self.commissioning = self._commissioning(bundle)  # thresholds learned with another model do not carry over
             self.ingest.rebind(bundle, keep_streams=keep)
             if not keep:
                 self.batcher.pending.count = 0  # windows of the old spec cannot run on the new model

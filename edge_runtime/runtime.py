@@ -33,6 +33,7 @@ class Runtime:
         r, b = config.runtime, config.broker
         self.status_topic = r.status_topic.format(client_id=b.client_id)
         self.error_topic = r.error_topic.format(client_id=b.client_id)
+        self.control_topic = r.control_topic.format(client_id=b.client_id)
         self.metrics = Metrics()
         self.outbox = Outbox(r.outbox, r.outbox_max_events, int(r.outbox_max_mb * 2**20), r.outbox_sync)
         self.link: Link | None = None
@@ -46,6 +47,9 @@ class Runtime:
         self.accepting = False
         self.watch_errors = 0
         self.silent: set[str] = set()  # subscriptions warned about as silent
+        self.status_changed = threading.Event()  # the retained status needs publishing again (commissioning)
+        self.commissioned = 0
+        self.control_requests = 0
         self.stopped = threading.Event()
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -62,10 +66,32 @@ class Runtime:
     def _on_message(self, topic: str, payload: bytes, arrival: float) -> None:
         if not self.accepting:
             return
+        if topic == self.control_topic:
+            self._control(payload)
+            return
         try:
             self.router.dispatch(topic, payload, arrival)
         except Exception as error:  # never let one message take the network thread down
             self.bad.report("internal_error", topic, repr(error))
+
+    def _control(self, payload: bytes) -> None:
+        """A commissioning request: ``{"model": name, "stream": key}``, either left out meaning all."""
+        try:
+            request = orjson.loads(payload)
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+            models = [m for m in self.models if request.get("model") in (None, m.config.name)]
+            if not models:
+                raise ValueError(f"no model {request.get('model')!r}")
+        except ValueError as error:
+            self.bad.report("wrong_type", self.control_topic, f"commissioning request: {error}")
+            return
+        stream = request.get("stream")
+        self.control_requests += 1
+        for runner in models:
+            restarted = runner.recommission(None if stream is None else [str(stream)])
+            log.info("commissioning %s again for %d stream(s) on request (streams in alarm are kept)", runner.config.name, len(restarted))
+        self.status_changed.set()
 
     def snapshot(self) -> dict:
         """Counters for metrics and tests."""
@@ -78,7 +104,9 @@ class Runtime:
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
                                 "failed": m.batcher.failed, "undecided": m.undecided,
                                 "alarms_active": m.streams.alarms_active(), "streams": len(m.streams),
-                                "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused}
+                                "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused,
+                                "commissioning": len(m.commissioning.learning) if m.commissioning else 0,
+                                "commissioned": len(m.commissioning.learned) if m.commissioning else 0}
                 for m in self.models
             },
             "events_stored": self.sink.stored,
@@ -104,7 +132,10 @@ class Runtime:
         r, b = self.config.runtime, self.config.broker
         online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
         max_packet = r.max_payload_bytes + 65_535 + 16  # a payload at the limit, the longest topic, the fixed header
-        return Link(b, self.router.subscriptions(), self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked, max_packet)
+        subscriptions = self.router.subscriptions()
+        if any(m.commissioning is not None for m in self.models):
+            subscriptions.append((self.control_topic, 1))
+        return Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked, max_packet)
 
     def preflight(self) -> None:
         """Everything ``start`` would do short of connecting (bundles and backends are already loaded by now):
@@ -146,7 +177,8 @@ class Runtime:
 
     def _bundles(self) -> list[dict]:
         """The models and bundle ids the retained status announces."""
-        return [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id} for m in self.models]
+        return [{"model": m.config.name, "name": m.bundle.name, "id": m.bundle.model_id,
+                 **({"commissioning": m.commissioning.summary()} if m.commissioning is not None else {})} for m in self.models]
 
     def _watch(self) -> None:
         """Reload bundles on request (SIGHUP) or when their files change; release samples held for reordering on
@@ -161,7 +193,12 @@ class Runtime:
             self.reload_requested.clear()
             try:
                 reloaded = [runner.reload() for runner in self.models if requested or runner.changed_on_disk()]
-                if any(reloaded) and self.link is not None and self.link.connected.is_set():
+                completed = sum(m.commissioning.completed for m in self.models if m.commissioning is not None)
+                if completed != self.commissioned:  # a stream finished learning: announce its threshold
+                    self.commissioned = completed
+                    self.status_changed.set()
+                if (any(reloaded) or self.status_changed.is_set()) and self.link is not None and self.link.connected.is_set():
+                    self.status_changed.clear()
                     self.link.online["bundles"] = self._bundles()
                     self.link.publish_status("online")
                 self._check_silence()

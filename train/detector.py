@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge_runtime.conformal import window_rate
 from edge_runtime.rowscores import spread_to_rows
 from train import rundir
 from train.data import SensorTable, Series, infer_sample_period
@@ -249,7 +250,7 @@ class AutoencoderDetector:
         """
         if self.threshold_param is not None or self.threshold != "conformal":
             return self.threshold_param
-        return self.false_alarms_per_day * self.stride * self.sample_period_ / 86_400
+        return window_rate(self.false_alarms_per_day, self.stride, self.sample_period_)
 
     def calibrate_on(self, X) -> Threshold:
         """Set ``threshold_`` from separate normal data (``--calibration-data``): its windows scored by this model."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.conformal import conformal
+
 UNSUPERVISED = ("conformal", "pot", "percentile", "sigma", "fpr")
 SUPERVISED = ("f1", "youden")
 METHODS = UNSUPERVISED + SUPERVISED
@@ -34,22 +36,6 @@ class Threshold:
         """JSON-ready form."""
         return {"method": self.method, "value": self.value, "parameter": self.parameter, "windows": self.windows,
                 "supported_rate": self.supported_rate, "supported": self.supported}
-
-
-def conformal(scores: np.ndarray, rate: float) -> tuple[float, bool]:
-    """The split-conformal threshold for a per-window exceedance ``rate``, and whether the sample supports it.
-
-    With ``n`` exchangeable normal scores, the ``ceil((n + 1)(1 - rate))``-th smallest is exceeded
-    by a new normal score with probability at most ``rate``: a guarantee that holds for any
-    ``n``, no distribution assumed. When ``rate < 1 / (n + 1)`` no order statistic gives it; the
-    largest score is returned (the strictest the sample supports) and ``False``.
-    """
-    ordered = np.sort(scores)
-    n = len(ordered)
-    k = int(np.ceil((n + 1) * (1 - rate)))
-    if k <= n:
-        return float(ordered[k - 1]), True
-    return float(ordered[-1]), False
 
 
 def percentile(scores: np.ndarray, q: float = 99.0) -> float:
