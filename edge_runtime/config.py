@@ -101,6 +101,16 @@ class CommissioningConfig:
 
 
 @dataclass
+class DriftConfig:
+    """Drift events (see edge_runtime.drift)."""
+
+    enabled: bool = True
+    windows: int = setting(100, lo=10)  # recent windows the share of high scores is taken over
+    raise_share: float = setting(0.5, above=0.1, hi=1)  # share above the calibration 90th percentile that is drift
+    clear_share: float = setting(0.2, above=0, hi=1)
+
+
+@dataclass
 class ModelConfig:
     """One bundle and the inputs that feed it."""
 
@@ -114,6 +124,7 @@ class ModelConfig:
     inputs: list[InputConfig] = field(default_factory=lambda: [InputConfig()])
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
     commissioning: CommissioningConfig = field(default_factory=CommissioningConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 @dataclass
@@ -216,7 +227,7 @@ def _build(cls, data: dict, where: str):
 
 def defaults_follow_rules() -> None:
     """Check every default against its own rule (a test calls this, so a default can never be refused)."""
-    for cls in (BrokerConfig, InputConfig, AlarmConfig, CommissioningConfig, ModelConfig, RuntimeConfig):
+    for cls in (BrokerConfig, InputConfig, AlarmConfig, CommissioningConfig, DriftConfig, ModelConfig, RuntimeConfig):
         for spec in fields(cls):
             if spec.default is not MISSING and spec.default is not None:
                 _check_rule(spec, spec.default, f"{cls.__name__}.{spec.name}")
@@ -321,6 +332,8 @@ def validate(config: Config, base: Path | None = None) -> None:
         m.bundle = _resolve(m.bundle, base)
         if not m.inputs:
             raise ConfigError(f"models[{i}] ({m.name}): at least one [[models.inputs]] is required")
+        if not m.drift.clear_share < m.drift.raise_share:
+            raise ConfigError(f"models[{i}].drift: clear_share must be below raise_share")
         if not m.alarm.on_k <= m.alarm.on_n:
             raise ConfigError(f"models[{i}].alarm: on_k ({m.alarm.on_k}) cannot exceed on_n ({m.alarm.on_n})")
     _check_topics(config)

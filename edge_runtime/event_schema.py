@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 SCHEMA = "linewatch.event/1"
 F32_MAX = 3.4028234663852886e38  # float32's largest value
-KINDS = ("alarm_raised", "alarm_cleared", "score")
+KINDS = ("alarm_raised", "alarm_cleared", "drift", "drift_cleared", "score")
 # field -> accepted JSON types
 FIELDS: dict[str, tuple[type, ...]] = {
     "schema": (str,), "id": (str,), "kind": (str,), "stream": (str,), "model": (str,), "model_id": (str,),

@@ -58,6 +58,8 @@ class Metrics:
         misses = CounterMetricFamily("linewatch_deadline_misses", "Windows whose result came later than the latency budget", labels=["model"])
         drops = CounterMetricFamily("linewatch_windows_dropped", "Windows not scored, by reason", labels=["model", "reason"])
         alarms = GaugeMetricFamily("linewatch_alarms_active", "Streams in alarm", labels=["model"])
+        drifting = GaugeMetricFamily("linewatch_streams_drifting", "Streams whose recent scores departed from the calibration ones",
+                                     labels=["model"])
         streams = GaugeMetricFamily("linewatch_streams", "Streams held (at most runtime.max_streams)", labels=["model"])
         evicted = CounterMetricFamily("linewatch_streams_evicted", "Streams forgotten after runtime.stream_idle_s without samples",
                                       labels=["model"])
@@ -73,13 +75,14 @@ class Metrics:
             drops.add_metric([name, "inference_error"], m["failed"])
             drops.add_metric([name, "undecidable"], m["undecided"])
             alarms.add_metric([name], m["alarms_active"])
+            drifting.add_metric([name], m["drifting"])
             streams.add_metric([name], m["streams"])
             evicted.add_metric([name], m["streams_evicted"])
             gaps.add_metric([name], m["gaps"])
             refused.add_metric([name], m["reloads_refused"])
             commissioning.add_metric([name, "learning"], m["commissioning"])
             commissioning.add_metric([name, "learned"], m["commissioned"])
-        yield from (windows, misses, drops, alarms, streams, evicted, gaps, refused, commissioning)
+        yield from (windows, misses, drops, alarms, drifting, streams, evicted, gaps, refused, commissioning)
         yield CounterMetricFamily("linewatch_events_stored", "Durable events (alarm transitions) written to the outbox",
                                   value=snap["events_stored"])
         yield CounterMetricFamily("linewatch_events_published", "Durable events (alarm transitions) handed to the broker, each once",

@@ -19,6 +19,7 @@ from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.commissioning import Commissioning
 from edge_runtime.config import ModelConfig, RuntimeConfig
 from edge_runtime.delivery import Sink
+from edge_runtime.drift import REFERENCE_QUANTILE, DriftRule
 from edge_runtime.event_schema import make_event
 from edge_runtime.ingest import Ingest
 from edge_runtime.metrics import Metrics
@@ -48,6 +49,7 @@ class ModelRunner:
                                       runtime.max_streams)
         self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s)
         self.commissioning = self._commissioning(self.bundle)
+        self.drift = self._drift(self.bundle)
         self.batcher = self._batcher(self.bundle)
         self.fingerprint = bundle_fingerprint(config.bundle)
 
@@ -58,6 +60,13 @@ class ModelRunner:
         path = Path(self.runtime.thresholds_file) if self.runtime.thresholds_file else None
         return Commissioning(self.config.name, bundle.model_id, self.threshold, c.period_s, c.min_windows, c.false_alarms_per_day,
                              bundle.stride, bundle.sample_period, path)
+
+    def _drift(self, bundle: Bundle) -> DriftRule | None:
+        d = self.config.drift
+        reference = bundle.manifest["threshold"]["calibration_quantiles"].get(REFERENCE_QUANTILE)
+        if not d.enabled or reference is None:
+            return None
+        return DriftRule(float(reference), d.windows, d.raise_share, d.clear_share)
 
     def recommission(self, keys: list[str] | None) -> list[str]:
         """Commission these streams again (every stream when None); a stream in alarm is refused. Returns those restarted."""
@@ -145,22 +154,28 @@ class ModelRunner:
             i = first + k
             stream = batch.streams[i]
             alarm = stream.alarm
-            before = alarm.state()
+            before, drift_before = alarm.state(), stream.drift.state()
             try:
                 threshold = default if commissioning is None else commissioning.threshold(stream.key, score, batch.ends[i])
                 if threshold is None:  # still commissioning: scored and published as telemetry, no alarm
                     kind, threshold = None, default
                 else:
                     kind = alarm.update(score, threshold)
-                if kind is None and self.runtime.publish_scores:
-                    kind = "score"
-                if kind is not None:
+                kinds = [kind] if kind is not None else []
+                if self.drift is not None:
+                    drifted = self.drift.update(stream.drift, score)
+                    if drifted is not None:
+                        kinds.append(drifted)
+                if not kinds and self.runtime.publish_scores:
+                    kinds.append("score")
+                for kind in kinds:
                     event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
                                        score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
                     topic = self.config.event_topic.format(stream=stream.key, model=self.config.name, **stream.labels)
                     events.append((topic, orjson.dumps(event), batch.arrivals[i], kind != "score"))
             except Exception as error:  # one window's bad data must not cost the other machines their events
                 alarm.restore(before)
+                stream.drift.restore(drift_before)
                 self.undecided += 1
                 if self.undecided == 1 or self.undecided % 1000 == 0:
                     log.error("window of %s could not be decided (%r); dropped alone [%d so far]", stream.key, error, self.undecided)
@@ -204,6 +219,7 @@ class ModelRunner:
             old = self.backend
             self.bundle, self.backend = bundle, backend
             self.commissioning = self._commissioning(bundle)  # thresholds learned with another model do not carry over
+            self.drift = self._drift(bundle)
             self.ingest.rebind(bundle, keep_streams=keep)
             if not keep:
                 self.batcher.pending.count = 0  # windows of the old spec cannot run on the new model

@@ -13,6 +13,7 @@ from edge_runtime.alarms import Alarm
 from edge_runtime.alignment import Reorder, TagAligner
 from edge_runtime.bundle import Bundle
 from edge_runtime.decoders import BadSample
+from edge_runtime.drift import DriftWatch
 from edge_runtime.streams import Stream
 
 GAP_PERIODS = 1.5  # a step of more than this many sample periods counts as a gap
@@ -22,12 +23,13 @@ MIN_STEP_PERIODS = 0.5  # a step of less than this many sample periods is refuse
 class StreamState:
     """Everything linewatch keeps for one stream key."""
 
-    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "seen_time", "quiet_since", "labels")
+    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels")
 
     def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float, labels: dict | None = None) -> None:
         """``labels``: the topic fields that make up the key (``{"line": "l1", "machine": "m7"}``), for event topics."""
         self.key, self.ring, self.reorder, self.alarm = key, ring, reorder, alarm
         self.labels = labels or {}
+        self.drift = DriftWatch()
         self.aligner: TagAligner | None = None  # created by the first tag message
         self.seen_time, self.quiet_since = ring.last_time, now  # for idle eviction (the sweep's, not the hot path's)
 
@@ -80,6 +82,10 @@ class StreamRegistry:
     def alarms_active(self) -> int:
         """How many streams are in alarm."""
         return sum(state.alarm.active for state in self)
+
+    def drifting(self) -> int:
+        """How many streams report drift."""
+        return sum(state.drift.drifting for state in self)
 
     def gaps(self) -> int:
         """Gaps in sample time seen by all streams, evicted ones included."""

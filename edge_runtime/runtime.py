@@ -103,7 +103,7 @@ class Runtime:
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
                                 "failed": m.batcher.failed, "undecided": m.undecided,
-                                "alarms_active": m.streams.alarms_active(), "streams": len(m.streams),
+                                "alarms_active": m.streams.alarms_active(), "drifting": m.streams.drifting(), "streams": len(m.streams),
                                 "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused,
                                 "commissioning": len(m.commissioning.learning) if m.commissioning else 0,
                                 "commissioned": len(m.commissioning.learned) if m.commissioning else 0}

@@ -253,3 +253,23 @@ def test_a_queue_delay_waits_for_a_fuller_batch_but_never_past_a_full_one():
         batcher.add(state, arrival=time.perf_counter())
     assert scored.wait(5) and sizes == [4]  # a full batch goes at once, long before the 30 s delay
     assert batcher.stop(5)
+
+
+def test_drift_is_reported_once_cleared_once_and_a_slow_degradation_still_alarms():
+    from edge_runtime.drift import DRIFT, DRIFT_CLEARED, DriftRule, DriftWatch
+
+    rng = np.random.default_rng(1)
+    rule, watch = DriftRule(reference=1.0, windows=50, raise_share=0.5, clear_share=0.2), DriftWatch()
+    normal = rng.uniform(0.0, 1.0 / 0.9, 300)  # 10 % above the reference, as calibration had it
+    assert [rule.update(watch, s) for s in normal].count(DRIFT) == 0
+    shifted = [rule.update(watch, s) for s in rng.uniform(0.9, 1.6, 300)]  # a new normal, mostly above the 90th percentile
+    assert shifted.count(DRIFT) == 1 and shifted.count(DRIFT_CLEARED) == 0
+    back = [rule.update(watch, s) for s in normal]
+    assert back.count(DRIFT_CLEARED) == 1 and not watch.drifting
+    # a machine degrading slowly: drift first, and the alarm still comes, because no threshold follows the scores
+    watch, alarm, threshold, seen = DriftWatch(), Alarm(2, 3, 3, 0.1), 3.0, []
+    for k, score in enumerate(np.linspace(0.5, 6.0, 600)):
+        seen += [(k, rule.update(watch, score)), (k, alarm.update(score, threshold))]
+    drift_at = next(k for k, kind in seen if kind == DRIFT)
+    raised_at = next(k for k, kind in seen if kind == RAISED)
+    assert drift_at < raised_at and alarm.active
