@@ -31,7 +31,7 @@ def machine() -> dict:
 
 
 def write_results(name: str, results: dict, table_header: list[str], table_rows: list[list], notes: str = "") -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` (a table with the machine described)."""
+    """Write ``results/<name>.json`` and ``results/<name>.md`` (a table with the machine described), and print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), **results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -44,4 +44,5 @@ def write_results(name: str, results: dict, table_header: list[str], table_rows:
         lines += ["", notes]
     path = RESULTS / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
+    print(path.read_text())
     return path

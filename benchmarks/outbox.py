@@ -45,10 +45,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     args = parser.parse_args()
     runs = [measure(sync, batch, args.events) for sync in SYNC_MODES for batch in (1, 16)]
-    path = write_results("outbox", {"runs": runs}, ["synchronous", "events per transaction", "stored events/s", "settled events/s"],
+    write_results("outbox", {"runs": runs}, ["synchronous", "events per transaction", "stored events/s", "settled events/s"],
                          [[r["sync"].upper(), r["batch"], r["stored_per_s"], r["settled_per_s"]] for r in runs],
                          "Only alarm transitions are stored (score telemetry is not durable); one transaction per scoring batch.")
-    print(path.read_text())
 
 
 if __name__ == "__main__":

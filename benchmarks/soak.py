@@ -198,11 +198,10 @@ def main() -> None:
     result = soak(args.bundle, args.minutes, args.restart_every)
     rows = [[result["minutes"], result["broker_restarts"], result["alarm_events_stored"], result["alarm_events_delivered"],
              result["alarm_events_lost"], result["duplicates"], result["rss_first_minute_mb"], result["rss_last_minute_mb"]]]
-    path = write_results("soak", result, ["minutes", "broker restarts", "alarm events stored", "delivered", "lost", "duplicates",
+    write_results("soak", result, ["minutes", "broker restarts", "alarm events stored", "delivered", "lost", "duplicates",
                                           "RSS first minute MB", "RSS last minute MB"], rows,
                          f"{MACHINES} machines at {RATE_HZ:g} Hz, alarms flapping every {BLOCKS_PER_WINDOW} windows; broker (persistence on) "
                          "restarted with SIGTERM; subscriber: persistent session, QoS 1. Lost = stored - distinct ids delivered.")
-    print(path.read_text())
 
 
 if __name__ == "__main__":
