@@ -2,9 +2,10 @@
 
 Each experiment is trained with the defaults ``linewatch train`` uses (window and stride from the
 data's length, out-of-fold conformal threshold at one false alarm per machine and day), exported
-to a bundle, and its test part replayed through the exported ONNX with the runtime's stream
-assembly, both with the raw threshold and with the runtime's default alarm policy (2 of 3 windows
-to raise, 3 below threshold x 0.9 to clear). One confusion matrix is pooled over all test rows.
+to a bundle, and its test part evaluated as ``linewatch evaluate BUNDLE FILE --train-rows N`` does:
+through the exported ONNX with the runtime's stream assembly, with the raw threshold and with the
+runtime's default alarm policy (2 of 3 windows to raise, 3 below threshold x 0.9 to clear). One
+confusion matrix is pooled over all test rows of all experiments.
 
 - SKAB (``skab/data/{valve1,valve2,other}/*.csv``): train on each file's first 400 rows, test on
   the rest; F1 = TP / (TP + (FN + FP) / 2), FAR = FP / (FP + TN), MAR = FN / (FN + TP).
@@ -29,13 +30,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import write_results
-from edge_runtime.alarms import Alarm
 from edge_runtime.backends import create_backend
 from edge_runtime.bundle import load_bundle
 from edge_runtime.config import AlarmConfig
-from edge_runtime.offline import window_scores
-from edge_runtime.rowscores import alarm_rows, spread_to_rows
-from edge_runtime.tables import FileSeries
+from edge_runtime.detection_metrics import SeriesResult, decisions, evaluate
+from edge_runtime.offline import labelled_parts
+from edge_runtime.tables import read_csv
 from export.bundler import export_run
 from train.data import SensorTable, read_table
 from train.detector import AutoencoderDetector
@@ -45,41 +45,13 @@ SKAB_TRAIN_ROWS = 400
 NAB_PROBATION = 0.15
 
 
-class Pool:
-    """One confusion matrix over every test row, plus event and early-alarm counts."""
-
-    def __init__(self) -> None:
-        self.tp = self.fp = self.fn = self.tn = 0
-        self.events = self.detected = self.early = 0
-
-    def add(self, predicted: np.ndarray, labels: np.ndarray) -> None:
-        """Count one test part."""
-        p, y = predicted.astype(bool), labels.astype(bool)
-        self.tp += int((p & y).sum())
-        self.fp += int((p & ~y).sum())
-        self.fn += int((~p & y).sum())
-        self.tn += int((~p & ~y).sum())
-        edges = np.flatnonzero(np.diff(np.r_[0, y.astype(int), 0]))
-        for start, stop in zip(edges[::2], edges[1::2]):
-            self.events += 1
-            self.detected += bool(p[start:stop].any())
-        first = int(np.argmax(y)) if y.any() else len(y)
-        self.early += bool(p[:first].any())
-
-    def summary(self) -> dict:
-        """F1, FAR, MAR and the counts."""
-        f1 = self.tp / (self.tp + (self.fn + self.fp) / 2) if self.tp else 0.0
-        return {"f1": round(f1, 3), "far": round(self.fp / max(1, self.fp + self.tn), 4), "mar": round(self.fn / max(1, self.fn + self.tp), 4),
-                "events_detected": self.detected, "events": self.events, "series_alarming_before_anomaly": self.early}
-
-
 def cut(table: SensorTable, rows: slice) -> SensorTable:
     """The same table with each series limited to ``rows``."""
     return SensorTable(table.features, [replace(s, time=s.time[rows], values=s.values[rows], labels=s.labels[rows]) for s in table.series])
 
 
-def run_one(train: SensorTable, test: SensorTable, seed: int, work: Path, pools: tuple[Pool, Pool]) -> dict:
-    """Train with the defaults, export, replay the test part through ONNX; add to the raw and alarm pools."""
+def run_one(path: Path, label_column: str, train: SensorTable, test_from: int, seed: int, work: Path, pooled: tuple[list, list]) -> dict:
+    """Train with the defaults, export, evaluate the rows from ``test_from`` on through ONNX as ``linewatch evaluate`` does."""
     window, stride = default_window([len(s) for s in train.series])
     detector = AutoencoderDetector(window=window, stride=stride, seed=seed, progress=False, device="cpu")
     with warnings.catch_warnings(record=True) as caught:
@@ -87,61 +59,70 @@ def run_one(train: SensorTable, test: SensorTable, seed: int, work: Path, pools:
         detector.fit(train)
     detector.save(work / "run")
     bundle = load_bundle(export_run(work / "run", work / "bundle", echo=lambda *_: None))
-    a = AlarmConfig()
     with create_backend(bundle) as backend:
-        for s in test.series:
-            series = FileSeries(s.name, s.time, s.values.astype(np.float64))
-            ends, scores, run_id = window_scores(series, backend)
-            rows = len(s.time)
-            raw = spread_to_rows(rows, ends, scores, stride, run_id) if len(ends) else np.full(rows, np.nan)
-            pools[0].add(np.nan_to_num(raw, nan=-np.inf) > bundle.threshold, s.labels)
-            pools[1].add(alarm_rows(rows, ends, scores, stride, run_id, bundle.threshold, Alarm(a.on_k, a.on_n, a.off_m, a.deadband)), s.labels)
+        parts = labelled_parts(backend, [str(path)], None, None, label_column, test_from)
+    a = AlarmConfig()
+    raw, alarmed = decisions(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband))
+    pooled[0].extend(raw)
+    pooled[1].extend(alarmed)
     info = bundle.manifest["threshold"]
     return {"window": window, "stride": stride, "threshold_windows": info["windows"], "source": info.get("source"),
             "supported": info.get("supported"), "epochs": len(detector.history_.train_loss),
             "warnings": [str(w.message) for w in caught]}
 
 
+def missed(path: Path, label_column: str, test_from: int, pooled: tuple[list, list]) -> None:
+    """A file the defaults cannot train on counts as all missed: said, not hidden."""
+    for series in read_csv(path, [], None, None, label_column, labels=True):
+        labels = series.labels[test_from:]
+        result = SeriesResult(labels, np.zeros(len(labels), np.int8), None, series.time[test_from:], series.name)
+        pooled[0].append(result)
+        pooled[1].append(result)
+
+
+def summary(results: list) -> dict:
+    """The pooled numbers the table shows."""
+    m = evaluate(results)
+    return {"f1": round(m["f1"], 3), "far": round(m["far"], 4), "mar": round(m["mar"], 4), "events_detected": m["events_detected"],
+            "events": m["events"], "series_alarming_before_anomaly": m["series_with_early_false_alarm"]}
+
+
 def skab(data_dir: Path, seed: int, work: Path) -> tuple[dict, dict, list]:
     """SKAB's per-file protocol."""
-    pools, notes = (Pool(), Pool()), []
+    pooled, notes = ([], []), []
     for path in sorted((data_dir / "skab" / "data").glob("*/*.csv")):
         if path.parent.name == "anomaly-free":
             continue
         table = read_table(path, label_column="anomaly")
         try:
-            notes.append({"file": f"{path.parent.name}/{path.name}", **run_one(cut(table, slice(0, SKAB_TRAIN_ROWS)),
-                                                                            cut(table, slice(SKAB_TRAIN_ROWS, None)), seed, work, pools)})
-        except Exception as error:  # a file the defaults cannot train on counts as all missed: said, not hidden
-            test = cut(table, slice(SKAB_TRAIN_ROWS, None))
-            for pool in pools:
-                pool.add(np.zeros(len(test.series[0].time), bool), test.series[0].labels)
+            notes.append({"file": f"{path.parent.name}/{path.name}",
+                          **run_one(path, "anomaly", cut(table, slice(0, SKAB_TRAIN_ROWS)), SKAB_TRAIN_ROWS, seed, work, pooled)})
+        except Exception as error:
+            missed(path, "anomaly", SKAB_TRAIN_ROWS, pooled)
             notes.append({"file": f"{path.parent.name}/{path.name}", "error": str(error)})
-    return pools[0].summary(), pools[1].summary(), notes
+    return summary(pooled[0]), summary(pooled[1]), notes
 
 
 def nab(data_dir: Path, seed: int, work: Path) -> tuple[dict, dict, list]:
     """NAB realKnownCause: probationary period for training, the rest for testing."""
     windows = json.loads((data_dir / "nab" / "labels" / "combined_windows.json").read_text())
-    pools, notes = (Pool(), Pool()), []
+    pooled, notes = ([], []), []
     for path in sorted((data_dir / "nab" / "data" / "realKnownCause").glob("*.csv")):
         frame = pd.read_csv(path)
         stamps = pd.to_datetime(frame["timestamp"])
         labels = np.zeros(len(frame), np.int8)
         for start, stop in windows[f"realKnownCause/{path.name}"]:
             labels[((stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(stop))).to_numpy()] = 1
-        labelled = work / f"{path.stem}.csv"
+        labelled = work / path.name
         frame.assign(label=labels).to_csv(labelled, index=False)
         table = read_table(labelled, label_column="label")
         split = int(len(table.series[0].time) * NAB_PROBATION)
         try:
-            notes.append({"file": path.name, **run_one(cut(table, slice(0, split)), cut(table, slice(split, None)), seed, work, pools)})
+            notes.append({"file": path.name, **run_one(labelled, "label", cut(table, slice(0, split)), split, seed, work, pooled)})
         except Exception as error:
-            test = cut(table, slice(split, None))
-            for pool in pools:
-                pool.add(np.zeros(len(test.series[0].time), bool), test.series[0].labels)
+            missed(labelled, "label", split, pooled)
             notes.append({"file": path.name, "error": str(error)})
-    return pools[0].summary(), pools[1].summary(), notes
+    return summary(pooled[0]), summary(pooled[1]), notes
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from edge_runtime import __version__
 LAZY_COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "simulate": ("train.cli:simulate", "Write a synthetic plant with labelled faults.", "train"),
     "train": ("train.cli:train", "Train an anomaly detector on normal sensor data.", "train"),
-    "evaluate": ("train.cli:evaluate", "Score labelled data with a run; metrics and a report.", "train"),
+    "evaluate": ("export.cli:evaluate", "Score labelled data with a bundle (no torch) or a run; pooled metrics.", None),
     "export": ("export.cli:export", "Export a run to a verified model bundle.", "train"),
     "inspect": ("edge_runtime.commands:inspect", "Summarise a bundle and verify its hashes.", None),
     "score": ("edge_runtime.commands:score", "Score a CSV file offline with a bundle.", None),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -48,6 +50,33 @@ def inspect(bundle_path):
         click.echo(f"  {a['file']:<22} {a['format']:<9} {a['precision']:<5} {a['bytes']:>9}  {score.get('max_abs', float('nan')):>13.2e} "
                    f"{score.get('max_rel', float('nan')):>9.2e} {fe.get('max_abs', float('nan')):>12.2e}  {flips if flips is not None else '-'}")
     click.echo("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+
+
+def evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows: int = 0, train_until=None) -> None:
+    """``linewatch evaluate`` on a bundle, without torch: ONNX Runtime and the runtime's own stream assembly, one
+    confusion matrix pooled over every series of every file, the raw threshold and the default alarm policy.
+    """
+    from edge_runtime.backends import create_backend
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import AlarmConfig
+    from edge_runtime.detection_metrics import evaluate_scored, format_metrics
+    from edge_runtime.offline import labelled_parts
+    from edge_runtime.timeparse import to_seconds
+
+    try:
+        bundle = load_bundle(target)
+        until = None if train_until is None else to_seconds(train_until)
+        with create_backend(bundle) as backend:
+            parts = labelled_parts(backend, list(data), series_column, time_column, label_column, train_rows, until)
+    except (LinewatchError, ValueError) as error:
+        raise _fail(error) from None
+    a = AlarmConfig()
+    metrics = evaluate_scored(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband))
+    if output:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    for line in format_metrics(metrics):
+        click.echo(line)
 
 
 @click.command()

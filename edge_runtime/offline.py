@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.backends import Backend
+from edge_runtime.detection_metrics import ScoredSeries
 from edge_runtime.rowscores import spread_to_rows
 from edge_runtime.streams import LATE, READY, RESTARTED, Stream
-from edge_runtime.tables import FileSeries
+from edge_runtime.tables import FileSeries, read_csv
 
 
 def window_scores(series: FileSeries, backend: Backend, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,3 +56,20 @@ def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) ->
     if not len(ends):
         return np.full(len(series.time), np.nan)
     return spread_to_rows(len(series.time), ends, scores, backend.bundle.stride, run_id)
+
+
+def labelled_parts(backend: Backend, files: list[str], series_column: str | None, time_column: str | None, label_column: str | None,
+                   train_rows: int = 0, train_until: float | None = None) -> list[ScoredSeries]:
+    """Every labelled series of ``files``, from row ``train_rows`` on (or after ``train_until``), scored through the runtime's
+    stream assembly: SKAB's protocol (``train_rows = 400``) needs no hand-split files.
+    """
+    parts = []
+    for path in files:
+        for series in read_csv(path, backend.bundle.features, series_column, time_column, label_column, labels=True):
+            first = train_rows
+            if train_until is not None:
+                first = max(first, int(np.searchsorted(series.time, train_until, side="right")))
+            test = FileSeries(series.name, series.time[first:], series.values[first:], None, series.labels[first:])
+            ends, scores, run_of_row = window_scores(test, backend)
+            parts.append(ScoredSeries(f"{path}:{series.name}", test.time, test.labels, ends, scores, run_of_row))
+    return parts

@@ -45,10 +45,15 @@ class FileSeries:
     time: np.ndarray
     values: np.ndarray
     time_text: list[str] | None = None  # each row's time as the file wrote it, for output in the same format
+    labels: np.ndarray | None = None  # 0/1 per row when a label column was asked for
 
 
-def read_csv(path: str | Path, features: list[str], series_column: str | None = None, time_column: str | None = None) -> list[FileSeries]:
-    """Read the bundle's features from a CSV; errors name the file, row and column."""
+LABEL_COLUMNS = ("label", "anomaly")
+
+
+def read_csv(path: str | Path, features: list[str], series_column: str | None = None, time_column: str | None = None,
+             label_column: str | None = None, labels: bool = False) -> list[FileSeries]:
+    """Read the bundle's features (and with ``labels`` a 0/1 label column) from a CSV; errors name the file, row and column."""
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         delimiter = sniff_delimiter(handle.readline())
@@ -63,23 +68,31 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
             raise InputError(f"{path}: missing feature column(s) {missing}; the bundle needs {features}")
         if series_column and series_column not in header:
             raise InputError(f"{path}: series column '{series_column}' not found")
+        lname = None
+        if labels:
+            lname = label_column or next((c for c in LABEL_COLUMNS if c in header), None)
+            if lname not in header:
+                raise InputError(f"{path}: no label column; expected {label_column or ' or '.join(LABEL_COLUMNS)}")
         tcol = header.index(tname)
         cols = [header.index(f) for f in features]
         scol = header.index(series_column) if series_column else None
-        groups: dict[str, tuple[list[float], list[list[float]], list[str]]] = {}
+        lcol = header.index(lname) if lname else None
+        groups: dict[str, tuple[list[float], list[list[float]], list[str], list[int]]] = {}
         for line, row in enumerate(reader, start=2):
             key = row[scol] if scol is not None else path.stem
-            times, values, texts = groups.setdefault(key, ([], [], []))
+            times, values, texts, marks = groups.setdefault(key, ([], [], [], []))
             try:
                 times.append(to_seconds(row[tcol]))
                 values.append([float(row[c]) if row[c].strip() else math.nan for c in cols])
+                if lcol is not None:
+                    marks.append(int(float(row[lcol])) if row[lcol].strip() else 0)
             except (ValueError, IndexError) as error:
                 raise InputError(f"{path}: row {line}: {error}") from None
             texts.append(row[tcol].strip())
     result = []
-    for key, (times, values, texts) in groups.items():
+    for key, (times, values, texts, marks) in groups.items():
         t = np.asarray(times)
         order = np.argsort(t, kind="stable")
         result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(-1, len(features))[order],
-                                 [texts[i] for i in order]))
+                                 [texts[i] for i in order], np.asarray(marks, dtype=np.int8)[order] if lcol is not None else None))
     return result

@@ -1,6 +1,8 @@
-"""``linewatch export``."""
+"""``linewatch export``, and ``linewatch evaluate``, which takes an exported bundle (no torch) or a run directory."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -35,3 +37,31 @@ def export(run_dir, output, fp16, int8, tensorrt, max_batch, units, name, tolera
     except (ParityError, LinewatchError, DataError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"bundle written: {path}")
+
+
+@click.command()
+@click.argument("target", metavar="BUNDLE_OR_RUN", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for evaluation.json (a run also gets report.html; default RUN/evaluation, nothing for a bundle).")
+@click.option("--series-column", default=None, help="Column that splits a file into series, e.g. machine.")
+@click.option("--time-column", default=None, help="Time column (default: time/timestamp/datetime).")
+@click.option("--label-column", default=None, help="0/1 label column (default: label or anomaly).")
+@click.option("--features", default=None, help="Run only: comma-separated feature columns.")
+@click.option("--train-rows", type=int, default=0, help="Bundle: evaluate each series after its first N rows (SKAB's protocol: 400).")
+@click.option("--train-until", default=None, help="Bundle: evaluate rows after this time (ISO 8601 or epoch seconds).")
+def evaluate(target, data, output, series_column, time_column, label_column, features, train_rows, train_until):
+    """Score labelled DATA files with BUNDLE_OR_RUN and pool one confusion matrix over them.
+
+    A bundle is evaluated without torch, through ONNX Runtime and the runtime's own stream
+    assembly; a run directory through training's scorer, with an HTML report. Both report the raw
+    threshold and what the runtime's default alarm policy would raise (``alarm_policy_*``).
+    """
+    if (Path(target) / "bundle.json").exists():
+        from edge_runtime.commands import evaluate_bundle
+
+        evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows, train_until)
+    else:
+        from train.cli import evaluate_run
+
+        evaluate_run(target, data, output, time_column, label_column, series_column, features)

@@ -135,7 +135,7 @@ def match_faults(faults, test_frame, state: LiveState) -> tuple[list[dict], int]
 
     An alarm up to 60 s after a fault's last row still counts for it (the window lags the fault).
     """
-    from train.metrics import match_alarms
+    from edge_runtime.detection_metrics import match_alarms
 
     found: dict[int, tuple[float, float | None]] = {}  # fault index -> (first time, alarm time)
     false_alarms = 0

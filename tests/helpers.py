@@ -52,19 +52,19 @@ def runtime_config(port: int, bundle, tmp_path, inputs=None, **runtime) -> objec
     return parse_config(data)
 
 
-BLOCK_TORCH = """
+BLOCKER = """
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('torch', 'train', 'export'):
-            raise ImportError(f"No module named '{name}' (blocked by test)", name=name)
+        if name.split('.')[0] in {blocked!r}:
+            raise ImportError(f"No module named '{{name}}' (blocked by test)", name=name)
 sys.meta_path.insert(0, Block())
 """
 
 
-def run_without_torch(code: str) -> subprocess.CompletedProcess:
-    """Run Python code in a fresh interpreter where torch, train and export cannot be imported."""
-    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True, timeout=120)
+def run_without_torch(code: str, blocked: tuple[str, ...] = ("torch", "train", "export")) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter where the ``blocked`` packages (torch, train, export) cannot be imported."""
+    return subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=blocked) + code], capture_output=True, text=True, timeout=120)
 
 
 def flapping_config(port: int, bundle, tmp_path, **runtime):

@@ -1,4 +1,4 @@
 """linewatch training stage: data, windows, models, training, thresholds, evaluation.
 
-Imports neither ``export`` nor ``edge_runtime``.
+Imports no ``export``, and only the dependency-free modules of ``edge_runtime``.
 """

@@ -1,4 +1,4 @@
-"""``linewatch simulate``, ``linewatch train`` and ``linewatch evaluate``."""
+"""``linewatch simulate``, ``linewatch train``, and ``linewatch evaluate`` on a run directory."""
 
 from __future__ import annotations
 
@@ -156,13 +156,9 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
                    f"did not decide the epoch count; train again with a larger --epochs", err=True)
 
 
-@click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/evaluation).")
-@data_options
-def evaluate(run_dir, data, output, time_column, label_column, series_column, features):
-    """Score labelled DATA with RUN_DIR: metrics table, evaluation.json and an HTML report."""
+def evaluate_run(run_dir, data, output, time_column, label_column, series_column, features) -> None:
+    """``linewatch evaluate`` on a run directory: metrics table, evaluation.json and an HTML report."""
+    from edge_runtime.detection_metrics import format_metrics
     from train.detector import AutoencoderDetector
     from train.evaluation import evaluate_detector
     from train.report import write_evaluation_report
@@ -177,7 +173,6 @@ def evaluate(run_dir, data, output, time_column, label_column, series_column, fe
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     report = write_evaluation_report(out, metrics, scored, detector, Path(run_dir))
-    width = max(len(k) for k in metrics)
-    for key, value in metrics.items():
-        click.echo(f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    for line in format_metrics(metrics):
+        click.echo(line)
     click.echo(f"report: {report}")

@@ -2,6 +2,8 @@
 
 import pkgutil
 
+import pytest
+
 import edge_runtime
 from helpers import run_without_torch
 
@@ -36,3 +38,32 @@ def test_runtime_side_needs_no_torch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("needs the 'train' extra (not installed: torch") == 4 and "pip install 'linewatch[train]'" in result.stdout
+
+
+def test_a_bundle_is_evaluated_without_torch_and_agrees_with_its_run(runtime_bundle, plant_csv, tmp_path):
+    import json
+
+    blocked = ("torch", "train", "pandas", "scipy", "matplotlib", "onnx")  # a gateway: the runtime's dependencies only
+    result = run_without_torch(
+        "from click.testing import CliRunner\nimport edge_runtime.cli, json\n"
+        f"r = CliRunner().invoke(edge_runtime.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
+        f"'machine', '-o', {str(tmp_path / 'bundle_eval')!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(edge_runtime.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
+        f"'machine', '--train-rows', '1500', '-o', {str(tmp_path / 'protocol')!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'torch' not in sys.modules and 'train' not in sys.modules\n", blocked)
+    assert result.returncode == 0, result.stderr + result.stdout
+    whole = json.loads((tmp_path / "bundle_eval" / "evaluation.json").read_text())
+    protocol = json.loads((tmp_path / "protocol" / "evaluation.json").read_text())
+    assert whole["rows"] == 6000 and protocol["rows"] == 3000  # the first 1500 rows of each machine left out, no file split
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+
+    run_dir = runtime_bundle.parent / "run"
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), str(plant_csv), "--series-column", "machine", "-o", str(tmp_path / "run_eval")])
+    assert result.exit_code == 0, result.output
+    by_run = json.loads((tmp_path / "run_eval" / "evaluation.json").read_text())
+    for key in ("f1", "far", "events_detected", "alarm_policy_f1", "alarm_policy_events_detected"):
+        assert by_run[key] == pytest.approx(whole[key], abs=0.002), key  # ONNX through the runtime's streams = training's scorer

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from train.metrics import SeriesResult, evaluate, events, pr_auc, roc_auc  # noqa: E402
+from edge_runtime.detection_metrics import SeriesResult, evaluate, events, pr_auc, roc_auc  # noqa: E402
 from train.thresholds import fit_threshold  # noqa: E402
 
 

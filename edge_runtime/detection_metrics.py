@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.alarms import Alarm
+from edge_runtime.rowscores import alarm_rows, spread_to_rows
+
 
 def events(labels: np.ndarray) -> list[tuple[int, int]]:
     """Contiguous runs of 1 as ``(start, stop)`` half-open row ranges."""
@@ -45,14 +48,21 @@ def _safe(numerator: float, denominator: float) -> float:
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (ties count half), via the Mann-Whitney U statistic."""
-    from scipy.stats import rankdata
-
     y = np.asarray(labels).astype(bool)
     pos, neg = int(y.sum()), int((~y).sum())
     if pos == 0 or neg == 0:
         return float("nan")
-    ranks = rankdata(scores)
+    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
     return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing their average rank (as ``scipy.stats.rankdata``)."""
+    order = np.argsort(values, kind="mergesort")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranks
 
 
 def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -150,3 +160,55 @@ def evaluate(results: list[SeriesResult]) -> dict:
         metrics["roc_auc"] = roc_auc(scores, labels)
         metrics["pr_auc"] = pr_auc(scores, labels)
     return metrics
+
+
+@dataclass
+class ScoredSeries:
+    """One labelled series scored window by window: each window's last row and score, and each row's run of good samples."""
+
+    name: str
+    time: np.ndarray
+    labels: np.ndarray
+    ends: np.ndarray
+    window_scores: np.ndarray
+    run_of_row: np.ndarray
+
+
+ALARM_POLICY_KEYS = ("f1", "far", "mar", "events_detected", "series_with_early_false_alarm")
+
+
+def decisions(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float]
+              ) -> tuple[list[SeriesResult], list[SeriesResult]]:
+    """Per series, the rows the raw threshold flags and the rows the runtime's alarm ``policy`` (on_k, on_n, off_m,
+    deadband) holds in alarm; pool several models' results by evaluating the concatenated lists.
+    """
+    raw, alarmed = [], []
+    for p in parts:
+        n = len(p.time)
+        rows = spread_to_rows(n, p.ends, p.window_scores, stride, p.run_of_row) if len(p.ends) else np.full(n, np.nan)
+        raw.append(SeriesResult(p.labels, (np.nan_to_num(rows, nan=-np.inf) > threshold).astype(np.int8), rows, p.time, p.name))
+        flags = alarm_rows(n, p.ends, p.window_scores, stride, p.run_of_row, threshold, Alarm(*policy))
+        alarmed.append(SeriesResult(p.labels, flags, rows, p.time, p.name))
+    return raw, alarmed
+
+
+def evaluate_both(raw: list[SeriesResult], alarmed: list[SeriesResult]) -> dict:
+    """Every metric for the raw decisions, and ``alarm_policy_*`` for the alarm policy's."""
+    metrics = evaluate(raw)
+    with_policy = evaluate(alarmed)
+    for key in ALARM_POLICY_KEYS:
+        metrics[f"alarm_policy_{key}"] = with_policy[key]
+    return metrics
+
+
+def evaluate_scored(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float]) -> dict:
+    """The metrics of one model's scored series: one rule for ``evaluate`` on a run and on a bundle."""
+    metrics = evaluate_both(*decisions(parts, threshold, stride, policy))
+    metrics["threshold"] = threshold
+    return metrics
+
+
+def format_metrics(metrics: dict) -> list[str]:
+    """The metrics as aligned two-column lines."""
+    width = max(len(k) for k in metrics)
+    return [f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}" for key, value in metrics.items()]
