@@ -93,6 +93,6 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
     for key, (times, values, texts, marks) in groups.items():
         t = np.asarray(times)
         order = np.argsort(t, kind="stable")
-        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(-1, len(features))[order],
+        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(len(times), len(features))[order],
                                  [texts[i] for i in order], np.asarray(marks, dtype=np.int8)[order] if lcol is not None else None))
     return result
