@@ -102,8 +102,8 @@ class Sink:
 
     @property
     def queued(self) -> int:
-        """Durable events not yet handed to the link."""
-        return len(self.unsent)
+        """Durable events in the outbox not in flight: not yet handed to the link, or refused and kept."""
+        return max(0, self.outbox.depth() - self.inflight_n)
 
     @property
     def inflight_count(self) -> int:

@@ -94,7 +94,8 @@ class Metrics:
         for reason, count in snap["events_dropped"].items():
             dropped.add_metric([reason], count)
         yield dropped
-        yield GaugeMetricFamily("linewatch_events_unsent", "Durable events stored but not yet handed to the broker", value=snap["events_unsent"])
+        yield GaugeMetricFamily("linewatch_events_unsent", "Durable events in the outbox not in flight: not yet handed to the broker, "
+                                "or refused and kept", value=snap["events_unsent"])
         yield GaugeMetricFamily("linewatch_events_inflight", "Durable events handed to the broker, not yet acknowledged",
                                 value=snap["events_inflight"])
         yield GaugeMetricFamily("linewatch_outbox_depth", "Events waiting for broker acknowledgement", value=snap["outbox_depth"])
