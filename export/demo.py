@@ -41,7 +41,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        """A run of a few seconds for the tests."""
+        """A short run for the tests (its training still runs to early stopping)."""
         return cls(machines=3, train_rows=7200, test_rows=2400, normal_test_rows=400, epochs=60, window=30, stride=5, rate=1500.0)
 
 
