@@ -41,7 +41,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        """A short run for the tests (its training still runs to early stopping)."""
+        """A short run for the tests (training capped at 60 epochs)."""
         return cls(machines=3, train_rows=7200, test_rows=2400, normal_test_rows=400, epochs=60, window=30, stride=5, rate=1500.0)
 
 
