@@ -46,3 +46,24 @@ def write_results(name: str, results: dict, table_header: list[str], table_rows:
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
     return path
+
+
+def train_with_defaults(table, seed: int, work: Path, **params) -> tuple:
+    """``(detector, bundle, warnings)``: train on ``table`` as ``linewatch train`` does by default (window and stride
+    from the data's length), save the run, export and load the bundle, all under ``work``.
+    """
+    import warnings
+
+    from edge_runtime.bundle import load_bundle
+    from export.bundler import export_run
+    from train.detector import AutoencoderDetector
+    from train.windows import default_window
+
+    window, stride = default_window([len(s) for s in table.series])
+    detector = AutoencoderDetector(window=window, stride=stride, seed=seed, progress=False, device="cpu", **params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.fit(table)
+    detector.save(work / "run")
+    bundle = load_bundle(export_run(work / "run", work / "bundle", echo=lambda *_: None))
+    return detector, bundle, [str(w.message) for w in caught]

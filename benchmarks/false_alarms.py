@@ -16,18 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import write_results
+from benchmarks.common import train_with_defaults, write_results
 from edge_runtime.alarms import Alarm
 from edge_runtime.backends import create_backend
-from edge_runtime.bundle import load_bundle
 from edge_runtime.config import AlarmConfig
 from edge_runtime.offline import window_scores
 from edge_runtime.tables import read_csv
-from export.bundler import export_run
 from train.data import read_table
-from train.detector import AutoencoderDetector
 from train.simulate import simulate_plant, write_table
-from train.windows import default_window
 
 
 def measure(seed: int, machines: int, train_rows: int, days: float, target: float, work: Path) -> dict:
@@ -35,11 +31,7 @@ def measure(seed: int, machines: int, train_rows: int, days: float, target: floa
     frame, _ = simulate_plant(machines, train_rows, train_rows, 0, seed=seed)
     write_table(frame, str(work / "train.csv"))
     table = read_table(work / "train.csv", series_column="machine")
-    window, stride = default_window([len(s) for s in table.series])
-    detector = AutoencoderDetector(window=window, stride=stride, seed=seed, progress=False, device="cpu", false_alarms_per_day=target)
-    detector.fit(table)
-    detector.save(work / "run")
-    bundle = load_bundle(export_run(work / "run", work / "bundle", echo=lambda *_: None))
+    _, bundle, _ = train_with_defaults(table, seed, work, false_alarms_per_day=target)
     rows = int(days * 86_400 / 1.0)
     unseen, _ = simulate_plant(machines, rows, rows, 0, seed=seed + 1000, start="2026-03-01T00:00:00Z")
     write_table(unseen, str(work / "unseen.csv"))
@@ -53,7 +45,7 @@ def measure(seed: int, machines: int, train_rows: int, days: float, target: floa
             windows += len(scores)
     info = bundle.manifest["threshold"]
     per_day = raises / (machines * days)
-    return {"seed": seed, "window": window, "stride": stride, "threshold": info["value"], "calibration_windows": info["windows"],
+    return {"seed": seed, "window": bundle.window, "stride": bundle.stride, "threshold": info["value"], "calibration_windows": info["windows"],
             "supported": info["supported"], "windows_scored": windows, "alarm_raises": raises,
             "false_alarms_per_machine_day": round(per_day, 3), "target": target, "within_2x": per_day <= 2 * target}
 

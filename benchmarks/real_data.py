@@ -22,24 +22,19 @@ import argparse
 import json
 import tempfile
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import write_results
+from benchmarks.common import train_with_defaults, write_results
 from edge_runtime.backends import create_backend
-from edge_runtime.bundle import load_bundle
 from edge_runtime.config import AlarmConfig
 from edge_runtime.detection_metrics import SeriesResult, decisions, evaluate
 from edge_runtime.offline import labelled_parts
 from edge_runtime.tables import read_csv
-from export.bundler import export_run
 from train.data import SensorTable, read_table
-from train.detector import AutoencoderDetector
-from train.windows import default_window
 
 SKAB_TRAIN_ROWS = 400
 NAB_PROBATION = 0.15
@@ -52,13 +47,7 @@ def cut(table: SensorTable, rows: slice) -> SensorTable:
 
 def run_one(path: Path, label_column: str, train: SensorTable, test_from: int, seed: int, work: Path, pooled: tuple[list, list]) -> dict:
     """Train with the defaults, export, evaluate the rows from ``test_from`` on through ONNX as ``linewatch evaluate`` does."""
-    window, stride = default_window([len(s) for s in train.series])
-    detector = AutoencoderDetector(window=window, stride=stride, seed=seed, progress=False, device="cpu")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        detector.fit(train)
-    detector.save(work / "run")
-    bundle = load_bundle(export_run(work / "run", work / "bundle", echo=lambda *_: None))
+    detector, bundle, caught = train_with_defaults(train, seed, work)
     with create_backend(bundle) as backend:
         parts = labelled_parts(backend, [str(path)], None, None, label_column, test_from)
     a = AlarmConfig()
@@ -66,9 +55,8 @@ def run_one(path: Path, label_column: str, train: SensorTable, test_from: int, s
     pooled[0].extend(raw)
     pooled[1].extend(alarmed)
     info = bundle.manifest["threshold"]
-    return {"window": window, "stride": stride, "threshold_windows": info["windows"], "source": info.get("source"),
-            "supported": info.get("supported"), "epochs": len(detector.history_.train_loss),
-            "warnings": [str(w.message) for w in caught]}
+    return {"window": bundle.window, "stride": bundle.stride, "threshold_windows": info["windows"], "source": info.get("source"),
+            "supported": info.get("supported"), "epochs": len(detector.history_.train_loss), "warnings": caught}
 
 
 def missed(path: Path, label_column: str, test_from: int, pooled: tuple[list, list]) -> None:

@@ -157,16 +157,27 @@ class Bundle:
         return self.path / self.artifact(fmt, precision)["file"]
 
 
+def read_json_object(path: Path, error: type[Exception], missing: str) -> dict:
+    """The JSON object in ``path``; ``error`` says what is wrong: no file (``missing``), not JSON, or not an object.
+
+    One reader for the bundle's manifest and the run directory's config.
+    """
+    if not path.is_file():
+        raise error(missing)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{path}: not valid JSON ({problem})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Read and validate a bundle; with ``verify`` every artifact's size and sha256 are checked."""
     folder = Path(path)
     manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
+    manifest = read_json_object(manifest_path, BundleError, f"{folder}: not a bundle (no {MANIFEST})")
     validate_manifest(manifest, str(manifest_path))
     if verify:
         for artifact in manifest["artifacts"]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.bundle import read_json_object
 from train.errors import DataError
 
 FORMAT = "linewatch.run"
@@ -70,14 +71,7 @@ def load_run(run_dir: str | Path) -> RunContents:
     """Read a run directory written by :func:`save_run`; :class:`RunDirError` says what is wrong."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunDirError(f"{config_path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise RunDirError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
+    config = read_json_object(config_path, RunDirError, f"{run_dir}: not a run directory (no {CONFIG_FILE})")
     check_format(config.get("format"), str(config_path))
     absent = [key for key in REQUIRED_KEYS if key not in config]
     if absent:
