@@ -193,13 +193,9 @@ class AutoencoderDetector:
             self.scorer_, torch.from_numpy(train), torch.from_numpy(val), options, select_device(self.device), self.seed
         )
         self.scorer_.to("cpu").eval()
-        self.calibration_source_ = "holdout"
-        calibration_scores = self.score_windows(val)[0]
-        if self.calibration == "out-of-fold":
-            out_of_fold = self._out_of_fold_scores(table)
-            if out_of_fold is not None:
-                calibration_scores, self.calibration_source_ = out_of_fold, "out-of-fold"
-        self.calibrate(calibration_scores)
+        out_of_fold = self._out_of_fold_scores(table) if self.calibration == "out-of-fold" else None
+        self.calibration_source_ = "holdout" if out_of_fold is None else "out-of-fold"
+        self.calibrate(self.score_windows(val)[0] if out_of_fold is None else out_of_fold)
         self.calibration_windows_ = val[:CALIBRATION_KEEP]
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
@@ -238,11 +234,15 @@ class AutoencoderDetector:
             except DataError as error:
                 warnings.warn(f"out-of-fold calibration skipped ({error}); the threshold rests on the held-out windows only", stacklevel=3)
                 return None
-            windowed = helper._windows(half_table(table, score_half), self.train_stride, exclude_labelled=True)
-            for sw in windowed:
-                if len(sw.starts):
-                    scores.append(helper.score_windows(sw.take(np.arange(len(sw.starts))))[0])
-        return np.concatenate(scores) if scores else None
+            scores.append(helper._normal_window_scores(half_table(table, score_half)))
+        scores = np.concatenate(scores)
+        return scores if len(scores) else None
+
+    def _normal_window_scores(self, table: SensorTable) -> np.ndarray:
+        """The scores of every normal window of ``table`` (rows labelled anomalous left out), at the training stride."""
+        windowed = self._windows(table, self.train_stride, exclude_labelled=True)
+        parts = [self.score_windows(sw.take(np.arange(len(sw.starts))))[0] for sw in windowed if len(sw.starts)]
+        return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
     def calibration_rate(self) -> float:
         """The per-window exceedance rate the threshold aims at: ``threshold_param``, or for ``conformal``
@@ -257,12 +257,11 @@ class AutoencoderDetector:
         self._check_fitted()
         table = as_table(X, self.features_, self.sample_period_)
         self._check_features(table)
-        windowed = self._windows(table, self.train_stride, exclude_labelled=True)
-        scores = [self.score_windows(sw.take(np.arange(len(sw.starts))))[0] for sw in windowed if len(sw.starts)]
-        if not scores:
+        scores = self._normal_window_scores(table)
+        if not len(scores):
             raise DataError(f"the calibration data holds no window of {self.window} gap-free normal rows")
         self.calibration_source_ = "calibration data"
-        return self.calibrate(np.concatenate(scores))
+        return self.calibrate(scores)
 
     def threshold_record(self) -> dict:
         """The threshold with what it rests on and where its scores came from (the bundle's threshold section)."""
