@@ -62,7 +62,7 @@ class Broker:
 
 
 class Subscriber:
-    """A persistent session that keeps every alarm event id (duplicates counted)."""
+    """A persistent session that keeps the id of every durable event (duplicates counted)."""
 
     def __init__(self, port: int) -> None:
         self.ids: set[str] = set()
