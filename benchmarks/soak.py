@@ -125,8 +125,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def soak(bundle: str, minutes: float, restart_every: float) -> dict:
-    """Run the soak; returns counts and the memory series."""
+def soak(bundle: str, minutes: float, restart_every: float, backend: str = "onnxruntime", precision: str = "fp32") -> dict:
+    """Run the soak with the runtime on ``backend``; returns counts, latencies and the memory series."""
     folder = Path(tempfile.mkdtemp(prefix="linewatch-soak-"))
     port, metrics_port = free_port(), free_port()
     broker = Broker(folder, port)
@@ -136,7 +136,8 @@ def soak(bundle: str, minutes: float, restart_every: float) -> dict:
     config.write_text(
         f'[broker]\nport = {port}\nclient_id = "lw-soak"\nreconnect_min_s = 0.5\nreconnect_max_s = 2.0\n'
         f'[runtime]\noutbox = "{folder}/outbox.sqlite"\nmetrics_port = {metrics_port}\nlatency_budget_ms = 50\n'
-        f'[[models]]\nname = "pumps"\nbundle = "{Path(bundle).resolve()}"\n[models.alarm]\non_k = 1\non_n = 1\noff_m = 1\ndeadband = 0.0\n'
+        f'[[models]]\nname = "pumps"\nbundle = "{Path(bundle).resolve()}"\nbackend = "{backend}"\nprecision = "{precision}"\n'
+        f'[models.alarm]\non_k = 1\non_n = 1\noff_m = 1\ndeadband = 0.0\n'
         f'[[models.inputs]]\ntopic = "plant/{{line}}/{{machine}}/telemetry"\n'
     )
     with (folder / "runtime.log").open("w") as log:
@@ -174,6 +175,9 @@ def _drive(runtime: subprocess.Popen, broker: Broker, subscriber: Subscriber, bu
         time.sleep(2)
         stored = metric(metrics_port, "linewatch_events_stored_total")
         depth = metric(metrics_port, "linewatch_outbox_depth")
+        means = {f"mean_{name}_ms": 1e3 * metric(metrics_port, f"linewatch_{name}_seconds_sum")
+                 / max(metric(metrics_port, f"linewatch_{name}_seconds_count"), 1) for name in ("inference", "event_latency")}
+        batches = metric(metrics_port, "linewatch_inference_seconds_count")
     finally:
         runtime.send_signal(signal.SIGTERM)
         runtime.wait(30)
@@ -185,7 +189,8 @@ def _drive(runtime: subprocess.Popen, broker: Broker, subscriber: Subscriber, bu
     return {"minutes": minutes, "broker_restarts": restarts, "alarm_events_stored": int(stored), "alarm_events_delivered": len(subscriber.ids),
             "alarm_events_lost": int(stored) - len(subscriber.ids), "duplicates": subscriber.received - len(subscriber.ids),
             "outbox_depth_at_end": int(depth), "rss_first_minute_mb": round(sum(first) / len(first), 1),
-            "rss_last_minute_mb": round(sum(last) / len(last), 1), "memory": memory}
+            "rss_last_minute_mb": round(sum(last) / len(last), 1), "batches_scored": int(batches),
+            **{k: round(v, 3) for k, v in means.items()}, "memory": memory}
 
 
 def main() -> None:
@@ -194,14 +199,18 @@ def main() -> None:
     parser.add_argument("bundle")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--restart-every", type=float, default=120.0, help="seconds between broker restarts")
+    parser.add_argument("--backend", default="onnxruntime", help="the runtime's backend, e.g. onnxruntime-cuda or tensorrt")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--results", default=None, help="results sub-folder (e.g. a GPU's name) instead of results/")
     args = parser.parse_args()
-    result = soak(args.bundle, args.minutes, args.restart_every)
+    result = {"backend": args.backend, "precision": args.precision, **soak(args.bundle, args.minutes, args.restart_every, args.backend, args.precision)}
     rows = [[result["minutes"], result["broker_restarts"], result["alarm_events_stored"], result["alarm_events_delivered"],
-             result["alarm_events_lost"], result["duplicates"], result["rss_first_minute_mb"], result["rss_last_minute_mb"]]]
+             result["alarm_events_lost"], result["duplicates"], result["rss_first_minute_mb"], result["rss_last_minute_mb"],
+             f"{args.backend} {args.precision}", result["mean_inference_ms"], result["mean_event_latency_ms"]]]
     write_results("soak", result, ["minutes", "broker restarts", "durable events stored", "delivered", "lost", "duplicates",
-                                          "RSS first minute MB", "RSS last minute MB"], rows,
+                                   "RSS first minute MB", "RSS last minute MB", "backend", "mean inference ms/batch", "mean event latency ms"], rows,
                          f"{MACHINES} machines at {RATE_HZ:g} Hz, alarms flapping every {BLOCKS_PER_WINDOW} windows; broker (persistence on) "
-                         "restarted with SIGTERM; subscriber: persistent session, QoS 1. Lost = stored - distinct ids delivered.")
+                         "restarted with SIGTERM; subscriber: persistent session, QoS 1. Lost = stored - distinct ids delivered.", folder=args.results)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ class OnnxRuntimeBackend(Backend):
 
         available = ort.get_available_providers()
         wanted = PROVIDERS[self.device][0]
+        if self.device != "cpu" and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* pip packages when they are not on the library path
         if wanted not in available:
             raise BackendError(f"{self.name}: {wanted} not available in this onnxruntime build (has {available})")
         options = ort.SessionOptions()
