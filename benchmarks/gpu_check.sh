@@ -7,7 +7,9 @@
 # The device image has torch but neither paho-mqtt, orjson, hdrhistogram nor mosquitto: they travel in .gpu/
 # (wheels/, debs/). onnxruntime-gpu (200 MB) travels in parts (ort.NN, sha256 in ort.sha256): parts stashed
 # by earlier calls (`bash benchmarks/gpu_check.sh stash DIR`) lie in /root/ortparts.
-# Results: benchmarks/results/$DEVICE/, copied to $OUT.
+# Results: benchmarks/results/$DEVICE/, copied to $OUT. Usage: bash benchmarks/gpu_check.sh [STAGE ...], stages
+# pytest, bench (dense, batch 1..256), bench-kinds (BENCH_KINDS, default conv lstm: batch 1, 16, 256), training, e2e
+# (default: all; exporting the bundles and their GPU parity always run).
 set -u
 DEVICE=${DEVICE:-nvidia-h200}
 OUT=${OUT:-/tmp/gpu-out}
@@ -15,6 +17,8 @@ RESULTS=benchmarks/results/$DEVICE
 WORK=/root/lw
 PARTS=/root/ortparts
 if [ "${1:-}" = stash ]; then mkdir -p $PARTS && cp "$2"/ort.* $PARTS/ && ls -la $PARTS; exit; fi
+STAGES=${*:-pytest bench bench-kinds training e2e}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$RESULTS" "$WORK"
 export PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) $*"; }
@@ -24,7 +28,7 @@ log install
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
 for f in .gpu/debs/*.deb; do dpkg -x "$f" /tmp/mosq; done
 mkdir -p /tmp/mosq/bin
-printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/mosq/usr/lib/x86_64-linux-gnu exec /tmp/mosq/usr/sbin/mosquitto "$@"\n' >/tmp/mosq/bin/mosquitto
+printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/mosq/usr/lib/x86_64-linux-gnu:/tmp/mosq/lib/x86_64-linux-gnu exec /tmp/mosq/usr/sbin/mosquitto "$@"\n' >/tmp/mosq/bin/mosquitto
 chmod +x /tmp/mosq/bin/mosquitto
 export PATH=/tmp/mosq/bin:$PATH
 SITE=/tmp/site
@@ -49,33 +53,34 @@ TRT=""
 python3 -c "import tensorrt" 2>/dev/null && TRT="--tensorrt"
 
 log "train every kind on CUDA, export (pytest -m gpu alongside)"
-python3 -m pytest -m gpu tests/export/test_gpu.py -q -p no:cacheprovider >"$OUT/pytest_gpu.txt" 2>&1 &
+want pytest && python3 -m pytest -m gpu tests/export/test_gpu.py -q -p no:cacheprovider >"$OUT/pytest_gpu.txt" 2>&1 &
 lw simulate -o $WORK/plant.csv --machines 3 --rows 4000
 for kind in dense vae conv lstm pca; do
   (lw train $WORK/plant.csv --series-column machine --model $kind -o $WORK/run-$kind --device cuda --quiet \
    && lw export $WORK/run-$kind -o $WORK/bundle-$kind --fp16 $TRT) >$WORK/$kind.log 2>&1 &
 done
 wait
-tail -n 3 "$OUT/pytest_gpu.txt"
+want pytest && tail -n 3 "$OUT/pytest_gpu.txt"
 for kind in dense vae conv lstm pca; do echo "-- $kind"; grep -E "threshold|parity|rror|cap" $WORK/$kind.log | head -8; done | tee "$OUT/export.txt"
 
 log "GPU backends against ONNX Runtime CPU"
-python3 -m benchmarks.gpu_parity $WORK/plant.csv $WORK/bundle-{dense,vae,conv,lstm,pca} --results "$DEVICE" | tail -n 25
+python3 -m benchmarks.gpu_parity $WORK/plant.csv $(ls -d $WORK/bundle-*/bundle.json | xargs -n1 dirname) --results "$DEVICE" 2>&1 \
+  | grep -E "^\| [a-z]|Error"
 
 log "bench backends"
-lw bench backends $WORK/bundle-dense -o "$RESULTS" --seconds 0.3 2>/dev/null | tail -n 40
-for kind in conv lstm; do
+want bench && lw bench backends $WORK/bundle-dense -o "$RESULTS" --seconds 0.3 2>/dev/null | tail -n 40
+want bench-kinds && for kind in ${BENCH_KINDS:-conv lstm}; do
   lw bench backends $WORK/bundle-$kind -o "$RESULTS/backends-$kind" --batches 1,16,256 --seconds 0.2 --warmup 20 2>/dev/null | grep -E "^\| [a-z]"
 done
 
 log "CUDA training time per epoch against the CPU"
-python3 -m benchmarks.gpu_training --epochs 3 --results "$DEVICE" | tail -n 12
+want training && python3 -m benchmarks.gpu_training --epochs 3 --results "$DEVICE" | tail -n 12
 
 log "end to end: the runtime on the GPU backend, mosquitto on loopback"
 BACKEND=onnxruntime-cuda
 python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" || BACKEND=onnxruntime
 [ -n "$TRT" ] && BACKEND=tensorrt
-python3 -m benchmarks.soak $WORK/bundle-dense --minutes 1 --restart-every 30 --backend $BACKEND --results "$DEVICE" | tail -n 6
+want e2e && python3 -m benchmarks.soak $WORK/bundle-dense --minutes 1 --restart-every 30 --backend $BACKEND --results "$DEVICE" | tail -n 6
 
 log done
 tar czf "$OUT/results.tgz" "$RESULTS"

@@ -18,7 +18,9 @@ class LSTMAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruct ``x [B, W, F]``."""
-        _, (h, _) = self.encoder(x)
-        repeated = h[-1].unsqueeze(1).expand(-1, self.window, -1)
+        # The last step of the top layer's output is h[-1]; h_n itself comes out with an extra dimension under
+        # torch.export in some torch releases (pytorch#151200; seen with 2.11 on the H200 machine).
+        encoded, _ = self.encoder(x)
+        repeated = encoded[:, -1:, :].expand(-1, self.window, -1)
         decoded, _ = self.decoder(repeated)
         return self.output(decoded), x.new_zeros(x.shape[0]), x.new_zeros(())
