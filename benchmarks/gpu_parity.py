@@ -44,8 +44,8 @@ def compare(bundle, windows: np.ndarray) -> list[dict]:
             continue
         try:
             candidate = scores(bundle, name, precision, windows)
-        except (BackendError, BundleError) as error:
-            rows.append({"backend": name, "precision": precision, "skipped": str(error)})
+        except (BackendError, BundleError, RuntimeError) as error:  # RuntimeError: torch refusing the program on this device
+            rows.append({"backend": name, "precision": precision, "skipped": str(error).strip().splitlines()[-1]})
             continue
         rel = np.abs(candidate - reference) / np.maximum(np.abs(reference), 1e-6)
         flips = int(np.sum((candidate > threshold) != (reference > threshold)))
