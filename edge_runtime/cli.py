@@ -23,14 +23,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "inspect": ("edge_runtime.commands:inspect", "Summarise a bundle and verify its hashes.", None),
     "score": ("edge_runtime.commands:score", "Score a CSV file offline with a bundle.", None),
     "run": ("edge_runtime.commands:run", "Run the MQTT edge runtime.", None),
-    "bench": ("export.bench:bench", "Measure inference backends on this machine (latency, throughput, memory).", None),
+    "bench": ("export.bench:bench", "Measure inference backends on this machine (latency, throughput, memory).", "bench"),
     "demo": ("export.demo:demo", "The whole story on a simulated plant, end to end.", "train"),
 }
 
 
 # Modules each extra provides; checked (without importing them) before a subcommand is loaded,
 # because subcommands import their heavy dependencies only when they run.
-EXTRA_MODULES = {"train": ("torch", "pandas", "onnx", "onnxscript", "scipy", "matplotlib")}
+EXTRA_MODULES = {"train": ("torch", "pandas", "onnx", "onnxscript", "scipy", "matplotlib"), "bench": ("hdrh",)}
 
 
 def _available(module: str) -> bool:
