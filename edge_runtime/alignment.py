@@ -8,13 +8,16 @@ from collections.abc import Callable
 
 import numpy as np
 
+ON_GRID = 1e-3  # a time within this fraction of a period of a grid tick is on it (epoch seconds / period carry float noise)
+
 
 class TagAligner:
     """Aligns one-scalar-per-tag messages onto the bundle's sample grid for one stream.
 
     Grid ticks are multiples of the sample period, counted by an integer index (so the grid never
-    drifts, even at 1 kHz with epoch timestamps). A tick is emitted once a message newer than it
-    arrives; each feature takes its latest value at or before the tick if that value is no older
+    drifts, even at 1 kHz with epoch timestamps). A tick is emitted as soon as every tag has a value
+    stamped on it (nothing can change it any more), or else once a message newer than it arrives;
+    each feature takes its latest value at or before the tick if that value is no older
     than ``staleness_s``, and is missing otherwise (then the stream's hold rule applies). After a
     silence, at most ``max_gap`` worth of ticks is emitted and the rest skipped arithmetically; a
     message more than that before the next tick (a clock stepped back, or a bogus future stamp
@@ -31,8 +34,9 @@ class TagAligner:
         self.max_ticks = int(max_gap / period) + 2
 
     def update(self, t: float, feature: int, value: float, emit: Callable[[float, np.ndarray, tuple], None]) -> None:
-        """Emit the grid ticks before ``t``, then record the new value."""
-        due = math.ceil(t / self.period)  # the first tick at or after t: every tick before it is complete
+        """Emit the grid ticks before ``t``, record the new value, and emit ``t``'s tick too once all its tags are in."""
+        steps = t / self.period
+        due = math.ceil(steps - ON_GRID)  # the first tick at or after t (within float noise): every tick before it is complete
         tick = self.tick
         if tick is None or due < tick - self.max_ticks:
             if tick is not None:
@@ -46,6 +50,9 @@ class TagAligner:
             self.tick = due
         self.values[feature] = value
         self.times[feature] = t
+        if due == self.tick and due - steps < ON_GRID and self.times.min() >= t - self.period * ON_GRID:
+            emit(due * self.period, self.values.copy(), ())  # every tag stamped on this tick: waiting for the next one adds a period
+            self.tick = due + 1
 
 
 class Reorder:

@@ -7,8 +7,10 @@ the ``.pt2`` program under torch where torch is installed), each in its own proc
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +107,7 @@ def plot(results: list[dict], path: Path, title: str) -> Path | None:
 
 @click.group()
 def bench() -> None:
-    """Measure what this machine can do with a bundle: inference backends."""
+    """Measure what this machine can do with a bundle: inference backends, and the runtime end to end."""
 
 
 @bench.command()
@@ -143,3 +145,113 @@ def backends(bundle_path, backends, precisions, batches, seconds, min_calls, war
                   ["backend", "batch", "call p50", "p90", "p99", "p99.9", "max", "window p50", "windows/s", "notes"], table_rows(results), notes)
     figure = plot(results, folder / "backends.png", f"{bundle.name} ({bundle.manifest['model']['kind']}): inference latency by backend")
     click.echo(f"wrote {folder / 'backends.json'}, {folder / 'backends.md'}" + (f", {figure}" if figure else " (no plot: matplotlib missing)"))
+
+
+def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) -> Path | None:
+    """p99 latency against offered rate, one line per system and format, the budget and the paho ceiling marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for key in dict.fromkeys((r["system"], r["format"]) for r in results):
+        rows = [r for r in results if (r["system"], r["format"]) == key and r["windows_received"]]
+        axis.plot([r["offered_msg_per_s"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=f"{key[0]} ({key[1]})")
+    axis.axhline(budget_ms, color="grey", linestyle="--", label=f"budget {budget_ms:g} ms")
+    if ceiling:
+        axis.axvline(ceiling, color="black", linestyle=":", label=f"bare paho receive {ceiling:,.0f} msg/s")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("offered load (MQTT messages per second)")
+    axis.set_ylabel("p99 latency, intended send to event (ms)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+@bench.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
+@click.option("--rates", default="500,1000,2000,4000,8000,12000,16000", show_default=True, help="Offered MQTT messages per second.")
+@click.option("--formats", default="json,tag,chunk", show_default=True, help="Payload formats to sweep.")
+@click.option("--machines", default=50, show_default=True)
+@click.option("--seconds", default=5.0, show_default=True, help="Length of each step.")
+@click.option("--chunk", default=10, show_default=True, help="Samples per message in the chunk format.")
+@click.option("--budget-ms", default=20.0, show_default=True, help="The runtime's latency_budget_ms; a window later than this is late.")
+@click.option("--peer/--no-peer", default=True, show_default=True, help="Also drive benchmarks/naive_peer.py (JSON; needs torch and a checkout).")
+@click.option("--broker", default=None, help="HOST:PORT of a broker to use instead of starting mosquitto on loopback.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
+def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, output):
+    """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
+    import tempfile
+    import time
+
+    from edge_runtime.localbroker import free_port
+    from export import e2e as harness
+
+    bundle = load_bundle(bundle_path)
+    rate_list = [float(r) for r in rates.split(",")]
+    format_list = formats.split(",")
+    unknown = set(format_list) - set(harness.TOPICS)
+    if unknown:
+        raise click.BadParameter(f"unknown formats {sorted(unknown)}; expected some of {sorted(harness.TOPICS)}", param_hint="--formats")
+    values = harness.sample_values(len(bundle.features))
+    period = bundle.sample_period
+    planned = sum(r * seconds / machines * chunk for r in rate_list) * (len(format_list) + 1)
+    t0 = math.floor((time.time() - planned * period - 3600) / period) * period  # every stamp in the past, on the grid
+    budget_s = budget_ms / 1e3
+    results: list[dict] = []
+    cursor: dict = {}
+    with contextlib.ExitStack() as stack:
+        if broker:
+            host, port = broker.rsplit(":", 1)
+            port = int(port)
+        else:
+            port = stack.enter_context(harness.LocalBroker()).port
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="linewatch-e2e-")))
+        click.echo("bare paho receive rate (publisher as fast as it can)")
+        ceiling = harness.paho_ceiling(port, machines, bundle, t0, values)
+        click.echo(f"  published {ceiling['publish_msg_per_s']:,.0f} msg/s, received {ceiling['receive_msg_per_s']:,.0f} msg/s")
+        collector = harness.EventCollector(port)
+        stack.callback(collector.close)
+        metrics_port = free_port()
+        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port)
+        runtime = harness.start_process([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)],
+                                        f"http://127.0.0.1:{metrics_port}/metrics", folder / "runtime.log")
+        try:
+            for fmt in format_list:
+                results += harness.sweep("linewatch", fmt, rate_list, machines, seconds, chunk, bundle, t0, values, port, budget_s, collector, cursor,
+                                         click.echo)
+        finally:
+            harness.stop_process(runtime)
+        found = harness.peer_command(bundle, port) if peer else None
+        if peer and found is None:
+            click.echo("naive peer skipped: needs torch and a source checkout (benchmarks/naive_peer.py)")
+        if found:
+            process = harness.start_process(found[0], None, folder / "peer.log", cwd=found[1])
+            try:
+                results += harness.sweep("naive", "json", rate_list, machines, seconds, 1, bundle, t0, values, port, budget_s, collector, cursor,
+                                         click.echo)
+            finally:
+                harness.stop_process(process)
+    held = {f"{s} {f}": harness.highest_held([r for r in results if (r["system"], r["format"]) == (s, f)], budget_ms)
+            for s, f in dict.fromkeys((r["system"], r["format"]) for r in results)}
+    rows = [[r["system"], r["format"], f"{r['offered_msg_per_s']:,.0f}", f"{r['offered_samples_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+             f"{r['max_ms']:.1f}", f"{r['lost']} / {r['windows_expected']}", r["late"], f"{r['publisher_worst_lag_ms']:.0f}"] for r in results]
+    notes = (f"{machines} machines, {seconds:g} s per step, budget {budget_ms:g} ms, chunk {chunk} samples per message; bare paho receive rate "
+             f"{ceiling['receive_msg_per_s']:,.0f} msg/s (publisher {ceiling['publish_msg_per_s']:,.0f} msg/s). Highest rate held (p99 within the "
+             "budget, nothing lost): " + ", ".join(f"{k} {v:,.0f} msg/s" for k, v in held.items()) + ". Latency from the intended send time of the "
+             "message that completed a window to its score event at a subscriber (open loop: a late publisher counts). "
+             f"Command: `linewatch bench e2e {bundle_path} --rates {rates} --formats {formats} --machines {machines} --seconds {seconds:g}`.")
+    folder = Path(output)
+    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
+                                  "results": results},
+                  ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms"],
+                  rows, notes)
+    figure = plot_e2e(results, ceiling["receive_msg_per_s"], budget_ms, folder / "e2e.png")
+    click.echo(f"wrote {folder / 'e2e.json'}, {folder / 'e2e.md'}" + (f", {figure}" if figure else ""))

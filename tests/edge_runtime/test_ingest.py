@@ -3,6 +3,7 @@
 import math
 
 import orjson
+import pytest
 
 from edge_runtime.alarms import Alarm
 from edge_runtime.badinput import BadInput
@@ -66,6 +67,25 @@ def test_samples_held_for_reordering_are_released_when_their_stream_goes_quiet()
     assert windows == [[1.0, 2.0, 3.0]]
 
 
+def test_a_tick_is_emitted_once_all_its_tags_are_in_not_a_period_later():
+    from edge_runtime.alignment import TagAligner
+
+    ticks = []
+    aligner = TagAligner(3, 0.1, staleness=1.0, max_gap=1.0)
+    start = 1_767_225_600.0  # 10 Hz, every tag stamped on the grid as a PLC publishes them
+    for k in range(3):
+        for feature in range(3):
+            aligner.update(start + k * 0.1, feature, 10.0 * k + feature, lambda at, row, missing: ticks.append((at, row.tolist(), missing)))
+            assert len(ticks) == (k + 1 if feature == 2 else k)  # the third tag completes the tick at once
+    assert [t for t, _, _ in ticks] == pytest.approx([start, start + 0.1, start + 0.2])
+    assert ticks[-1][1] == [20.0, 21.0, 22.0] and ticks[-1][2] == ()
+    for feature in (0, 1):  # one tag of the next tick never comes: the tick waits for a newer message
+        aligner.update(start + 0.3, feature, 1.0, lambda at, row, missing: ticks.append((at, row.tolist(), missing)))
+    assert len(ticks) == 3
+    aligner.update(start + 0.4, 0, 2.0, lambda at, row, missing: ticks.append((at, row.tolist(), missing)))
+    assert ticks[-1][0] == pytest.approx(start + 0.3) and ticks[-1][1] == [1.0, 1.0, 22.0]  # the third tag held from the tick before
+
+
 def test_tag_grid_steps_on_an_integer_index_and_jumps_over_silences():
     from edge_runtime.alignment import TagAligner
 
@@ -78,7 +98,8 @@ def test_tag_grid_steps_on_an_integer_index_and_jumps_over_silences():
     assert len(ticks) == 19_999 and all(abs(at - (start + (k + 1) * 0.001)) < 1e-6 for k, at in enumerate(ticks))
     ticks.clear()
     aligner.update(start + 86_400.0, 0, 1.0, lambda at, row, missing: ticks.append(at))  # a day of silence
-    assert len(ticks) == aligner.max_ticks  # not 86 million iterations
+    assert len(ticks) == aligner.max_ticks + 1  # not 86 million iterations; + the message's own tick, complete (one tag)
+    assert ticks[-1] == start + 86_400.0
     ticks.clear()
     aligner.update(start + 20.0005, 0, 1.0, lambda at, row, missing: ticks.append(at))  # the clock back where it was
     assert ticks == [] and aligner.tick == math.ceil((start + 20.0005) / 0.001)  # the grid restarts at the message
