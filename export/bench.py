@@ -185,8 +185,9 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
 @click.option("--budget-ms", default=20.0, show_default=True, help="The runtime's latency_budget_ms; a window later than this is late.")
 @click.option("--peer/--no-peer", default=True, show_default=True, help="Also drive benchmarks/naive_peer.py (JSON; needs torch and a checkout).")
 @click.option("--broker", default=None, help="HOST:PORT of a broker to use instead of starting mosquitto on loopback.")
+@click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
-def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, output):
+def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, ceiling_seconds, output):
     """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
     import tempfile
     import time
@@ -215,7 +216,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
             port = stack.enter_context(harness.LocalBroker()).port
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="linewatch-e2e-")))
         click.echo("bare paho receive rate (publisher as fast as it can)")
-        ceiling = harness.paho_ceiling(port, machines, bundle, t0, values)
+        ceiling = harness.paho_ceiling(port, machines, bundle, t0, values, ceiling_seconds)
         click.echo(f"  published {ceiling['publish_msg_per_s']:,.0f} msg/s, received {ceiling['receive_msg_per_s']:,.0f} msg/s")
         collector = harness.EventCollector(port)
         stack.callback(collector.close)

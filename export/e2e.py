@@ -136,8 +136,8 @@ def publish_open_loop(port: int, messages: list[tuple[str, bytes]], rate: float,
     report.put({"sent": len(messages), "seconds": ended - began, "worst_lag_s": worst})
 
 
-def count_received(port: int, seconds: float, report) -> None:
-    """A bare paho subscriber on ``plant/#``: messages received and the span they arrived over."""
+def count_received(port: int, timeout: float, report) -> None:
+    """A bare paho subscriber on ``plant/#``: messages received and the span they arrived over (until a second of quiet)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -155,7 +155,9 @@ def count_received(port: int, seconds: float, report) -> None:
     client.on_connect = lambda c, *_: c.subscribe("plant/#")
     client.connect("127.0.0.1", port)
     client.loop_start()
-    time.sleep(seconds)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (seen["n"] and time.time() - seen["last"] > 1.0):
+        time.sleep(0.05)
     client.loop_stop()
     report.put(dict(seen))
 
