@@ -33,9 +33,24 @@ ID_PREFIX = uuid.uuid4().hex[:16]
 ID_COUNTER = itertools.count()
 
 
+_SECONDS: dict[int, str] = {}  # "YYYY-MM-DDTHH:MM:SS" of recent whole seconds: every event formats three times
+
+
 def iso(t: float) -> str:
-    """ISO 8601 UTC with milliseconds."""
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds, as ``datetime.fromtimestamp(t, utc).isoformat(timespec="milliseconds")`` writes it."""
+    fraction, whole = math.modf(t)
+    micros = round(fraction * 1e6)  # datetime rounds to the microsecond (half to even), then cuts to the millisecond
+    second = int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 def saturate(value: float) -> float:

@@ -185,9 +185,11 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
 @click.option("--budget-ms", default=20.0, show_default=True, help="The runtime's latency_budget_ms; a window later than this is late.")
 @click.option("--peer/--no-peer", default=True, show_default=True, help="Also drive benchmarks/naive_peer.py (JSON; needs torch and a checkout).")
 @click.option("--broker", default=None, help="HOST:PORT of a broker to use instead of starting mosquitto on loopback.")
+@click.option("--protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
+              help="The runtime's MQTT protocol (paho parses MQTT 5 properties on every message).")
 @click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
-def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, ceiling_seconds, output):
+def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, ceiling_seconds, output):
     """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
     import tempfile
     import time
@@ -221,7 +223,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
         collector = harness.EventCollector(port)
         stack.callback(collector.close)
         metrics_port = free_port()
-        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port)
+        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol)
         runtime = harness.start_process([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)],
                                         f"http://127.0.0.1:{metrics_port}/metrics", folder / "runtime.log")
         try:
@@ -248,9 +250,10 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
              f"{ceiling['receive_msg_per_s']:,.0f} msg/s (publisher {ceiling['publish_msg_per_s']:,.0f} msg/s). Highest rate held (p99 within the "
              "budget, nothing lost): " + ", ".join(f"{k} {v:,.0f} msg/s" for k, v in held.items()) + ". Latency from the intended send time of the "
              "message that completed a window to its score event at a subscriber (open loop: a late publisher counts). "
-             f"Command: `linewatch bench e2e {bundle_path} --rates {rates} --formats {formats} --machines {machines} --seconds {seconds:g}`.")
+             f"Command: `linewatch bench e2e {bundle_path} --rates {rates} --formats {formats} --machines {machines} --seconds {seconds:g}"
+             + (f" --protocol {protocol}`." if protocol != "auto" else "`."))
     folder = Path(output)
-    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
+    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
                                   "results": results},
                   ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms"],
                   rows, notes)

@@ -280,11 +280,11 @@ class LocalBroker:
         self.folder.cleanup()
 
 
-def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int) -> Path:
+def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int, protocol: str = "auto") -> Path:
     """A gateway config: every payload format at once (machine names differ per format), score events on."""
     inputs = "".join(f'[[models.inputs]]\ntopic = "{TOPICS[f]}"\nformat = "{f}"\n' for f in TOPICS)
     path = folder / "gateway.toml"
-    path.write_text(f'[broker]\nport = {port}\nclient_id = "lw-e2e"\n'
+    path.write_text(f'[broker]\nport = {port}\nclient_id = "lw-e2e"\nprotocol = "{protocol}"\n'
                     f'[runtime]\nlatency_budget_ms = {budget_ms}\npublish_scores = true\nmetrics_port = {metrics_port}\n'
                     f'outbox = "{folder}/outbox.sqlite"\nmax_past_s = 1e9\n'
                     f'[[models]]\nname = "e2e"\nbundle = "{bundle.path.resolve()}"\n{inputs}')

@@ -273,3 +273,15 @@ def test_drift_is_reported_once_cleared_once_and_a_slow_degradation_still_alarms
     drift_at = next(k for k, kind in seen if kind == DRIFT)
     raised_at = next(k for k, kind in seen if kind == RAISED)
     assert drift_at < raised_at and alarm.active
+
+
+def test_iso_writes_what_datetime_writes_for_any_time():
+    from datetime import datetime, timezone
+
+    from edge_runtime.event_schema import iso
+
+    rng = np.random.default_rng(0)
+    times = [0.0, -0.0005, -1.9999996, 1.9999996, 1.0005, 1767225599.9995, 1767225599.9999996, 253402300799.999]
+    times += rng.uniform(-2e9, 4e9, 20_000).tolist() + (1.7e9 + rng.integers(0, 10**6, 5_000) / 1e6).tolist()
+    for t in times:
+        assert iso(t) == datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"), t

@@ -1,0 +1,156 @@
+"""Where the time goes between paho and the event: the cost of each stage of the runtime, measured alone.
+
+Each stage is the runtime's own code on realistic inputs, timed in blocks (the median block's
+mean per operation is reported, the blocks' spread beside it): paho receive and publish through
+a mosquitto on loopback, JSON decode, the stream's ring buffer, the window copy into the pending
+batch, ONNX Runtime per window (batch 1 and 64), the alarm decision, the event encode, and the
+outbox write (one event per transaction and 16). Usage::
+
+    python -m benchmarks.stages BUNDLE
+
+Writes ``results/stages.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from benchmarks.common import write_results
+from edge_runtime.alarms import Alarm
+from edge_runtime.backends import create_backend
+from edge_runtime.batcher import Batcher
+from edge_runtime.bundle import load_bundle
+from edge_runtime.decoders import FeatureLayout, decode_json
+from edge_runtime.event_schema import make_event
+from edge_runtime.outbox import Outbox
+from edge_runtime.registry import StreamState
+from edge_runtime.streams import Stream
+from export import e2e
+
+
+def per_op(run: Callable[[int], None], ops: int, blocks: int = 15) -> dict:
+    """Microseconds per operation: ``run(n)`` does n operations; median and range over ``blocks`` blocks (after one warm-up)."""
+    run(max(ops // 10, 1))
+    means = []
+    for _ in range(blocks):
+        started = time.perf_counter_ns()
+        run(ops)
+        means.append((time.perf_counter_ns() - started) / ops / 1e3)
+    return {"us": float(np.median(means)), "min_us": float(min(means)), "max_us": float(max(means))}
+
+
+def paho_costs(bundle, messages: int = 20_000) -> dict:
+    """Publish (caller side) and receive (a bare subscriber process) per message through mosquitto on loopback."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    values = e2e.sample_values(len(bundle.features))
+    payloads = e2e._payloads(e2e.Step("paho", "json", 10_000, 10, messages / 10_000), bundle.features, 1.0, 1.7e9, values)
+    with e2e.LocalBroker() as broker:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.on_socket_open = e2e.no_delay
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        queue = iter(payloads * 20)
+        publish = per_op(lambda n: [client.publish(*next(queue)) for _ in range(n)], 1000, 10)
+        client.disconnect()
+        client.loop_stop()
+        context = multiprocessing.get_context("spawn")
+        counted, published = context.Queue(), context.Queue()
+        counter = context.Process(target=e2e.count_received, args=(broker.port, 120, counted))
+        counter.start()
+        time.sleep(1.5)
+        sender = context.Process(target=e2e.publish_open_loop, args=(broker.port, payloads, float("inf"), time.time(), published))
+        sender.start()
+        published.get(timeout=120)
+        seen = counted.get(timeout=150)
+        sender.join(10)
+        counter.join(10)
+    rate = seen["n"] / max(seen["last"] - seen["first"], 1e-9)
+    return {"publish": publish, "receive": {"us": 1e6 / rate, "min_us": 1e6 / rate, "max_us": 1e6 / rate, "received": seen["n"]}}
+
+
+def measure(bundle_path: str) -> dict:
+    """Every stage's cost per operation."""
+    bundle = load_bundle(bundle_path)
+    w, f = bundle.window, len(bundle.features)
+    rng = np.random.default_rng(0)
+    now = time.time()
+    layout = FeatureLayout(bundle.features)
+    payload = orjson.dumps({"ts": now - 10, **{name: float(v) for name, v in zip(bundle.features, rng.normal(size=f))}})
+    stages = {}
+    stages["decode (JSON sample)"] = per_op(lambda n: [decode_json(payload, layout, "ts", now, (1e9, 60.0)) for _ in range(n)], 20_000)
+
+    stream = Stream("m1", w, bundle.stride, f, bundle.max_gap)
+    row = rng.normal(size=f).astype(np.float32)
+    clock = {"t": now - 1e6}
+
+    def push(n: int) -> None:
+        t = clock["t"]
+        for i in range(n):
+            stream.push(t + i * bundle.sample_period, row, ())
+        clock["t"] = t + n * bundle.sample_period
+
+    stages["stream push (ring buffer, readiness)"] = per_op(push, 20_000)
+    batcher = Batcher(w, f, 64, 1_000_000, score=lambda batch, n: None)
+    state = StreamState("m1", stream, None, Alarm(2, 3, 3, 0.1), now)
+
+    def copy(n: int) -> None:
+        batcher.pending.count = 0
+        for _ in range(n):
+            batcher.add(state, 0.0)
+
+    stages["window copy into the pending batch"] = per_op(copy, 5_000)
+    with create_backend(bundle, "onnxruntime") as backend:
+        one = rng.normal(size=(1, w, f)).astype(np.float32)
+        many = rng.normal(size=(64, w, f)).astype(np.float32)
+        stages["inference per window, batch 1"] = per_op(lambda n: [backend.infer(one) for _ in range(n)], 2_000)
+        per_batch = per_op(lambda n: [backend.infer(many) for _ in range(n)], 200)
+        stages["inference per window, batch 64"] = {k: v / 64 for k, v in per_batch.items()}
+    alarm = Alarm(2, 3, 3, 0.1)
+    scores = rng.normal(size=4096).tolist()
+    stages["alarm decision"] = per_op(lambda n: [alarm.update(scores[i & 4095], 0.5) for i in range(n)], 50_000)
+    errors = rng.random(f).astype(np.float32)
+
+    def encode(n: int) -> None:
+        for _ in range(n):
+            orjson.dumps(make_event("score", "m1", "model", "0123456789abcdef", (now - 50, now), 0.3, 0.5, bundle.features, errors, 0.001))
+
+    stages["event encode (make_event + orjson)"] = per_op(encode, 5_000)
+    event = orjson.dumps(make_event("alarm_raised", "m1", "model", "0123456789abcdef", (now - 50, now), 0.9, 0.5, bundle.features, errors, 0.001))
+    with tempfile.TemporaryDirectory() as tmp:
+        outbox = Outbox(Path(tmp) / "outbox.sqlite", max_rows=10_000_000, max_bytes=1 << 34)
+        stages["outbox write, 1 event per transaction (FULL sync)"] = per_op(lambda n: [outbox.add_many([("t", event)]) for _ in range(n)], 200, 5)
+        stages["outbox write, 16 per transaction, per event"] = {
+            k: v / 16 for k, v in per_op(lambda n: [outbox.add_many([("t", event)] * 16) for _ in range(n)], 100, 5).items()}
+        outbox.close()
+    paho = paho_costs(bundle)
+    stages["paho receive (bare subscriber, 1 / its rate)"] = paho["receive"]
+    stages["paho publish QoS 0 (caller side)"] = paho["publish"]
+    return {"bundle": bundle.name, "window": w, "features": f, "stages": stages}
+
+
+def main() -> None:
+    """Run and write results/stages.{json,md}."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle")
+    args = parser.parse_args()
+    result = measure(args.bundle)
+    rows = [[name, f"{s['us']:.2f}", f"{s['min_us']:.2f} - {s['max_us']:.2f}"] for name, s in result["stages"].items()]
+    write_results("stages", result, ["stage", "µs per operation (median block)", "blocks' range"], rows,
+                  f"Dense bundle, window {result['window']} x {result['features']} features; the runtime's own functions timed alone, "
+                  "one thread, nothing else loaded. Per message the runtime pays paho receive + decode + stream push; per window the "
+                  "copy, inference, decision, encode and publish (alarm transitions also the outbox write). Command: "
+                  "`python -m benchmarks.stages BUNDLE`.")
+
+
+if __name__ == "__main__":
+    main()
