@@ -53,13 +53,13 @@ def paho_costs(bundle, messages: int = 20_000) -> dict:
     from paho.mqtt.enums import CallbackAPIVersion
 
     values = e2e.sample_values(len(bundle.features))
-    payloads = e2e._payloads(e2e.Step("paho", "json", 10_000, 10, messages / 10_000), bundle.features, 1.0, 1.7e9, values)
+    outgoing = e2e.payloads(e2e.Step("paho", "json", 10_000, 10, messages / 10_000), bundle.features, 1.0, 1.7e9, values)
     with e2e.LocalBroker() as broker:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         client.on_socket_open = e2e.no_delay
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
-        queue = iter(payloads * 20)
+        queue = iter(outgoing * 20)
         publish = per_op(lambda n: [client.publish(*next(queue)) for _ in range(n)], 1000, 10)
         client.disconnect()
         client.loop_stop()
@@ -68,7 +68,7 @@ def paho_costs(bundle, messages: int = 20_000) -> dict:
         counter = context.Process(target=e2e.count_received, args=(broker.port, 120, counted))
         counter.start()
         time.sleep(1.5)
-        sender = context.Process(target=e2e.publish_open_loop, args=(broker.port, payloads, float("inf"), time.time(), published))
+        sender = context.Process(target=e2e.publish_open_loop, args=(broker.port, outgoing, float("inf"), time.time(), published))
         sender.start()
         published.get(timeout=120)
         seen = counted.get(timeout=150)

@@ -3,6 +3,7 @@
 ``bench backends BUNDLE`` times every inference backend this machine has for the bundle (ONNX
 Runtime CPU per precision; the CUDA and TensorRT providers and native TensorRT engines on a GPU;
 the ``.pt2`` program under torch where torch is installed), each in its own process.
+``bench e2e BUNDLE`` drives the runtime through a broker with an open-loop load (``export.e2e``).
 """
 
 from __future__ import annotations
@@ -73,14 +74,22 @@ def table_rows(results: list[dict]) -> list[list]:
     return rows
 
 
-def plot(results: list[dict], path: Path, title: str) -> Path | None:
-    """Per-window p50 and per-call p99 against batch size, one line per backend (needs matplotlib)."""
+def _pyplot():
+    """Matplotlib's pyplot without a display, or None where matplotlib is not installed (a gateway)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot(results: list[dict], path: Path, title: str) -> Path | None:
+    """Per-window p50 and per-call p99 against batch size, one line per backend (needs matplotlib)."""
+    plt = _pyplot()
+    if plt is None:
         return None
     figure, (per_window, per_call) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in results:
@@ -149,12 +158,8 @@ def backends(bundle_path, backends, precisions, batches, seconds, min_calls, war
 
 def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) -> Path | None:
     """p99 latency against offered rate, one line per system and format, the budget and the paho ceiling marked."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     figure, axis = plt.subplots(figsize=(8, 5))
     for key in dict.fromkeys((r["system"], r["format"]) for r in results):

@@ -80,7 +80,7 @@ class Step:
         return start + index / self.rate
 
 
-def _payloads(step: Step, bundle_features: list[str], period: float, t0: float, values: np.ndarray) -> list[tuple[str, bytes]]:
+def payloads(step: Step, bundle_features: list[str], period: float, t0: float, values: np.ndarray) -> list[tuple[str, bytes]]:
     """Every message of a step, in send order, encoded ahead so the publisher spends its time publishing."""
     names = [f"{PREFIX[step.fmt]}{m}" for m in range(step.machines)]
     out = []
@@ -215,7 +215,7 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
     """Run one step and account for every window it should produce."""
     from hdrh.histogram import HdrHistogram
 
-    messages = _payloads(step, bundle.features, bundle.sample_period, t0, values)
+    messages = payloads(step, bundle.features, bundle.sample_period, t0, values)
     context = multiprocessing.get_context("spawn")
     report = context.Queue()
     start = time.time() + 1.0
@@ -356,7 +356,7 @@ def highest_held(results: list[dict], budget_ms: float) -> float:
 def paho_ceiling(port: int, machines: int, bundle: Bundle, t0: float, values: np.ndarray, seconds: float = 3.0) -> dict:
     """Messages per second a bare paho subscriber receives from a publisher sending as fast as it can."""
     step = Step("paho", "json", 20_000, machines, seconds)
-    messages = _payloads(step, bundle.features, bundle.sample_period, t0, values)
+    messages = payloads(step, bundle.features, bundle.sample_period, t0, values)
     context = multiprocessing.get_context("spawn")
     counted, published = context.Queue(), context.Queue()
     counter = context.Process(target=count_received, args=(port, seconds * 4 + 3, counted))
