@@ -46,11 +46,12 @@ def read(paths, time_column, label_column, series_column, features):
 @click.option("--faults", "faults_per_machine", default=2, show_default=True, help="Faults per machine (0: normal only).")
 @click.option("--period", default=1.0, show_default=True, help="Sample period in seconds.")
 @click.option("--seed", default=0, show_default=True)
-def simulate(output, machines, rows, normal_rows, faults_per_machine, period, seed):
+@click.option("--regimes", is_flag=True, help="Operating conditions that change during normal operation: setpoint and recipe columns.")
+def simulate(output, machines, rows, normal_rows, faults_per_machine, period, seed, regimes):
     """Write a synthetic plant with labelled faults (columns time, machine, sensors, label, fault)."""
     from train.simulate import simulate_plant, write_table
 
-    frame, faults = simulate_plant(machines, rows, normal_rows, faults_per_machine, period, seed)
+    frame, faults = simulate_plant(machines, rows, normal_rows, faults_per_machine, period, seed, regimes=regimes)
     write_table(frame, output)
     click.echo(f"wrote {len(frame)} rows for {machines} machines to {output}")
     for fault in faults:

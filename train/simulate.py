@@ -53,18 +53,39 @@ def _duty_cycle(rows: int, rng: np.random.Generator) -> np.ndarray:
     return load
 
 
-def normal_machine(rows: int, rng: np.random.Generator) -> np.ndarray:
-    """Normal operation of one machine: ``[rows, 6]`` in :data:`FEATURES` order."""
+# Products the pump moves in regime mode: a denser product needs more torque and head, and flows less per rpm.
+RECIPES = {"A": {"density": 1.0, "flow": 1.0}, "B": {"density": 1.4, "flow": 0.8}, "C": {"density": 0.7, "flow": 1.15}}
+
+
+def _recipes(rows: int, rng: np.random.Generator) -> np.ndarray:
+    """The product run at each row: changes every 30 to 90 minutes (at 1 s per row)."""
+    names = np.empty(rows, dtype=object)
+    i = 0
+    while i < rows:
+        length = int(rng.integers(1800, 5400))
+        names[i : i + length] = rng.choice(list(RECIPES))
+        i += length
+    return names
+
+
+def normal_machine(rows: int, rng: np.random.Generator, recipes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Normal operation of one machine: ``[rows, 6]`` in :data:`FEATURES` order, and the load set-point per row.
+
+    ``recipes`` (one of :data:`RECIPES` per row) scales torque, head and flow per product; without it the
+    pump always moves the same product.
+    """
     load = _duty_cycle(rows, rng)
+    density = np.ones(rows) if recipes is None else np.array([RECIPES[r]["density"] for r in recipes])
+    flow_gain = np.ones(rows) if recipes is None else np.array([RECIPES[r]["flow"] for r in recipes])
     speed = _lag(1500 * (0.3 + 0.7 * load), 8, 1500 * (0.3 + 0.7 * load[0]))
     rel = speed / 1500
-    current = 4 + 18 * load * rel + rng.normal(0, 0.25, rows)
+    current = 4 + 18 * density * load * rel + rng.normal(0, 0.25, rows)
     vibration = 0.5 + 2.2 * rel**2 + rng.normal(0, 0.06, rows)
-    bearing_temp = _lag(35 + 30 * load, 240, 35 + 30 * load[0]) + rng.normal(0, 0.15, rows)
-    pressure = 0.5 + 5.5 * rel**2 + rng.normal(0, 0.05, rows)
-    flow = 2 + 38 * rel + rng.normal(0, 0.4, rows)
+    bearing_temp = _lag(35 + 30 * density * load, 240, 35 + 30 * density[0] * load[0]) + rng.normal(0, 0.15, rows)
+    pressure = 0.5 + 5.5 * density * rel**2 + rng.normal(0, 0.05, rows)
+    flow = 2 + 38 * flow_gain * rel + rng.normal(0, 0.4, rows)
     speed = speed + rng.normal(0, 4, rows)
-    return np.column_stack([current, speed, vibration, bearing_temp, pressure, flow])
+    return np.column_stack([current, speed, vibration, bearing_temp, pressure, flow]), load
 
 
 def inject(values: np.ndarray, fault: Fault, rng: np.random.Generator) -> None:
@@ -100,12 +121,16 @@ def simulate_plant(
     sample_period: float = 1.0,
     seed: int = 0,
     start: str = "2026-01-01T00:00:00Z",
+    regimes: bool = False,
 ) -> tuple[pd.DataFrame, list[Fault]]:
     """Simulate ``machines`` machines for ``rows`` samples each.
 
     The first ``normal_rows`` rows are fault-free (the training period); faults of rotating
     kinds are then spread over the rest. Returns a long table with columns ``time``,
     ``machine``, the sensors, ``label`` (0/1) and ``fault`` (kind or empty), and the fault list.
+    With ``regimes`` the operating conditions are recorded and change during normal operation:
+    ``setpoint`` (the load set-point, 0.2 to 1) and ``recipe`` (the product, see :data:`RECIPES`,
+    which changes the sensors' normal relationships).
     """
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp(start)
@@ -114,7 +139,8 @@ def simulate_plant(
     kinds = list(FAULT_KINDS)
     for m in range(machines):
         name = f"m{m + 1}"
-        values = normal_machine(rows, rng)
+        recipes = _recipes(rows, rng) if regimes else None
+        values, setpoint = normal_machine(rows, rng, recipes)
         labels = np.zeros(rows, dtype=np.int8)
         fault_names = np.full(rows, "", dtype=object)
         if faults_per_machine and rows > normal_rows:
@@ -133,6 +159,9 @@ def simulate_plant(
         frame = pd.DataFrame(values.astype(np.float32), columns=FEATURES)
         frame.insert(0, "machine", name)
         frame.insert(0, "time", times)
+        if regimes:
+            frame["setpoint"] = setpoint.astype(np.float32)
+            frame["recipe"] = recipes
         frame["label"] = labels
         frame["fault"] = fault_names
         frames.append(frame)

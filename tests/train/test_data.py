@@ -78,3 +78,21 @@ def test_windows_are_views_and_never_span_gaps_or_labels():
         rows = np.arange(start, start + 5)
         assert not labels[rows].any() and not ((rows < 20).any() and (rows >= 20).any())
     assert list(sw.starts) == [0, 2, 4, 11, 13, 15, 20, 22, 24]
+
+
+def test_regime_plant_records_conditions_that_change_the_normal_relationships():
+    from train.simulate import FEATURES, RECIPES, simulate_plant
+
+    plain, _ = simulate_plant(machines=2, rows=3000, normal_rows=3000, faults_per_machine=0, seed=4)
+    assert list(plain.columns) == ["time", "machine", *FEATURES, "label", "fault"]  # the default plant is unchanged
+    frame, faults = simulate_plant(machines=2, rows=40_000, normal_rows=30_000, faults_per_machine=2, seed=4, regimes=True)
+    assert list(frame.columns) == ["time", "machine", *FEATURES, "setpoint", "recipe", "label", "fault"] and len(faults) == 4
+    normal = frame[frame.label == 0]
+    for _, machine in normal.groupby("machine"):
+        assert machine.recipe.nunique() >= 2 and set(machine.recipe) <= set(RECIPES)  # products change during normal operation
+        assert set(np.round(machine.setpoint.unique().astype(float), 3)) <= {0.2, 0.6, 0.8, 1.0}
+    steady = normal[normal.setpoint == 1.0].groupby("recipe")
+    pressure, flow = steady.pressure.median(), steady.flow.median()
+    assert pressure["B"] > pressure["A"] > pressure["C"]  # a denser product needs more head at the same set-point...
+    assert flow["B"] < flow["A"] < flow["C"]  # ...and flows less per rpm
+    assert np.array_equal(plain[FEATURES].to_numpy(), simulate_plant(2, 3000, 3000, 0, seed=4)[0][FEATURES].to_numpy())
