@@ -38,6 +38,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, int
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     detector = AutoencoderDetector.load(run_dir)
+    if detector.conditions_:
+        raise ValueError(f"{run_dir}: a conditional model (conditions {[c.name for c in detector.conditions_]}) cannot be exported yet: "
+                         "the graph's condition input and the runtime's condition handling are still to come; "
+                         "score it with 'linewatch evaluate RUN DATA'")
     units = units or {}
     unknown = set(units) - set(detector.features_)
     if unknown:  # checked before minutes of exporting, not after

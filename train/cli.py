@@ -28,12 +28,15 @@ def data_options(function):
     return function
 
 
-def read(paths, time_column, label_column, series_column, features):
-    """Read data files with the shared options, turning data errors into one-line CLI errors."""
+def read(paths, time_column, label_column, series_column, features, conditions=None):
+    """Read data files with the shared options, turning data errors into one-line CLI errors.
+
+    ``conditions``: condition column names, or a trained detector's :class:`~train.data.Condition` list.
+    """
     from train.data import read_table
 
     try:
-        return read_table(list(paths), features.split(",") if features else None, time_column, label_column, series_column)
+        return read_table(list(paths), features.split(",") if features else None, time_column, label_column, series_column, conditions or None)
     except DataError as error:
         raise click.ClickException(str(error)) from None
 
@@ -86,10 +89,13 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
 @click.option("--max-windows", default=50_000, show_default=True, help="Cap on training windows (random subset).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--conditions", default=None,
+              help="Operating-condition columns the model is given (dense and vae), e.g. setpoint,recipe: numeric ones as they are, "
+                   "others as categories. They are inputs, never reconstructed.")
 @data_options
 def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, batch_size, lr, patience, params, threshold,
           false_alarms_per_day, threshold_param, calibration, calibration_data, threshold_data, ignore_labels, quiet, max_windows,
-          device, seed, time_column, label_column, series_column, features):
+          device, seed, conditions, time_column, label_column, series_column, features):
     """Train an anomaly detector on normal sensor data DATA (CSV or Parquet).
 
     Rows labelled anomalous are left out of training. The run directory receives config.json,
@@ -97,7 +103,8 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     """
     from train.detector import AutoencoderDetector
 
-    table = read(data, time_column, label_column, series_column, features)
+    condition_names = [c for c in (conditions or "").split(",") if c]
+    table = read(data, time_column, label_column, series_column, features, condition_names)
     if ignore_labels:
         for series in table.series:
             series.labels = None
@@ -125,14 +132,16 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         max_windows=max_windows, threshold="conformal" if supervised else threshold, threshold_param=threshold_param,
         false_alarms_per_day=false_alarms_per_day, calibration=calibration,
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, progress=not quiet,
+        conditions=condition_names or None,
     )
     started = time.perf_counter()
     try:
         detector.fit(table)
         if calibration_data is not None and not supervised:
-            detector.calibrate_on(read([calibration_data], time_column, label_column, series_column, ",".join(detector.features_)))
+            detector.calibrate_on(read([calibration_data], time_column, label_column, series_column, ",".join(detector.features_),
+                                       detector.conditions_))
         if supervised:
-            labelled = read([threshold_data], time_column, label_column, series_column, ",".join(detector.features_))
+            labelled = read([threshold_data], time_column, label_column, series_column, ",".join(detector.features_), detector.conditions_)
             scores = detector.score_samples(labelled)
             labels = np.concatenate([s.labels for s in labelled.series])
             detector.calibrate(scores, labels, method=threshold)
@@ -166,7 +175,7 @@ def evaluate_run(run_dir, data, output, time_column, label_column, series_column
 
     try:
         detector = AutoencoderDetector.load(run_dir)
-        table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_))
+        table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
         metrics, scored = evaluate_detector(detector, table)
     except DataError as error:
         raise click.ClickException(str(error)) from None

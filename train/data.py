@@ -38,11 +38,32 @@ class Series:
 
 
 @dataclass
+class Condition:
+    """An operating condition column (the model's input, never reconstructed).
+
+    ``numeric`` values pass as they are; a ``categorical`` column is stored as the index of its
+    value in ``categories`` (-1 for a value not among them, NaN where the row has none).
+    """
+
+    name: str
+    kind: str  # "numeric" or "categorical"
+    categories: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
+
+
+@dataclass
 class SensorTable:
-    """Several series that share one ordered list of feature columns."""
+    """Several series that share one ordered list of feature columns.
+
+    With ``conditions``, each series' values hold the features and then one column per condition.
+    """
 
     features: list[str]
     series: list[Series] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
 
     @property
     def has_labels(self) -> bool:
@@ -93,16 +114,23 @@ def read_table(
     time_column: str | None = None,
     label_column: str | None = None,
     series_column: str | None = None,
+    conditions: list[str] | list[Condition] | None = None,
 ) -> SensorTable:
     """Read one or more CSV/Parquet files into a :class:`SensorTable`.
 
     Each file is one series unless ``series_column`` names a column (such as ``machine``) that
     splits it into several. Features default to every numeric column other than time, label,
     series and known annotation columns, in file order. Errors name the file and the column.
+
+    ``conditions`` names operating-condition columns (kept out of the features): numeric ones as
+    they are, any other as categories, sorted, unless :class:`Condition` objects fix them (a
+    trained model's), in which case a value outside them reads as -1 (unseen).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     table: SensorTable | None = None
+    known = {c.name: c for c in conditions or [] if isinstance(c, Condition)}
+    condition_names = [c.name if isinstance(c, Condition) else c for c in conditions or []]
     for raw_path in paths:
         path = Path(raw_path)
         frame = _read_frame(path)
@@ -114,7 +142,10 @@ def read_table(
             raise DataError(f"{path}: no time column; expected one of {TIME_COLUMNS} or --time-column")
         lcol = _pick(columns, label_column, LABEL_COLUMNS, path, "label")
         scol = _pick(columns, series_column, (), path, "series") if series_column else None
-        skip = {tcol, lcol, scol, *(c for c in columns if c.lower() in ANNOTATION_COLUMNS)}
+        skip = {tcol, lcol, scol, *condition_names, *(c for c in columns if c.lower() in ANNOTATION_COLUMNS)}
+        absent = [c for c in condition_names if c not in columns]
+        if absent:
+            raise DataError(f"{path}: condition column(s) {absent} not found; columns are {columns}")
         if features is None:
             features = [c for c in columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
             if not features:
@@ -135,7 +166,9 @@ def read_table(
             if frame[name].isna().all():
                 raise DataError(f"{path}: column '{name}' has no values (all NaN)")
         if table is None:
-            table = SensorTable(features=list(features))
+            specs = [known.get(name) or _condition_of(frame[name], name) for name in condition_names]
+            table = SensorTable(features=list(features), conditions=specs)
+        _encode_conditions(frame, table.conditions, path)
         frame["__seconds"] = _to_seconds(frame[tcol], path)
         groups = frame.groupby(scol, sort=False) if scol else [(path.stem, frame)]
         for key, group in groups:
@@ -149,13 +182,35 @@ def read_table(
                 Series(
                     name=f"{path.stem}/{key}" if scol and len(paths) > 1 else str(key),
                     time=group["__seconds"].to_numpy(dtype=np.float64),
-                    values=group[list(features)].to_numpy(dtype=np.float32),
+                    values=group[[*features, *(f"__condition_{c.name}" for c in table.conditions)]].to_numpy(dtype=np.float32),
                     labels=labels,
                     source=str(path),
                 )
             )
     assert table is not None
     return table
+
+
+def _condition_of(column: pd.Series, name: str) -> Condition:
+    """A numeric condition, or a categorical one with the column's values as its categories (sorted)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return Condition(name, "numeric")
+    return Condition(name, "categorical", sorted(str(v) for v in column.dropna().unique()))
+
+
+def _encode_conditions(frame: pd.DataFrame, conditions: list[Condition], path: Path) -> None:
+    """Add a float column per condition: the value, or the category's index (-1: unseen; NaN: none)."""
+    for condition in conditions:
+        column = frame[condition.name]
+        if condition.kind == "numeric":
+            values = pd.to_numeric(column, errors="coerce")
+            bad = values.isna() & column.notna()
+            if bad.any():
+                raise DataError(f"{path}: condition '{condition.name}' has non-numeric value {column[bad].iloc[0]!r}; it was numeric in training")
+        else:
+            index = {category: float(i) for i, category in enumerate(condition.categories)}
+            values = column.map(lambda v, index=index: np.nan if pd.isna(v) else index.get(str(v), -1.0))
+        frame[f"__condition_{condition.name}"] = values.astype(np.float64)
 
 
 def infer_sample_period(table: SensorTable) -> float:

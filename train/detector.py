@@ -17,7 +17,7 @@ import torch
 from edge_runtime.conformal import window_rate
 from edge_runtime.rowscores import spread_to_rows
 from train import rundir
-from train.data import SensorTable, Series, infer_sample_period
+from train.data import Condition, SensorTable, Series, infer_sample_period
 from train.errors import DataError, NotFittedError
 from train.models import build_model
 from train.scoring import WindowScorer
@@ -28,6 +28,8 @@ from train.windows import SeriesWindows, series_windows
 CALIBRATION_KEEP = 512
 CALIBRATIONS = ("out-of-fold", "holdout")  # scores the threshold is calibrated on (see AutoencoderDetector.fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
+CONDITIONAL_KINDS = ("dense", "vae")  # the models that take operating conditions (conditional AE and VAE)
+CONDITION_MARGIN = 0.1  # a numeric condition this share of its trained range outside that range counts as unseen
 
 
 def as_table(X, features: list[str] | None = None, sample_period: float = 1.0) -> SensorTable:
@@ -88,8 +90,10 @@ class AutoencoderDetector:
         device: str = "auto",
         seed: int = 0,
         progress: bool = True,
+        conditions: list[str] | None = None,
     ) -> None:
         self.kind, self.window, self.stride = kind, window, stride
+        self.conditions = list(conditions) if conditions else None
         self.model_params = dict(model_params or {})
         self.sample_period, self.max_gap = sample_period, max_gap
         self.train_stride, self.max_windows, self.val_fraction = train_stride, max_windows, val_fraction
@@ -123,6 +127,8 @@ class AutoencoderDetector:
             raise DataError(f"false_alarms_per_day={self.false_alarms_per_day!r}: expected a positive number")
         if self.calibration not in CALIBRATIONS:
             raise DataError(f"calibration={self.calibration!r}: expected one of {CALIBRATIONS}")
+        if self.conditions and self.kind not in CONDITIONAL_KINDS:
+            raise DataError(f"conditions work with the {' and '.join(CONDITIONAL_KINDS)} models, not {self.kind!r}")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "scorer_"):
@@ -155,13 +161,14 @@ class AutoencoderDetector:
             offsets = np.r_[0, np.cumsum(sizes)]
             selections = [sel[chosen[(chosen >= lo) & (chosen < hi)] - lo] for sel, lo, hi in zip(selections, offsets, offsets[1:])]
         parts = [sw.take(sel) for sw, sel in zip(windowed, selections) if len(sel)]
-        return np.concatenate(parts) if parts else np.empty((0, self.window, len(self.features_)), np.float32)
+        return np.concatenate(parts) if parts else np.empty((0, self.window, len(self.features_) + len(self.conditions_)), np.float32)
 
     def fit(self, X, y=None) -> AutoencoderDetector:
         """Train on normal data ``X`` (a SensorTable, or an array ``[T, F]``); ``y`` is ignored."""
         self._check_params()
         table = as_table(X, sample_period=self.sample_period or 1.0)
         self.features_ = list(table.features)
+        self.conditions_ = self._table_conditions(table)
         self.sample_period_ = float(self.sample_period or infer_sample_period(table))
         self.max_gap_ = float(self.max_gap if self.max_gap is not None else 3 * self.sample_period_)
         rng = np.random.default_rng(self.seed)
@@ -178,16 +185,14 @@ class AutoencoderDetector:
         val = self._gather(windowed, val_sel, max(self.max_windows // 4, CALIBRATION_KEEP), rng)
         if len(val) == 0:
             raise DataError(self._no_validation_windows(table))
-        mean = train.mean(axis=(0, 1), dtype=np.float64)
-        std = train.std(axis=(0, 1), dtype=np.float64)
+        n = len(self.features_)
+        mean = train[..., :n].mean(axis=(0, 1), dtype=np.float64)
+        std = train[..., :n].std(axis=(0, 1), dtype=np.float64)
         constant = [f for f, s, m in zip(self.features_, std, mean) if s <= 1e-6 * max(1.0, abs(m))]
         if constant:
             raise DataError(f"constant feature(s) {constant} in the training data carry no information; drop them with --features")
-        try:
-            model = build_model(self.kind, self.window, len(self.features_), **self.model_params)
-        except TypeError as error:  # an unknown or ill-typed hyper-parameter
-            raise DataError(f"model {self.kind!r}: {error}") from None
-        self.scorer_ = WindowScorer(model, torch.from_numpy(mean), torch.from_numpy(std))
+        self.condition_ranges_ = self._condition_ranges(train[:, -1, n:])
+        self.scorer_ = self._build_scorer(mean, std)
         options = TrainingOptions(self.epochs, self.batch_size, self.lr, patience=self.patience, progress=self.progress)
         self.history_: TrainingHistory = fit_scorer(
             self.scorer_, torch.from_numpy(train), torch.from_numpy(val), options, select_device(self.device), self.seed
@@ -200,6 +205,55 @@ class AutoencoderDetector:
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
         return self
+
+    def _table_conditions(self, table: SensorTable) -> list[Condition]:
+        """The table's condition columns, which must be the ones asked for (none for an unconditional model)."""
+        names = [c.name for c in table.conditions]
+        if names != list(self.conditions or []):
+            raise DataError(f"the data carries conditions {names}, the detector expects {self.conditions or []}: "
+                            "read it with read_table(..., conditions=...)")
+        return list(table.conditions)
+
+    def _condition_ranges(self, last: np.ndarray) -> list[dict]:
+        """Per condition, what training saw at the windows' last samples: numeric mean, std and range."""
+        ranges = []
+        for j, condition in enumerate(self.conditions_):
+            if condition.kind == "numeric":
+                values = last[:, j][np.isfinite(last[:, j])]
+                std = float(values.std()) if len(values) else 1.0
+                ranges.append({"mean": float(values.mean()) if len(values) else 0.0, "std": std if std > 1e-9 else 1.0,
+                               "min": float(values.min()) if len(values) else 0.0, "max": float(values.max()) if len(values) else 0.0})
+            else:
+                ranges.append({"mean": 0.0, "std": 1.0})
+        return ranges
+
+    def _build_scorer(self, mean: np.ndarray, std: np.ndarray) -> WindowScorer:
+        """The scorer for this detector's kind, features and conditions (weights still untrained)."""
+        specs = [("numeric", 0) if c.kind == "numeric" else ("categorical", len(c.categories)) for c in self.conditions_]
+        extra = {"n_conditions": WindowScorer.encoded_width(specs)} if specs else {}
+        try:
+            model = build_model(self.kind, self.window, len(self.features_), **self.model_params, **extra)
+        except TypeError as error:  # an unknown or ill-typed hyper-parameter
+            raise DataError(f"model {self.kind!r}: {error}") from None
+        stats = {}
+        if specs:
+            stats = {"condition_mean": torch.tensor([r["mean"] for r in self.condition_ranges_]),
+                     "condition_std": torch.tensor([r["std"] for r in self.condition_ranges_])}
+        return WindowScorer(model, torch.as_tensor(mean), torch.as_tensor(std), specs, **stats)
+
+    def unseen_conditions(self, conditions: np.ndarray) -> np.ndarray:
+        """Which rows of conditions ``[N, C]`` (as the table encodes them) training never saw: a missing value, a
+        category not among the trained ones, or a number more than :data:`CONDITION_MARGIN` of the trained range outside it.
+        """
+        unseen = np.zeros(len(conditions), bool)
+        for j, (condition, seen) in enumerate(zip(self.conditions_, self.condition_ranges_)):
+            value = conditions[:, j]
+            if condition.kind == "numeric":
+                margin = CONDITION_MARGIN * max(seen["max"] - seen["min"], abs(seen["max"]) * 1e-3, 1e-9)
+                unseen |= ~((value >= seen["min"] - margin) & (value <= seen["max"] + margin))
+            else:
+                unseen |= ~(value >= 0)
+        return unseen
 
     def _no_validation_windows(self, table: SensorTable) -> str:
         """Why no validation window was left, naming the real causes: labelled rows, gaps, or too little data."""
@@ -301,6 +355,14 @@ class AutoencoderDetector:
             window_scores, feature_error = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         else:
             window_scores, feature_error = self.score_windows(np.empty((0, self.window, len(self.features_)), np.float32))
+        if self.conditions_ and len(sw.ends):
+            unseen = self.unseen_conditions(sw.values[sw.ends, len(self.features_) :])
+            if unseen.any():
+                warnings.warn(f"{series.name}: {int(unseen.sum())} of {len(unseen)} windows not scored: their operating conditions "
+                              f"were not seen in training (a missing value, a new category, or more than {CONDITION_MARGIN:.0%} outside "
+                              "the trained range)", stacklevel=3)
+                window_scores, feature_error = window_scores.copy(), feature_error.copy()
+                window_scores[unseen], feature_error[unseen] = np.nan, np.nan
         rows = spread_to_rows(len(series), sw.ends, window_scores, self.stride, sw.segment_of(np.arange(len(series))))
         return SeriesScores(sw, window_scores, feature_error, rows)
 
@@ -320,6 +382,8 @@ class AutoencoderDetector:
     def _check_features(self, table: SensorTable) -> None:
         if list(table.features) != self.features_:
             raise DataError(f"features {table.features} do not match the trained ones {self.features_}")
+        if [c.name for c in table.conditions] != [c.name for c in self.conditions_]:
+            raise DataError(f"conditions {[c.name for c in table.conditions]} do not match the trained ones {[c.name for c in self.conditions_]}")
 
     # -- persistence ---------------------------------------------------------------------
     def config(self) -> dict:
@@ -331,6 +395,7 @@ class AutoencoderDetector:
             "window": self.window,
             "stride": self.stride,
             "features": self.features_,
+            "conditions": [{**c.to_dict(), **r} for c, r in zip(self.conditions_, self.condition_ranges_)],
             "sample_period": self.sample_period_,
             "max_gap": self.max_gap_,
             "threshold": self.threshold_info_.to_dict(),
@@ -368,10 +433,13 @@ class AutoencoderDetector:
             train_stride=training["train_stride"],
         )
         detector.features_ = config["features"]
+        conditions = config.get("conditions", [])  # runs before conditional models have none
+        detector.conditions = [c["name"] for c in conditions] or None
+        detector.conditions_ = [Condition(c["name"], c["kind"], c["categories"]) for c in conditions]
+        detector.condition_ranges_ = [{k: v for k, v in c.items() if k not in ("name", "kind", "categories")} for c in conditions]
         detector.sample_period_, detector.max_gap_ = config["sample_period"], config["max_gap"]
-        model = build_model(config["kind"], config["window"], len(config["features"]), **config["model_params"])
         nf = len(config["features"])
-        detector.scorer_ = WindowScorer(model, torch.zeros(nf), torch.ones(nf))
+        detector.scorer_ = detector._build_scorer(np.zeros(nf), np.ones(nf))
         detector.scorer_.load_state_dict({k: torch.from_numpy(v) for k, v in run.weights.items()})
         detector.scorer_.eval()
         detector.threshold_info_ = Threshold(**config["threshold"])
@@ -415,4 +483,4 @@ def half_table(table: SensorTable, which: int) -> SensorTable:
         cut = len(s) // 2
         part = slice(0, cut) if which == 0 else slice(cut, None)
         halves.append(replace(s, time=s.time[part], values=s.values[part], labels=None if s.labels is None else s.labels[part]))
-    return SensorTable(features=table.features, series=halves)
+    return SensorTable(features=table.features, series=halves, conditions=table.conditions)

@@ -17,21 +17,56 @@ class WindowScorer(nn.Module):
     mean squared reconstruction error over time per feature (``feature_error``, in normalised
     units) and its mean over features plus the model's score term (``score``). Higher score
     means more anomalous.
+
+    A conditional scorer (``conditions``: ``("numeric", 0)`` or ``("categorical", k)`` per condition)
+    takes windows with one more channel per condition, ``[B, W, F + C]``: the condition at the
+    window's last sample is standardised (numeric, with ``condition_mean``/``condition_std``) or
+    one-hot encoded (categorical) inside the graph and given to the model; it is never part of
+    the reconstruction error.
     """
 
-    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, conditions: list[tuple[str, int]] | None = None,
+                 condition_mean: torch.Tensor | None = None, condition_std: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.n_features = len(mean)
+        self.conditions = [tuple(c) for c in conditions or []]
         self.register_buffer("mean", mean.detach().clone().float())
         self.register_buffer("inv_std", 1.0 / std.detach().clone().float())
+        if self.conditions:
+            self.register_buffer("condition_mean", condition_mean.detach().clone().float())
+            self.register_buffer("condition_inv_std", 1.0 / condition_std.detach().clone().float())
+
+    @staticmethod
+    def encoded_width(conditions: list[tuple[str, int]]) -> int:
+        """Width of the encoded condition vector: one per numeric condition, one per category."""
+        return sum(1 if kind == "numeric" else categories for kind, categories in conditions)
 
     def normalise(self, window: torch.Tensor) -> torch.Tensor:
-        """Sensor units -> standardised units."""
-        return (window - self.mean) * self.inv_std
+        """Sensor units -> standardised units (the feature channels only)."""
+        return (window[..., : self.n_features] - self.mean) * self.inv_std
+
+    def encode_conditions(self, window: torch.Tensor) -> torch.Tensor | None:
+        """The model's condition input ``[B, C']`` from the condition channels at the last sample, or None."""
+        if not self.conditions:
+            return None
+        raw = window[:, -1, self.n_features :]
+        parts = []
+        for j, (kind, categories) in enumerate(self.conditions):
+            value = raw[:, j : j + 1]
+            if kind == "numeric":
+                parts.append((value - self.condition_mean[j]) * self.condition_inv_std[j])
+            else:
+                parts.append((value == torch.arange(categories, device=value.device, dtype=value.dtype)).to(value.dtype))
+        return torch.cat(parts, dim=1)
+
+    def reconstruct(self, x: torch.Tensor, condition: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model on standardised windows (and encoded conditions): ``(reconstruction, score_term, penalty)``."""
+        return self.model(x) if condition is None else self.model(x, condition)
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a batch of raw windows."""
         x = self.normalise(window)
-        recon, score_term, _ = self.model(x)
+        recon, score_term, _ = self.reconstruct(x, self.encode_conditions(window))
         feature_error = (recon - x).pow(2).mean(dim=1)
         return feature_error.mean(dim=1) + score_term, feature_error

@@ -60,7 +60,7 @@ def _loss(scorer: WindowScorer, raw: torch.Tensor, noise_std: float) -> torch.Te
     """Mean reconstruction error of the clean window + score term + training penalty."""
     x = scorer.normalise(raw)
     inputs = x + noise_std * torch.randn_like(x) if noise_std > 0 else x
-    recon, score_term, penalty = scorer.model(inputs)
+    recon, score_term, penalty = scorer.reconstruct(inputs, scorer.encode_conditions(raw))
     return (recon.float() - x).pow(2).mean() + score_term.float().mean() + penalty
 
 

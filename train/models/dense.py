@@ -23,7 +23,8 @@ class DenseAutoencoder(nn.Module):
     noise of that standard deviation (in normalised units) and asks for the clean window.
     ``sparsity_weight > 0`` makes it a sparse AE: a KL divergence between the mean sigmoid
     activation of each latent unit and ``sparsity_target`` is added to the training loss.
-    Neither changes inference.
+    Neither changes inference. ``n_conditions > 0`` makes it a conditional AE: the encoded operating
+    conditions join the flattened window at the encoder's input and the code at the decoder's.
     """
 
     def __init__(
@@ -35,19 +36,21 @@ class DenseAutoencoder(nn.Module):
         noise_std: float = 0.0,
         sparsity_weight: float = 0.0,
         sparsity_target: float = 0.05,
+        n_conditions: int = 0,
     ) -> None:
         super().__init__()
         self.window, self.n_features = window, n_features
         self.noise_std = noise_std
         self.sparsity_weight, self.sparsity_target = sparsity_weight, sparsity_target
         size = window * n_features
-        self.encoder = mlp([size, *hidden, latent], final_activation=False)
-        self.decoder = mlp([latent, *reversed(hidden), size], final_activation=False)
+        self.encoder = mlp([size + n_conditions, *hidden, latent], final_activation=False)
+        self.decoder = mlp([latent + n_conditions, *reversed(hidden), size], final_activation=False)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reconstruct ``x [B, W, F]``; see the registry for the returned triple."""
-        code = self.encoder(x.flatten(1))
-        recon = self.decoder(code).view_as(x)
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruct ``x [B, W, F]`` (given ``condition [B, C]`` when conditional); see the registry for the returned triple."""
+        flat = x.flatten(1)
+        code = self.encoder(flat if condition is None else torch.cat([flat, condition], dim=1))
+        recon = self.decoder(code if condition is None else torch.cat([code, condition], dim=1)).view_as(x)
         score_term = x.new_zeros(x.shape[0])
         penalty = x.new_zeros(())
         if self.training and self.sparsity_weight > 0:

@@ -1,0 +1,100 @@
+"""Conditional models on the training side: condition columns read, encoded in the scorer, never reconstructed,
+unseen values reported and not scored, runs saved and loaded, export refused until the runtime carries conditions.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from helpers import tiny_detector  # noqa: E402
+from train.data import Condition, read_table  # noqa: E402
+from train.errors import DataError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def regime_csv(tmp_path_factory):
+    from train.simulate import simulate_plant, write_table
+
+    frame, _ = simulate_plant(machines=2, rows=9000, normal_rows=9000, faults_per_machine=0, seed=5, regimes=True)
+    path = tmp_path_factory.mktemp("regimes") / "plant.csv"
+    write_table(frame, str(path))
+    return path
+
+
+def test_conditions_are_read_apart_from_the_features(regime_csv):
+    table = read_table(regime_csv, series_column="machine", conditions=["setpoint", "recipe"])
+    assert "setpoint" not in table.features and len(table.features) == 6
+    assert [c.to_dict() for c in table.conditions] == [{"name": "setpoint", "kind": "numeric", "categories": []},
+                                                       {"name": "recipe", "kind": "categorical", "categories": ["A", "B", "C"]}]
+    values = table.series[0].values
+    assert values.shape[1] == 8 and set(np.unique(values[:, 7])) <= {0.0, 1.0, 2.0}
+    trained = [Condition("setpoint", "numeric"), Condition("recipe", "categorical", ["A", "C"])]  # a model that never saw B
+    codes = read_table(regime_csv, series_column="machine", conditions=trained).series[0].values[:, 7]
+    assert set(np.unique(codes)) <= {0.0, 1.0, -1.0} and (codes == -1).any()  # B reads as unseen
+    with pytest.raises(DataError, match=r"condition column\(s\) \['speed_stage'\] not found"):
+        read_table(regime_csv, series_column="machine", conditions=["speed_stage"])
+
+
+def test_conditional_model_scores_saves_loads_and_refuses_what_it_never_saw(regime_csv, tmp_path):
+    table = read_table(regime_csv, series_column="machine", conditions=["setpoint", "recipe"])
+    detector = tiny_detector("dense", conditions=["setpoint", "recipe"], calibration="holdout").fit(table)
+    scorer = detector.scorer_
+    assert scorer.model.encoder[0].in_features == 20 * 6 + 1 + 3  # the window, the set-point, a one-hot of three recipes
+    assert scorer.model.decoder[0].in_features == 4 + 1 + 3
+    scores = detector.score_samples(table)
+    assert np.isfinite(scores).mean() > 0.9
+    window = np.ascontiguousarray(detector.calibration_windows_[:1])
+    recipe = window.copy()
+    recipe[:, -1, 7] = (recipe[0, -1, 7] + 1) % 3  # the same sensors under another product: another score
+    assert detector.score_windows(recipe)[0][0] != pytest.approx(detector.score_windows(window)[0][0])
+    early = window.copy()
+    early[:, :-1, 6:] = 0.0  # only the last sample's conditions count
+    assert detector.score_windows(early)[0][0] == pytest.approx(detector.score_windows(window)[0][0])
+    detector.save(tmp_path / "run")
+    loaded = type(detector).load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.score_samples(table), scores, rtol=1e-5)
+    narrow = [Condition("setpoint", "numeric"), Condition("recipe", "categorical", ["A", "B", "C"])]
+    unseen = read_table(regime_csv, series_column="machine", conditions=narrow)
+    unseen.series[0].values[:3000, 6] = 5.0  # a set-point far outside the trained 0.2 .. 1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = loaded.score_samples(unseen)
+    assert any("not scored: their operating conditions were not seen in training" in str(w.message) for w in caught)
+    assert np.isnan(rows[100:3000]).all() and np.isfinite(rows[3100:9000]).mean() > 0.9
+
+
+def test_conditions_only_with_the_conditional_kinds_and_no_export_yet(regime_csv, tmp_path):
+    from export.bundler import export_run
+
+    table = read_table(regime_csv, series_column="machine", conditions=["recipe"])
+    with pytest.raises(DataError, match="conditions work with the dense and vae models, not 'conv'"):
+        tiny_detector("conv", conditions=["recipe"]).fit(table)
+    with pytest.raises(DataError, match=r"the data carries conditions \[\], the detector expects \['recipe'\]"):
+        tiny_detector("vae", conditions=["recipe"]).fit(read_table(regime_csv, series_column="machine"))
+    tiny_detector("vae", conditions=["recipe"], calibration="holdout").fit(table).save(tmp_path / "run")
+    with pytest.raises(ValueError, match="cannot be exported yet"):
+        export_run(tmp_path / "run", tmp_path / "bundle")
+
+
+def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(regime_csv), "--series-column", "machine", "--conditions", "setpoint,recipe",
+                                       "--window", "20", "--epochs", "2", "--max-windows", "1500", "--quiet", "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert [c["name"] for c in config["conditions"]] == ["setpoint", "recipe"] and config["conditions"][1]["categories"] == ["A", "B", "C"]
+    assert config["conditions"][0]["min"] == pytest.approx(0.2) and config["conditions"][0]["max"] == pytest.approx(1.0)
+    result = CliRunner().invoke(main, ["evaluate", str(run), str(regime_csv), "--series-column", "machine", "-o", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert "alarm_policy_far" in result.output
+    result = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "bundle")])
+    assert result.exit_code != 0 and "cannot be exported yet" in result.output
