@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--regimes", action="store_true", help="products and set-points that change during normal operation "
                         "(simulate --regimes), the set-point a feature of the unconditional model; results/false_alarms_regimes.*")
+    parser.add_argument("--name", default=None, help="results file stem (default false_alarms, or false_alarms_regimes)")
     args = parser.parse_args()
     runs = []
     for seed in args.seeds:
@@ -70,7 +71,7 @@ def main() -> None:
         print(runs[-1], flush=True)
     rows = [[r["seed"], r["calibration_windows"], "yes" if r["supported"] else "no", r["windows_scored"], r["alarm_raises"],
              r["false_alarms_per_machine_day"], r["target"]] for r in runs]
-    write_results("false_alarms_regimes" if args.regimes else "false_alarms", {"machines": args.machines, "days": args.days,
+    write_results(args.name or ("false_alarms_regimes" if args.regimes else "false_alarms"), {"machines": args.machines, "days": args.days,
                                                                                 "regimes": args.regimes, "runs": runs},
                          ["seed", "calibration windows", "target supported", "windows scored", "alarm raises",
                           "false alarms per machine-day", "target"], rows,

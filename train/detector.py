@@ -218,13 +218,14 @@ class AutoencoderDetector:
         """Per condition, what training saw at the windows' last samples: numeric mean, std and range."""
         ranges = []
         for j, condition in enumerate(self.conditions_):
-            if condition.kind == "numeric":
-                values = last[:, j][np.isfinite(last[:, j])]
-                std = float(values.std()) if len(values) else 1.0
-                ranges.append({"mean": float(values.mean()) if len(values) else 0.0, "std": std if std > 1e-9 else 1.0,
-                               "min": float(values.min()) if len(values) else 0.0, "max": float(values.max()) if len(values) else 0.0})
+            values = last[:, j][np.isfinite(last[:, j])]
+            if condition.kind == "categorical":
+                ranges.append({"mean": 0.0, "std": 1.0})  # one-hot: nothing to standardise
+            elif not len(values):
+                raise DataError(f"condition '{condition.name}' has no value at the end of any training window")
             else:
-                ranges.append({"mean": 0.0, "std": 1.0})
+                std = float(values.std())
+                ranges.append({"mean": float(values.mean()), "std": std if std > 1e-9 else 1.0, "min": float(values.min()), "max": float(values.max())})
         return ranges
 
     def _build_scorer(self, mean: np.ndarray, std: np.ndarray) -> WindowScorer:
