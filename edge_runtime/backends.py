@@ -252,6 +252,10 @@ class TensorRTBackend(Backend):
 def create_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32", max_batch: int = 256,
                    allow_fallback: bool = False) -> Backend:
     """Build a backend by name: ``onnxruntime`` (CPU), ``onnxruntime-cuda``, ``onnxruntime-tensorrt`` or ``tensorrt``."""
+    if bundle.conditions:
+        raise BackendError(f"{bundle.name} is a conditional model (conditions {[c['name'] for c in bundle.conditions]}): this runtime "
+                           "does not feed operating conditions to a model yet; 'linewatch inspect' reads the bundle, "
+                           "'linewatch evaluate RUN DATA' scores the run it came from")
     if name == "tensorrt":
         return TensorRTBackend(bundle, precision, max_batch)
     if name in ("onnxruntime", "onnxruntime-cpu"):

@@ -20,6 +20,7 @@ MANIFEST = "bundle.json"
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1,)
 INPUT_NAME = "window"
+CONDITION_NAME = "condition"  # a conditional model's second graph input: the operating conditions at the window's last sample
 OUTPUT_NAMES = ("score", "feature_error")
 
 # key -> expected type(s) for the top level and the nested sections the runtime relies on
@@ -133,6 +134,11 @@ class Bundle:
     def max_gap(self) -> float:
         """Longest gap in seconds that is held over; longer gaps restart a stream."""
         return float(self.manifest["input"]["max_gap"])
+
+    @property
+    def conditions(self) -> list[dict]:
+        """A conditional model's conditions (name, kind, categories, trained range), in the graph's order; [] otherwise."""
+        return self.manifest["input"].get("conditions", [])
 
     @property
     def threshold(self) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.bundle import threshold_notes
+from edge_runtime.bundle import CONDITION_NAME, threshold_notes
 from edge_runtime.errors import LinewatchError
 
 
@@ -35,6 +35,9 @@ def inspect(bundle_path):
     features = ", ".join(f"{f['name']}[{f['unit']}]" if f.get("unit") else f["name"] for f in spec["features"])
     click.echo(f"input    window {spec['window']} x {len(spec['features'])} ({features}), stride {spec['stride']}, "
                f"period {spec['sample_period']:g} s, max gap {spec['max_gap']:g} s")
+    for c in bundle.conditions:
+        seen = f"categories {', '.join(c['categories'])}" if c["kind"] == "categorical" else f"trained range {c['min']:g} .. {c['max']:g}"
+        click.echo(f"condition {c['name']}: {c['kind']}, {seen} (graph input '{CONDITION_NAME}', at the window's last sample)")
     t = m["threshold"]
     click.echo(f"threshold {t['value']:.6g} ({t['method']}" + (f", {t['parameter']:g})" if t.get("parameter") is not None else ")"))
     for line in threshold_notes(t, bundle.stride, bundle.sample_period):

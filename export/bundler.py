@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, describe_artifact, load_bundle, write_manifest
+from edge_runtime.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, describe_artifact, load_bundle, write_manifest
 from export import graphs, parity
-from train.detector import AutoencoderDetector
+from train.detector import CONDITION_MARGIN, AutoencoderDetector
 
 LOG_FILE = "export.log"
 
@@ -38,10 +38,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, int
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     detector = AutoencoderDetector.load(run_dir)
-    if detector.conditions_:
-        raise ValueError(f"{run_dir}: a conditional model (conditions {[c.name for c in detector.conditions_]}) cannot be exported yet: "
-                         "the graph's condition input and the runtime's condition handling are still to come; "
-                         "score it with 'linewatch evaluate RUN DATA'")
+    if detector.conditions_ and tensorrt:
+        raise ValueError(f"{run_dir}: TensorRT engines for a conditional model (conditions {[c.name for c in detector.conditions_]}) "
+                         "are not built yet; export without --tensorrt")
     units = units or {}
     unknown = set(units) - set(detector.features_)
     if unknown:  # checked before minutes of exporting, not after
@@ -69,7 +68,9 @@ def _build(detector, staging: Path, windows: np.ndarray, fp16: bool, int8: bool,
     """Write and check every artifact and the manifest into ``staging``."""
     scorer = detector.scorer_
     log = staging / LOG_FILE
-    example = torch.from_numpy(windows[: min(8, len(windows))])
+    conditional, n = bool(detector.conditions_), len(detector.features_)
+    inputs = graphs.graph_inputs(windows, n, conditional)
+    example = graphs.graph_inputs(windows[: min(8, len(windows))], n, conditional)
     reference = parity.eager_outputs(scorer, windows)
     threshold = detector.threshold_
     artifacts = []
@@ -86,12 +87,12 @@ def _build(detector, staging: Path, windows: np.ndarray, fp16: bool, int8: bool,
 
     echo(f"exporting {detector.kind} (exporter chatter goes to {LOG_FILE} in the bundle)")
     onnx_path = staging / "model.onnx"
-    add("model.pt2", "pt2", "fp32", lambda p: graphs.export_pt2(scorer, example, p, log), lambda p: parity.pt2_outputs(p, windows))
-    add("model.onnx", "onnx", "fp32", lambda p: graphs.export_onnx(scorer, example, p, log), lambda p: parity.onnx_outputs(p, windows))
+    add("model.pt2", "pt2", "fp32", lambda p: graphs.export_pt2(scorer, example, p, log), lambda p: parity.pt2_outputs(p, inputs))
+    add("model.onnx", "onnx", "fp32", lambda p: graphs.export_onnx(scorer, example, p, log), lambda p: parity.onnx_outputs(p, inputs))
     if fp16:
-        add("model.fp16.onnx", "onnx", "fp16", lambda p: graphs.onnx_fp16(onnx_path, p), lambda p: parity.onnx_outputs(p, windows))
+        add("model.fp16.onnx", "onnx", "fp16", lambda p: graphs.onnx_fp16(onnx_path, p), lambda p: parity.onnx_outputs(p, inputs))
     if int8:
-        add("model.int8.onnx", "onnx", "int8", lambda p: graphs.onnx_int8(onnx_path, p, log), lambda p: parity.onnx_outputs(p, windows))
+        add("model.int8.onnx", "onnx", "int8", lambda p: graphs.onnx_int8(onnx_path, p, log), lambda p: parity.onnx_outputs(p, inputs))
     manifest = _manifest(detector, artifacts, name, units)
     write_manifest(staging, manifest)
     if tensorrt:
@@ -135,9 +136,14 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
             "sample_period": detector.sample_period_,
             "max_gap": detector.max_gap_,
             "gap_rule": "hold the last value up to max_gap seconds; a longer gap restarts the stream",
+            **({"conditions": [{**c.to_dict(), **r} for c, r in zip(detector.conditions_, detector.condition_ranges_)],
+                "condition_rule": "the condition at the window's last sample: numeric as it is, categorical as the index of its "
+                                  f"category; a missing value, an unknown category or a number more than {CONDITION_MARGIN:.0%} of the "
+                                  "trained range outside it is not scored"} if detector.conditions_ else {}),
         },
         "graph": {
-            "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", w, f]}],
+            "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", w, f]},
+                       *([{"name": CONDITION_NAME, "dtype": "float32", "shape": ["batch", len(detector.conditions_)]}] if detector.conditions_ else [])],
             "outputs": [{"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch"]},
                         {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", f]}],
             "score": "mean squared reconstruction error of the standardised window (+ model term); higher is more anomalous",

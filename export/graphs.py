@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES
+from edge_runtime.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES
 from export.quiet import captured_output
 
 MAX_BATCH = 4096
 
 
-def _batch_dim() -> dict:
-    return {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+def graph_inputs(windows: np.ndarray, n_features: int, conditional: bool) -> dict[str, np.ndarray]:
+    """The graph's inputs from combined windows ``[N, W, F (+ C)]``: the sensors, and the conditions at the last sample."""
+    if not conditional:
+        return {INPUT_NAME: np.ascontiguousarray(windows)}
+    return {INPUT_NAME: np.ascontiguousarray(windows[..., :n_features]), CONDITION_NAME: np.ascontiguousarray(windows[:, -1, n_features:])}
 
 
 class _Exportable(torch.nn.Module):
-    """Names the single input ``window`` so that dynamic shapes can refer to it."""
+    """Names the inputs ``window`` (and ``condition``) so that dynamic shapes can refer to them."""
 
     def __init__(self, scorer: torch.nn.Module) -> None:
         super().__init__()
@@ -32,21 +36,38 @@ class _Exportable(torch.nn.Module):
         return self.scorer(window)
 
 
-def export_pt2(scorer: torch.nn.Module, example: torch.Tensor, path: Path, log: Path) -> None:
+class _ConditionalExportable(_Exportable):
+    """``window [B, W, F]`` and ``condition [B, C]`` in: the condition becomes the scorer's extra channels."""
+
+    def forward(self, window: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Delegate to the scorer with the condition repeated over the window (it reads the last sample's)."""
+        return self.scorer(torch.cat([window, condition.unsqueeze(1).expand(-1, window.shape[1], -1)], dim=2))
+
+
+def _wrap(scorer, examples: dict[str, np.ndarray]) -> tuple[torch.nn.Module, tuple, dict]:
+    """The module to trace, its example arguments and their dynamic batch dimension (shared by all inputs)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    module = (_ConditionalExportable if CONDITION_NAME in examples else _Exportable)(scorer).eval()
+    return module, tuple(torch.from_numpy(a) for a in examples.values()), {name: {0: batch} for name in examples}
+
+
+def export_pt2(scorer: torch.nn.Module, examples: dict[str, np.ndarray], path: Path, log: Path) -> None:
     """Save a torch.export program with a dynamic batch dimension."""
+    module, args, dynamic = _wrap(scorer, examples)
     with captured_output(log), torch.no_grad():
-        program = torch.export.export(_Exportable(scorer).eval(), (example,), dynamic_shapes=_batch_dim())
+        program = torch.export.export(module, args, dynamic_shapes=dynamic)
         torch.export.save(program, str(path))
 
 
-def export_onnx(scorer: torch.nn.Module, example: torch.Tensor, path: Path, log: Path) -> None:
+def export_onnx(scorer: torch.nn.Module, examples: dict[str, np.ndarray], path: Path, log: Path) -> None:
     """Export ONNX with the dynamo exporter (dynamic batch) and check it with ``onnx.checker``."""
     import onnx
 
+    module, args, dynamic = _wrap(scorer, examples)
     with captured_output(log), torch.no_grad():
         torch.onnx.export(
-            _Exportable(scorer).eval(), (example,), str(path), dynamo=True, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), dynamic_shapes=_batch_dim(), optimize=True, external_data=False,
+            module, args, str(path), dynamo=True, input_names=list(examples), output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=dynamic, optimize=True, external_data=False,
         )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 

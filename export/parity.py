@@ -61,19 +61,19 @@ def eager_outputs(scorer: torch.nn.Module, windows: np.ndarray) -> tuple[np.ndar
 
 
 @torch.no_grad()
-def pt2_outputs(path: Path, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs of a saved torch.export program."""
+def pt2_outputs(path: Path, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of a saved torch.export program on the graph's inputs."""
     module = torch.export.load(str(path)).module()
-    score, feature_error = module(torch.from_numpy(windows))
+    score, feature_error = module(*(torch.from_numpy(a) for a in inputs.values()))
     return score.numpy(), feature_error.numpy()
 
 
-def onnx_outputs(path: Path, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs of an ONNX artifact under ONNX Runtime CPU, in a child process."""
+def onnx_outputs(path: Path, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of an ONNX artifact under ONNX Runtime CPU on the graph's inputs, in a child process."""
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "w.npy", windows, allow_pickle=False)
+        np.savez(Path(tmp) / "inputs.npz", **inputs)
         out = Path(tmp) / "o.npz"
-        done = subprocess.run([sys.executable, "-m", "export.ort_child", str(path), str(Path(tmp) / "w.npy"), str(out)],
+        done = subprocess.run([sys.executable, "-m", "export.ort_child", str(path), str(Path(tmp) / "inputs.npz"), str(out)],
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             reason = f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0 else done.stderr.strip().splitlines()[-1:]

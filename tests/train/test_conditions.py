@@ -66,17 +66,39 @@ def test_conditional_model_scores_saves_loads_and_refuses_what_it_never_saw(regi
     assert np.isnan(rows[100:3000]).all() and np.isfinite(rows[3100:9000]).mean() > 0.9
 
 
-def test_conditions_only_with_the_conditional_kinds_and_no_export_yet(regime_csv, tmp_path):
-    from export.bundler import export_run
-
+def test_conditions_only_with_the_conditional_kinds(regime_csv):
     table = read_table(regime_csv, series_column="machine", conditions=["recipe"])
     with pytest.raises(DataError, match="conditions work with the dense and vae models, not 'conv'"):
         tiny_detector("conv", conditions=["recipe"]).fit(table)
     with pytest.raises(DataError, match=r"the data carries conditions \[\], the detector expects \['recipe'\]"):
         tiny_detector("vae", conditions=["recipe"]).fit(read_table(regime_csv, series_column="machine"))
-    tiny_detector("vae", conditions=["recipe"], calibration="holdout").fit(table).save(tmp_path / "run")
-    with pytest.raises(ValueError, match="cannot be exported yet"):
-        export_run(tmp_path / "run", tmp_path / "bundle")
+
+
+@pytest.mark.parametrize("kind", ["dense", "vae"])
+def test_conditional_export_takes_window_and_condition_with_parity(kind, regime_csv, tmp_path):
+    import onnxruntime as ort
+
+    from edge_runtime.backends import create_backend
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.errors import BackendError
+    from export.bundler import export_run
+
+    table = read_table(regime_csv, series_column="machine", conditions=["setpoint", "recipe"])
+    detector = tiny_detector(kind, conditions=["setpoint", "recipe"], calibration="holdout").fit(table)
+    detector.save(tmp_path / "run")
+    bundle = load_bundle(export_run(tmp_path / "run", tmp_path / "bundle", fp16=True, echo=lambda *_: None))
+    assert [i["name"] for i in bundle.manifest["graph"]["inputs"]] == ["window", "condition"]
+    assert bundle.manifest["graph"]["inputs"][1]["shape"] == ["batch", 2]
+    assert [c["name"] for c in bundle.conditions] == ["setpoint", "recipe"] and bundle.conditions[1]["categories"] == ["A", "B", "C"]
+    assert all(a["parity"]["passed"] for a in bundle.manifest["artifacts"])
+    windows = np.ascontiguousarray(detector.calibration_windows_[:64])
+    session = ort.InferenceSession(str(bundle.artifact_path("onnx")), providers=["CPUExecutionProvider"])
+    score, _ = session.run(None, {"window": windows[..., :6], "condition": np.ascontiguousarray(windows[:, -1, 6:])})
+    np.testing.assert_allclose(score, detector.score_windows(windows)[0], rtol=1e-4, atol=1e-6)  # what training scored
+    with pytest.raises(BackendError, match="conditional model .* does not feed operating conditions to a model yet"):
+        create_backend(bundle)
+    with pytest.raises(ValueError, match="TensorRT engines for a conditional model"):
+        export_run(tmp_path / "run", tmp_path / "trt", tensorrt=True)
 
 
 def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_path):
@@ -97,4 +119,7 @@ def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_
     assert result.exit_code == 0, result.output
     assert "alarm_policy_far" in result.output
     result = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "bundle")])
-    assert result.exit_code != 0 and "cannot be exported yet" in result.output
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "bundle")])
+    assert "condition recipe: categorical, categories A, B, C (graph input 'condition'" in result.output
+    assert "condition setpoint: numeric, trained range 0.2 .. 1" in result.output
