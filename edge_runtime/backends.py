@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from edge_runtime.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
+from edge_runtime.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES, Bundle
 from edge_runtime.config import BACKENDS
 from edge_runtime.errors import BackendError
 
@@ -34,7 +34,8 @@ class Backend(ABC):
     def __init__(self, bundle: Bundle, max_batch: int = 256) -> None:
         self.bundle = bundle
         self.max_batch = max_batch
-        self.window_shape = (bundle.window, len(bundle.features))
+        self.window_shape = (bundle.window, bundle.channels)  # a conditional bundle's conditions ride as the last channels
+        self.n_features = len(bundle.features)
         self.active = False
 
     def check(self, window: np.ndarray) -> None:
@@ -45,6 +46,13 @@ class Backend(ABC):
             raise BackendError(f"{self.name}: input must be [batch, {self.window_shape[0]}, {self.window_shape[1]}], got {list(window.shape)}")
         if not 1 <= window.shape[0] <= self.max_batch:
             raise BackendError(f"{self.name}: batch {window.shape[0]} outside 1..{self.max_batch}")
+
+    def feeds(self, window: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs from a checked batch: the windows, and a conditional model's conditions at the last sample."""
+        if not self.bundle.conditions:
+            return {INPUT_NAME: window}
+        n = self.n_features
+        return {INPUT_NAME: np.ascontiguousarray(window[..., :n]), CONDITION_NAME: np.ascontiguousarray(window[:, -1, n:])}
 
     @abstractmethod
     def activate(self) -> None:
@@ -122,17 +130,18 @@ class OnnxRuntimeBackend(Backend):
                                    "fix the GPU setup or set allow_fallback = true for this model")
             log.warning("%s: %s did not initialise; running on %s (allow_fallback = true)", self.name, wanted, running)
         names = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
-        if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
-            raise BackendError(f"{self.name}: graph has inputs/outputs {names}, expected {[INPUT_NAME]}/{list(OUTPUT_NAMES)}")
+        inputs = [INPUT_NAME, CONDITION_NAME] if self.bundle.conditions else [INPUT_NAME]
+        if names != (inputs, list(OUTPUT_NAMES)):
+            raise BackendError(f"{self.name}: graph has inputs/outputs {names}, expected {inputs}/{list(OUTPUT_NAMES)}")
         shape = self.session.get_inputs()[0].shape
-        if len(shape) != 3 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], self.window_shape)):
+        if len(shape) != 3 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (self.window_shape[0], self.n_features))):
             self.session = None
             raise BackendError(f"{self.name}: the graph takes windows {shape}, the bundle's input spec says "
-                               f"[batch, {self.window_shape[0]}, {self.window_shape[1]}]")
+                               f"[batch, {self.window_shape[0]}, {self.n_features}]")
         self.active = True
 
     def _infer(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        score, feature_error = self.session.run(None, {INPUT_NAME: window})
+        score, feature_error = self.session.run(None, self.feeds(window))
         return score, feature_error
 
     def deactivate(self) -> None:
@@ -190,6 +199,8 @@ class TensorRTBackend(Backend):
 
     def activate(self) -> None:
         """Check the engine against this machine, deserialise it, and allocate buffers."""
+        if self.bundle.conditions:
+            raise BackendError(f"{self.name}: TensorRT engines of conditional models are not built yet; use onnxruntime-cuda")
         trt = import_tensorrt()
         cudart = import_cudart()
         entry = self.bundle.artifact("tensorrt", self.precision)
@@ -252,10 +263,6 @@ class TensorRTBackend(Backend):
 def create_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32", max_batch: int = 256,
                    allow_fallback: bool = False) -> Backend:
     """Build a backend by name: ``onnxruntime`` (CPU), ``onnxruntime-cuda``, ``onnxruntime-tensorrt`` or ``tensorrt``."""
-    if bundle.conditions:
-        raise BackendError(f"{bundle.name} is a conditional model (conditions {[c['name'] for c in bundle.conditions]}): this runtime "
-                           "does not feed operating conditions to a model yet; 'linewatch inspect' reads the bundle, "
-                           "'linewatch evaluate RUN DATA' scores the run it came from")
     if name == "tensorrt":
         return TensorRTBackend(bundle, precision, max_batch)
     if name in ("onnxruntime", "onnxruntime-cpu"):

@@ -141,6 +141,11 @@ class Bundle:
         return self.manifest["input"].get("conditions", [])
 
     @property
+    def channels(self) -> int:
+        """Values per sample in a stream: the features, then one per condition."""
+        return len(self.features) + len(self.conditions)
+
+    @property
     def threshold(self) -> float:
         """The calibrated threshold (score above it is anomalous)."""
         return float(self.manifest["threshold"]["value"])

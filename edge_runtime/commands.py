@@ -105,7 +105,8 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
         bundle = load_bundle(bundle_path)
         limit = bundle.threshold if threshold is None else threshold
         with create_backend(bundle, backend, precision) as runner:
-            results = [(path, s, score_series(s, runner)) for path in data for s in read_csv(path, bundle.features, series_column, time_column)]
+            results = [(path, s, score_series(s, runner)) for path in data for s in read_csv(path, bundle.features, series_column, time_column,
+                                                                                                 conditions=bundle.conditions)]
     except LinewatchError as error:
         raise _fail(error) from None
     with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as handle:

@@ -29,14 +29,21 @@ class BadSample(Exception):
 
 
 class FeatureLayout:
-    """The bundle's ordered feature names with their positions, built once per bundle."""
+    """The bundle's ordered feature names with their positions, built once per bundle.
 
-    __slots__ = ("names", "index", "numbered")
+    A conditional bundle's conditions follow the features (``conditions``: ``(position, name,
+    categories or None)``): a numeric one is read like a feature, a categorical one is coded as the
+    index of its category, -1 for a category the model does not know.
+    """
 
-    def __init__(self, names: list[str]) -> None:
+    __slots__ = ("names", "index", "numbered", "conditions")
+
+    def __init__(self, names: list[str], conditions: list[dict] | None = None) -> None:
         self.names = list(names)
         self.index = {name: j for j, name in enumerate(self.names)}
         self.numbered = tuple(enumerate(self.names))
+        self.conditions = tuple((len(self.names) + j, c["name"], {v: float(i) for i, v in enumerate(c["categories"])}
+                                 if c["kind"] == "categorical" else None) for j, c in enumerate(conditions or []))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -103,6 +110,21 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
             raise _beyond(name, v)
         row.append(v)
     found = len(row) - len(missing)
+    for j, name, categories in layout.conditions:
+        v = values.get(name)
+        if v is None:
+            missing += (j,)  # held from the stream's last value, as a missing feature is
+            row.append(0.0)
+            continue
+        found += 1
+        if categories is not None:
+            row.append(categories.get(v if type(v) is str else str(v), -1.0))
+        elif type(v) not in _NUMBER:
+            raise BadSample("wrong_type", f"condition {name}: {type(v).__name__} is not a number")
+        elif not -F32_MAX <= v <= F32_MAX:
+            raise _beyond(name, v)
+        else:
+            row.append(v)
     notes = ()
     extra = len(values) - found - nulls - (values is obj and time_key in obj)
     if extra > 0:
@@ -110,7 +132,8 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
     if missing:
         if not found:
             raise BadSample("missing_feature", "no known feature in the sample")
-        notes += (("missing_feature", ", ".join(layout.names[j] for j in missing)),)
+        notes += (("missing_feature", ", ".join(layout.names[j] if j < len(layout.names) else layout.conditions[j - len(layout.names)][1]
+                                                  for j in missing)),)
     return t, row, missing, notes
 
 

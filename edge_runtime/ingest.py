@@ -33,7 +33,7 @@ class Ingest:
         self.on_ready = on_ready
         self.bad = bad
         self.window = (max_past_s, max_future_s)
-        self.layout = FeatureLayout(bundle.features)
+        self.layout = FeatureLayout(bundle.features, bundle.conditions)
         self.accepted = 0
         self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk}
         self.states = streams.states  # looked up per message: one dict get, not a method call
@@ -43,7 +43,7 @@ class Ingest:
     def rebind(self, bundle: Bundle, keep_streams: bool) -> None:
         """Switch to a new bundle; streams survive only when the input spec is unchanged."""
         if not keep_streams:
-            self.layout = FeatureLayout(bundle.features)
+            self.layout = FeatureLayout(bundle.features, bundle.conditions)
         self.streams.rebind(bundle, keep_streams)
 
     def handler(self, format: str) -> Callable[[Route, bytes, float], None]:

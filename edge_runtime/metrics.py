@@ -74,6 +74,7 @@ class Metrics:
             drops.add_metric([name, "overload"], m["shed"])
             drops.add_metric([name, "inference_error"], m["failed"])
             drops.add_metric([name, "undecidable"], m["undecided"])
+            drops.add_metric([name, "unseen_condition"], m["unseen"])
             alarms.add_metric([name], m["alarms_active"])
             drifting.add_metric([name], m["drifting"])
             streams.add_metric([name], m["streams"])

@@ -17,15 +17,19 @@ from edge_runtime.badinput import BadInput
 from edge_runtime.batcher import Batcher, WindowBatch
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.commissioning import Commissioning
+from edge_runtime.conditions import CONDITION_MARGIN
+from edge_runtime.conditions import unseen as unseen_conditions
 from edge_runtime.config import ModelConfig, RuntimeConfig
 from edge_runtime.delivery import Sink
 from edge_runtime.drift import REFERENCE_QUANTILE, DriftRule
+from edge_runtime.errors import BundleError
 from edge_runtime.event_schema import make_event
 from edge_runtime.ingest import Ingest
 from edge_runtime.metrics import Metrics
 from edge_runtime.registry import StreamRegistry, StreamState
 
 log = logging.getLogger("linewatch.model")
+UNSEEN = -math.inf  # the score of a window whose conditions were never seen in training: no score is below 0
 
 
 class ModelRunner:
@@ -42,6 +46,7 @@ class ModelRunner:
         self.scored = 0
         self.deadline_misses = 0
         self.undecided = 0  # windows whose event could not be built or encoded
+        self.unseen = 0  # windows whose operating conditions the model never saw in training (not scored)
         self.reloads_refused = 0
         self.lock = threading.Lock()  # held while scoring and while swapping bundles
         a = config.alarm
@@ -84,6 +89,12 @@ class ModelRunner:
         return self.config.threshold if self.config.threshold is not None else self.bundle.threshold
 
     def _backend(self, bundle: Bundle):
+        """The bundle's backend, activated and warmed up; a conditional bundle only where every input carries its conditions."""
+        if bundle.conditions:
+            other = [f"{i.topic} ({i.format})" for i in self.config.inputs if i.format != "json"]
+            if other:
+                raise BundleError(f"{bundle.name} takes operating conditions {[c['name'] for c in bundle.conditions]}, which come in "
+                                  f"JSON payloads (keys named like them); inputs {other} cannot carry them yet")
         backend = create_backend(bundle, self.config.backend, self.config.precision, self.runtime.max_batch, self.config.allow_fallback)
         backend.activate()
         try:
@@ -94,7 +105,7 @@ class ModelRunner:
         return backend
 
     def _batcher(self, bundle: Bundle) -> Batcher:
-        return Batcher(bundle.window, len(bundle.features), self.runtime.max_batch, self.runtime.queue_windows, self._score,
+        return Batcher(bundle.window, bundle.channels, self.runtime.max_batch, self.runtime.queue_windows, self._score,
                        self.runtime.max_queue_delay_ms / 1000)
 
     def _warm_up(self, backend) -> None:
@@ -135,8 +146,22 @@ class ModelRunner:
                 started = time.perf_counter()
                 scores, errors = self.backend.infer(batch.windows[first:last])
                 self.metrics.observe_batch(last - first, time.perf_counter() - started)
+                if self.bundle.conditions:
+                    scores = self._drop_unseen(batch, first, last, scores)
                 self.sink.submit(self._decide(batch, first, scores, errors))
                 self._account(batch, first, last)
+
+    def _drop_unseen(self, batch: WindowBatch, first: int, last: int, scores: np.ndarray) -> np.ndarray:
+        """``scores`` with the windows whose conditions training never saw set to :data:`UNSEEN`: counted, never decided."""
+        mask = unseen_conditions(batch.windows[first:last, -1, len(self.bundle.features) :], self.bundle.conditions)
+        if mask.any():
+            self.unseen += int(mask.sum())
+            if self.unseen == mask.sum() or self.unseen % 1000 < mask.sum():
+                log.warning("%d window(s) not scored: operating conditions not seen in training (a missing value, an unknown "
+                            "category, or more than %.0f%% outside the trained range) [%d so far]", mask.sum(), 100 * CONDITION_MARGIN, self.unseen)
+            scores = scores.copy()
+            scores[mask] = UNSEEN
+        return scores
 
     def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, bytes, float, bool]]:
         """Update each stream's alarm; the encoded events ``(topic, payload, arrival, durable)`` to publish.
@@ -149,6 +174,8 @@ class ModelRunner:
         default, features, commissioning = self.threshold, self.bundle.features, self.commissioning
         events = []
         for k, score in enumerate(scores.tolist()):
+            if score == UNSEEN:
+                continue
             if score != score:  # NaN: the model overflowed on values far outside its training range
                 score = math.inf
             i = first + k

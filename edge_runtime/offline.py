@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.backends import Backend
+from edge_runtime.conditions import unseen
 from edge_runtime.detection_metrics import ScoredSeries
 from edge_runtime.rowscores import spread_to_rows
 from edge_runtime.streams import LATE, READY, RESTARTED, Stream
@@ -22,8 +23,8 @@ def window_scores(series: FileSeries, backend: Backend, batch_size: int = 256) -
     row's run of good samples (-1: unusable), replayed through a :class:`Stream` and scored in batches.
     """
     bundle = backend.bundle
-    stream = Stream(series.name, bundle.window, bundle.stride, len(bundle.features), bundle.max_gap)
-    batch = np.empty((batch_size, bundle.window, len(bundle.features)), np.float32)
+    stream = Stream(series.name, bundle.window, bundle.stride, bundle.channels, bundle.max_gap)
+    batch = np.empty((batch_size, bundle.window, bundle.channels), np.float32)
     ends: list[int] = []
     scores: list[np.ndarray] = []
     run_id = np.zeros(len(series.time), dtype=np.int64)  # which run of good samples each row is in
@@ -43,11 +44,20 @@ def window_scores(series: FileSeries, backend: Backend, batch_size: int = 256) -
             filled += 1
             ends.append(i)
             if filled == batch_size:
-                scores.append(backend.infer(batch)[0].copy())
+                scores.append(_scores(backend, batch))
                 filled = 0
     if filled:
-        scores.append(backend.infer(batch[:filled])[0].copy())
+        scores.append(_scores(backend, batch[:filled]))
     return np.asarray(ends, dtype=np.int64), np.concatenate(scores) if scores else np.empty(0, np.float32), run_id
+
+
+def _scores(backend: Backend, windows: np.ndarray) -> np.ndarray:
+    """Window scores; NaN where a conditional model's conditions were never seen in training (not scored)."""
+    scores = backend.infer(windows)[0].copy()
+    conditions = backend.bundle.conditions
+    if conditions:
+        scores[unseen(windows[:, -1, len(backend.bundle.features) :], conditions)] = np.nan
+    return scores
 
 
 def score_series(series: FileSeries, backend: Backend, batch_size: int = 256) -> np.ndarray:
@@ -65,7 +75,8 @@ def labelled_parts(backend: Backend, files: list[str], series_column: str | None
     """
     parts = []
     for path in files:
-        for series in read_csv(path, backend.bundle.features, series_column, time_column, label_column, labels=True):
+        for series in read_csv(path, backend.bundle.features, series_column, time_column, label_column, labels=True,
+                               conditions=backend.bundle.conditions):
             first = train_rows
             if train_until is not None:
                 first = max(first, int(np.searchsorted(series.time, train_until, side="right")))

@@ -56,7 +56,7 @@ class StreamRegistry:
             if len(self.states) >= self.max_streams:
                 raise BadSample("stream_limit", f"{self.max_streams} streams already; stream {key!r} refused")
             b = self.bundle
-            ring = Stream(key, b.window, b.stride, len(b.features), b.max_gap, GAP_PERIODS * b.sample_period,
+            ring = Stream(key, b.window, b.stride, b.channels, b.max_gap, GAP_PERIODS * b.sample_period,
                           MIN_STEP_PERIODS * b.sample_period)
             labels = dict(zip(key_fields, key.split("/"))) if key_fields else None
             state = StreamState(key, ring, Reorder(self.reorder_s) if self.reorder_s else None, self.new_alarm(), self.clock(), labels)

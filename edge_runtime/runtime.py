@@ -102,7 +102,7 @@ class Runtime:
             "error_reports_dropped": self.bad.unpublished,
             "models": {
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
-                                "failed": m.batcher.failed, "undecided": m.undecided,
+                                "failed": m.batcher.failed, "undecided": m.undecided, "unseen": m.unseen,
                                 "alarms_active": m.streams.alarms_active(), "drifting": m.streams.drifting(), "streams": len(m.streams),
                                 "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused,
                                 "commissioning": len(m.commissioning.learning) if m.commissioning else 0,

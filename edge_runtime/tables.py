@@ -52,8 +52,13 @@ LABEL_COLUMNS = ("label", "anomaly")
 
 
 def read_csv(path: str | Path, features: list[str], series_column: str | None = None, time_column: str | None = None,
-             label_column: str | None = None, labels: bool = False) -> list[FileSeries]:
-    """Read the bundle's features (and with ``labels`` a 0/1 label column) from a CSV; errors name the file, row and column."""
+             label_column: str | None = None, labels: bool = False, conditions: list[dict] | None = None) -> list[FileSeries]:
+    """Read the bundle's features (and with ``labels`` a 0/1 label column) from a CSV; errors name the file, row and column.
+
+    A conditional bundle's ``conditions`` follow the features in each row: numeric as they are, categorical as the
+    index of the category (-1 for one the model does not know), empty as missing.
+    """
+    conditions = conditions or []
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         delimiter = sniff_delimiter(handle.readline())
@@ -63,9 +68,10 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
         tname = find_time_column(header, time_column)
         if tname is None:
             raise InputError(f"{path}: no time column; expected {time_column or ' or '.join(TIME_COLUMNS)}")
-        missing = [f for f in features if f not in header]
+        missing = [f for f in [*features, *(c["name"] for c in conditions)] if f not in header]
         if missing:
-            raise InputError(f"{path}: missing feature column(s) {missing}; the bundle needs {features}")
+            raise InputError(f"{path}: missing feature or condition column(s) {missing}; the bundle needs {features}"
+                             + (f" and conditions {[c['name'] for c in conditions]}" if conditions else ""))
         if series_column and series_column not in header:
             raise InputError(f"{path}: series column '{series_column}' not found")
         lname = None
@@ -75,6 +81,8 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
                 raise InputError(f"{path}: no label column; expected {label_column or ' or '.join(LABEL_COLUMNS)}")
         tcol = header.index(tname)
         cols = [header.index(f) for f in features]
+        coded = [(header.index(c["name"]), {v: float(i) for i, v in enumerate(c["categories"])} if c["kind"] == "categorical" else None)
+                 for c in conditions]
         scol = header.index(series_column) if series_column else None
         lcol = header.index(lname) if lname else None
         groups: dict[str, tuple[list[float], list[list[float]], list[str], list[int]]] = {}
@@ -83,7 +91,9 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
             times, values, texts, marks = groups.setdefault(key, ([], [], [], []))
             try:
                 times.append(to_seconds(row[tcol]))
-                values.append([float(row[c]) if row[c].strip() else math.nan for c in cols])
+                values.append([float(row[c]) if row[c].strip() else math.nan for c in cols]
+                              + [math.nan if not row[c].strip() else (float(row[c]) if codes is None else codes.get(row[c].strip(), -1.0))
+                                 for c, codes in coded])
                 if lcol is not None:
                     marks.append(int(float(row[lcol])) if row[lcol].strip() else 0)
             except (ValueError, IndexError) as error:
@@ -93,6 +103,6 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
     for key, (times, values, texts, marks) in groups.items():
         t = np.asarray(times)
         order = np.argsort(t, kind="stable")
-        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(len(times), len(features))[order],
+        result.append(FileSeries(key, t[order], np.asarray(values, dtype=np.float32).reshape(len(times), len(features) + len(conditions))[order],
                                  [texts[i] for i in order], np.asarray(marks, dtype=np.int8)[order] if lcol is not None else None))
     return result

@@ -49,7 +49,7 @@ class TorchBackend(Backend):
 
     def _infer(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.inference_mode():
-            score, feature_error = self.module(self.torch.from_numpy(window).to(self.device))
+            score, feature_error = self.module(*(self.torch.from_numpy(a).to(self.device) for a in self.feeds(window).values()))
             return score.cpu().numpy(), feature_error.cpu().numpy()
 
     def deactivate(self) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from edge_runtime.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, describe_artifact, load_bundle, write_manifest
+from edge_runtime.conditions import CONDITION_MARGIN
 from export import graphs, parity
-from train.detector import CONDITION_MARGIN, AutoencoderDetector
+from train.detector import AutoencoderDetector
 
 LOG_FILE = "export.log"
 
@@ -136,7 +137,7 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
             "sample_period": detector.sample_period_,
             "max_gap": detector.max_gap_,
             "gap_rule": "hold the last value up to max_gap seconds; a longer gap restarts the stream",
-            **({"conditions": [{**c.to_dict(), **r} for c, r in zip(detector.conditions_, detector.condition_ranges_)],
+            **({"conditions": detector.condition_specs(),
                 "condition_rule": "the condition at the window's last sample: numeric as it is, categorical as the index of its "
                                   f"category; a missing value, an unknown category or a number more than {CONDITION_MARGIN:.0%} of the "
                                   "trained range outside it is not scored"} if detector.conditions_ else {}),

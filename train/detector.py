@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge_runtime.conditions import CONDITION_MARGIN
+from edge_runtime.conditions import unseen as unseen_conditions
 from edge_runtime.conformal import window_rate
 from edge_runtime.rowscores import spread_to_rows
 from train import rundir
@@ -29,7 +31,6 @@ CALIBRATION_KEEP = 512
 CALIBRATIONS = ("out-of-fold", "holdout")  # scores the threshold is calibrated on (see AutoencoderDetector.fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 CONDITIONAL_KINDS = ("dense", "vae")  # the models that take operating conditions (conditional AE and VAE)
-CONDITION_MARGIN = 0.1  # a numeric condition this share of its trained range outside that range counts as unseen
 
 
 def as_table(X, features: list[str] | None = None, sample_period: float = 1.0) -> SensorTable:
@@ -242,19 +243,9 @@ class AutoencoderDetector:
                      "condition_std": torch.tensor([r["std"] for r in self.condition_ranges_])}
         return WindowScorer(model, torch.as_tensor(mean), torch.as_tensor(std), specs, **stats)
 
-    def unseen_conditions(self, conditions: np.ndarray) -> np.ndarray:
-        """Which rows of conditions ``[N, C]`` (as the table encodes them) training never saw: a missing value, a
-        category not among the trained ones, or a number more than :data:`CONDITION_MARGIN` of the trained range outside it.
-        """
-        unseen = np.zeros(len(conditions), bool)
-        for j, (condition, seen) in enumerate(zip(self.conditions_, self.condition_ranges_)):
-            value = conditions[:, j]
-            if condition.kind == "numeric":
-                margin = CONDITION_MARGIN * max(seen["max"] - seen["min"], abs(seen["max"]) * 1e-3, 1e-9)
-                unseen |= ~((value >= seen["min"] - margin) & (value <= seen["max"] + margin))
-            else:
-                unseen |= ~(value >= 0)
-        return unseen
+    def condition_specs(self) -> list[dict]:
+        """The conditions as the bundle records them: name, kind, categories and what training saw."""
+        return [{**c.to_dict(), **r} for c, r in zip(self.conditions_, self.condition_ranges_)]
 
     def _no_validation_windows(self, table: SensorTable) -> str:
         """Why no validation window was left, naming the real causes: labelled rows, gaps, or too little data."""
@@ -357,7 +348,7 @@ class AutoencoderDetector:
         else:
             window_scores, feature_error = self.score_windows(np.empty((0, self.window, len(self.features_)), np.float32))
         if self.conditions_ and len(sw.ends):
-            unseen = self.unseen_conditions(sw.values[sw.ends, len(self.features_) :])
+            unseen = unseen_conditions(sw.values[sw.ends, len(self.features_) :], self.condition_specs())
             if unseen.any():
                 warnings.warn(f"{series.name}: {int(unseen.sum())} of {len(unseen)} windows not scored: their operating conditions "
                               f"were not seen in training (a missing value, a new category, or more than {CONDITION_MARGIN:.0%} outside "
@@ -396,7 +387,7 @@ class AutoencoderDetector:
             "window": self.window,
             "stride": self.stride,
             "features": self.features_,
-            "conditions": [{**c.to_dict(), **r} for c, r in zip(self.conditions_, self.condition_ranges_)],
+            "conditions": self.condition_specs(),
             "sample_period": self.sample_period_,
             "max_gap": self.max_gap_,
             "threshold": self.threshold_info_.to_dict(),

@@ -1,0 +1,99 @@
+"""A conditional bundle at the edge: conditions read from JSON payloads, held with the gap rule, fed to the graph's
+``condition`` input; windows whose conditions training never saw are counted and not scored (against mosquitto).
+"""
+
+import math
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")  # the bundle is trained here
+
+from edge_runtime.decoders import FeatureLayout, decode_json  # noqa: E402
+from edge_runtime.errors import BundleError  # noqa: E402
+from edge_runtime.runtime import Runtime  # noqa: E402
+from helpers import runtime_config, tiny_detector, wait_for  # noqa: E402
+from mqtt_helpers import Collector, client  # noqa: E402
+from train.simulate import FEATURES  # noqa: E402
+
+CONDITIONS = [{"name": "setpoint", "kind": "numeric", "categories": [], "min": 0.2, "max": 1.0},
+              {"name": "recipe", "kind": "categorical", "categories": ["A", "B", "C"]}]
+
+
+@pytest.fixture(scope="module")
+def regime(tmp_path_factory):
+    """A regime plant and the conditional bundle trained on it."""
+    from export.bundler import export_run
+    from train.data import read_table
+    from train.simulate import simulate_plant, write_table
+
+    root = tmp_path_factory.mktemp("conditional")
+    frame, _ = simulate_plant(machines=2, rows=9000, normal_rows=9000, faults_per_machine=0, seed=5, regimes=True)
+    write_table(frame, str(root / "plant.csv"))
+    table = read_table(root / "plant.csv", series_column="machine", conditions=["setpoint", "recipe"])
+    tiny_detector("dense", conditions=["setpoint", "recipe"], calibration="holdout").fit(table).save(root / "run")
+    frame["ts"] = (pd.to_datetime(frame["time"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return frame, export_run(root / "run", root / "bundle", echo=lambda *_: None), root
+
+
+def test_json_payloads_carry_the_conditions_after_the_features():
+    layout = FeatureLayout(["a", "b"], CONDITIONS)
+    t, row, missing, notes = decode_json(b'{"ts": 10.0, "a": 1.0, "b": 2.0, "setpoint": 0.6, "recipe": "B"}', layout, "ts", 10.0, (1e9, 60.0))
+    assert row == [1.0, 2.0, 0.6, 1.0] and missing == () and notes == ()
+    _, row, _, _ = decode_json(b'{"ts": 10.0, "a": 1.0, "b": 2.0, "setpoint": 0.6, "recipe": "Z"}', layout, "ts", 10.0, (1e9, 60.0))
+    assert row[3] == -1.0  # a product the model never saw: decoded, and refused at scoring
+    _, row, missing, notes = decode_json(b'{"ts": 10.0, "a": 1.0, "b": 2.0, "setpoint": 0.6}', layout, "ts", 10.0, (1e9, 60.0))
+    assert missing == (3,) and notes == (("missing_feature", "recipe"),)  # held from the stream's last value, like a sensor
+
+
+def test_score_reads_the_conditions_from_the_csv_and_leaves_unseen_ones_unscored(regime, tmp_path):
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+
+    frame, bundle, root = regime
+    changed = frame.drop(columns=["ts"]).copy()
+    changed.loc[(changed.machine == "m1") & (changed.index < 3000), "recipe"] = "D"  # a product the model never met
+    changed.to_csv(tmp_path / "data.csv", index=False)
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(main, ["score", str(bundle), str(tmp_path / "data.csv"), "--series-column", "machine", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(out)
+    m1 = scores[scores.series == "m1"].score.to_numpy()
+    assert np.isnan(m1[100:2990]).all() and np.isfinite(m1[3100:]).mean() > 0.9
+    assert np.isfinite(scores[scores.series == "m2"].score.to_numpy()[100:]).mean() > 0.9
+
+
+def test_runtime_scores_conditional_windows_and_counts_unseen_ones(broker, regime, tmp_path):
+    frame, bundle, _ = regime
+    runtime = Runtime(runtime_config(broker.port, bundle, tmp_path, publish_scores=True))
+    runtime.start()
+    collector = Collector(broker.port, "linewatch/events/#")
+    publisher = client(broker.port)
+    m1 = frame[frame.machine == "m1"].iloc[:400]
+    try:
+        assert runtime.link.wait_connected(5)
+        for i, row in enumerate(m1.itertuples(index=False)):
+            recipe = "D" if i >= 300 else row.recipe  # the last 100 samples under an unknown product
+            sample = {"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}, "setpoint": row.setpoint, "recipe": recipe}
+            publisher.publish("plant/l1/m1/telemetry", orjson.dumps(sample), qos=1)
+        model = runtime.models[0]
+        assert wait_for(lambda: runtime.snapshot()["accepted"] >= 400 and model.unseen + model.scored >= (400 - 20) // 5 + 1)
+        assert wait_for(lambda: len([e for e in collector.events() if e["kind"] == "score"]) >= 1)
+    finally:
+        runtime.stop()
+    windows = (400 - 20) // 5 + 1  # window 20, stride 5
+    unseen = math.ceil((400 - 300) / 5)  # every window that ends on a sample with the unknown product
+    assert model.unseen == unseen
+    decided = [e for e in collector.events() if e["kind"] in ("score", "alarm_raised", "alarm_cleared")]
+    assert len({e["window_end"] for e in decided}) == windows - unseen  # the others were all decided and published
+    collector.close()
+
+
+def test_a_conditional_bundle_refuses_inputs_that_cannot_carry_conditions(broker, regime, tmp_path):
+    _, bundle, _ = regime
+    inputs = [{"topic": "plant/{machine}/tags/{tag}", "format": "tag"}]
+    with pytest.raises(BundleError, match=r"takes operating conditions \['setpoint', 'recipe'\].*cannot carry them yet"):
+        Runtime(runtime_config(broker.port, bundle, tmp_path, inputs=inputs))
