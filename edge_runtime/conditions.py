@@ -13,6 +13,13 @@ import numpy as np
 CONDITION_MARGIN = 0.1
 
 
+def category_codes(condition: dict) -> dict[str, float] | None:
+    """A categorical condition's code per category (its index); None for a numeric condition (its value is the code)."""
+    if condition["kind"] != "categorical":
+        return None
+    return {category: float(i) for i, category in enumerate(condition["categories"])}
+
+
 def unseen(values: np.ndarray, conditions: list[dict]) -> np.ndarray:
     """Rows of ``values [N, C]`` (numeric as they are, categorical as category indices) with a condition training never saw.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
+from edge_runtime.conditions import category_codes
 from edge_runtime.event_schema import F32_MAX  # beyond this a value becomes inf in the model's float32 input
 from edge_runtime.timeparse import to_seconds
 
@@ -42,8 +43,7 @@ class FeatureLayout:
         self.names = list(names)
         self.index = {name: j for j, name in enumerate(self.names)}
         self.numbered = tuple(enumerate(self.names))
-        self.conditions = tuple((len(self.names) + j, c["name"], {v: float(i) for i, v in enumerate(c["categories"])}
-                                 if c["kind"] == "categorical" else None) for j, c in enumerate(conditions or []))
+        self.conditions = tuple((len(self.names) + j, c["name"], category_codes(c)) for j, c in enumerate(conditions or []))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -110,13 +110,15 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
             raise _beyond(name, v)
         row.append(v)
     found = len(row) - len(missing)
+    given = found  # keys consumed: features, then conditions
     for j, name, categories in layout.conditions:
         v = values.get(name)
         if v is None:
             missing += (j,)  # held from the stream's last value, as a missing feature is
+            nulls += name in values
             row.append(0.0)
             continue
-        found += 1
+        given += 1
         if categories is not None:
             row.append(categories.get(v if type(v) is str else str(v), -1.0))
         elif type(v) not in _NUMBER:
@@ -126,7 +128,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
         else:
             row.append(v)
     notes = ()
-    extra = len(values) - found - nulls - (values is obj and time_key in obj)
+    extra = len(values) - given - nulls - (values is obj and time_key in obj)
     if extra > 0:
         notes = (("unknown_feature", f"{extra} key(s) not in the bundle's features"),)
     if missing:

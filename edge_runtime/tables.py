@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.conditions import category_codes
 from edge_runtime.errors import LinewatchError
 from edge_runtime.timeparse import to_seconds
 
@@ -81,8 +82,7 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
                 raise InputError(f"{path}: no label column; expected {label_column or ' or '.join(LABEL_COLUMNS)}")
         tcol = header.index(tname)
         cols = [header.index(f) for f in features]
-        coded = [(header.index(c["name"]), {v: float(i) for i, v in enumerate(c["categories"])} if c["kind"] == "categorical" else None)
-                 for c in conditions]
+        coded = [(header.index(c["name"]), category_codes(c)) for c in conditions]
         scol = header.index(series_column) if series_column else None
         lcol = header.index(lname) if lname else None
         groups: dict[str, tuple[list[float], list[list[float]], list[str], list[int]]] = {}

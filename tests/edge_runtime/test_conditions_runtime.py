@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.decoders import FeatureLayout, decode_json  # noqa: E402
+from edge_runtime.decoders import BadSample, FeatureLayout, decode_json  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import runtime_config, tiny_detector, wait_for  # noqa: E402
@@ -46,6 +46,10 @@ def test_json_payloads_carry_the_conditions_after_the_features():
     assert row[3] == -1.0  # a product the model never saw: decoded, and refused at scoring
     _, row, missing, notes = decode_json(b'{"ts": 10.0, "a": 1.0, "b": 2.0, "setpoint": 0.6}', layout, "ts", 10.0, (1e9, 60.0))
     assert missing == (3,) and notes == (("missing_feature", "recipe"),)  # held from the stream's last value, like a sensor
+    with pytest.raises(BadSample, match="no known feature"):  # conditions alone are no sample
+        decode_json(b'{"ts": 10.0, "setpoint": 0.6, "recipe": "B"}', layout, "ts", 10.0, (1e9, 60.0))
+    _, _, _, notes = decode_json(b'{"ts": 10.0, "a": 1.0, "b": 2.0, "setpoint": null, "recipe": "A", "x": 1}', layout, "ts", 10.0, (1e9, 60.0))
+    assert notes[0] == ("unknown_feature", "1 key(s) not in the bundle's features")  # the conditions are known keys
 
 
 def test_score_reads_the_conditions_from_the_csv_and_leaves_unseen_ones_unscored(regime, tmp_path):
