@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
 
-PAYLOAD_FORMATS = ("json", "tag", "chunk")
+PAYLOAD_FORMATS = ("json", "tag", "chunk", "condition")
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
@@ -78,6 +78,7 @@ class InputConfig:
     time_key: str = "ts"
     qos: int = setting(0, lo=0, hi=2)  # subscription QoS; sensor streams are usually QoS 0
     staleness_s: float = setting(5.0, above=0)  # tag format: last value older than this is missing at a grid tick
+    condition: str = ""  # condition format: the conditional model's condition this topic carries (its value holds until changed)
 
 
 @dataclass
@@ -293,6 +294,8 @@ def _check_topics(config: Config) -> None:
                 raise ConfigError(f"{where}: {error}") from None
             if (inp.format == "tag") != ("tag" in template.fields):
                 raise ConfigError(f"{where}: a {{tag}} field goes with format = \"tag\" and only with it")
+            if (inp.format == "condition") != bool(inp.condition):
+                raise ConfigError(f"models[{i}].inputs[{j}]: condition = \"<name>\" goes with format = \"condition\" and only with it")
             common = set(template.key_fields) if common is None else common & set(template.key_fields)
         allowed = {"stream", "model"} | (common or set())
         extra = _placeholders(m.event_topic, f"models[{i}].event_topic") - allowed

@@ -48,6 +48,10 @@ class FeatureLayout:
     def __len__(self) -> int:
         return len(self.names)
 
+    def name_of(self, position: int) -> str:
+        """The feature or condition at a row position."""
+        return self.names[position] if position < len(self.names) else self.conditions[position - len(self.names)][1]
+
 
 def _loads(payload: bytes):
     try:
@@ -134,9 +138,35 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
     if missing:
         if not found:
             raise BadSample("missing_feature", "no known feature in the sample")
-        notes += (("missing_feature", ", ".join(layout.names[j] if j < len(layout.names) else layout.conditions[j - len(layout.names)][1]
-                                                  for j in missing)),)
+        notes += (("missing_feature", ", ".join(layout.name_of(j) for j in missing)),)
     return t, row, missing, notes
+
+
+def decode_condition(payload: bytes, codes: dict[str, float] | None) -> float:
+    """An operating condition from its own topic: a bare value (``B``, ``0.8``), a JSON one, or ``{"value": ...}``.
+
+    ``codes`` are a categorical condition's category codes (an unknown category is -1); None for a numeric one.
+    """
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        value = payload.decode("utf-8", "replace").strip()  # a bare word such as B
+    if type(value) is dict:
+        value = value.get("value")
+    if codes is not None:
+        if value is None:
+            raise BadSample("missing_feature", "condition without a value")
+        return codes.get(value if type(value) is str else str(value), -1.0)
+    if type(value) is str:
+        try:
+            value = float(value)
+        except ValueError:
+            raise BadSample("wrong_type", f"condition: {value!r} is not a number") from None
+    if type(value) not in _NUMBER:
+        raise BadSample("wrong_type", f"condition: {type(value).__name__} is not a number")
+    if not -F32_MAX <= value <= F32_MAX:
+        raise _beyond("condition", value)
+    return float(value)
 
 
 def decode_tag(payload: bytes, time_key: str, now: float, window: tuple[float, float]) -> tuple[float, float]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from edge_runtime.badinput import BadInput
 from edge_runtime.bundle import Bundle
-from edge_runtime.decoders import BadSample, FeatureLayout, decode_chunk, decode_json, decode_tag
+from edge_runtime.decoders import BadSample, FeatureLayout, decode_chunk, decode_condition, decode_json, decode_tag
 from edge_runtime.registry import StreamRegistry, StreamState
 from edge_runtime.router import Route
 from edge_runtime.streams import ACCEPTED, LATE, READY, RESTARTED, TOO_FAST
@@ -34,8 +36,9 @@ class Ingest:
         self.bad = bad
         self.window = (max_past_s, max_future_s)
         self.layout = FeatureLayout(bundle.features, bundle.conditions)
+        self.condition_index = {c["name"]: j for j, c in enumerate(bundle.conditions)}
         self.accepted = 0
-        self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk}
+        self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk, "condition": self._condition}
         self.states = streams.states  # looked up per message: one dict get, not a method call
         # without a reorder tolerance a sample goes straight to its stream (one call less per message)
         self._push = self._reorder if streams.reorder_s else self._commit
@@ -44,6 +47,7 @@ class Ingest:
         """Switch to a new bundle; streams survive only when the input spec is unchanged."""
         if not keep_streams:
             self.layout = FeatureLayout(bundle.features, bundle.conditions)
+            self.condition_index = {c["name"]: j for j, c in enumerate(bundle.conditions)}
         self.streams.rebind(bundle, keep_streams)
 
     def handler(self, format: str) -> Callable[[Route, bytes, float], None]:
@@ -52,11 +56,44 @@ class Ingest:
 
     def _json(self, route: Route, payload: bytes, arrival: float) -> None:
         t, row, missing, notes = decode_json(payload, self.layout, route.config.time_key, time.time(), self.window)
+        state = self.states.get(route.key) or self.streams.get(route.key, route.key_fields)
+        if missing and state.conditions is not None:
+            missing, notes = self._topic_conditions(state, row, missing, notes)
         if notes:
             for reason, detail in notes:
                 self.bad.note(reason, route.topic, detail)
-        state = self.states.get(route.key) or self.streams.get(route.key, route.key_fields)
         self._push(state, route.topic, t, row, missing, arrival)
+
+    def _topic_conditions(self, state: StreamState, row: list, missing: tuple, notes: tuple) -> tuple[tuple, tuple]:
+        """Fill conditions a JSON sample lacks from their own topics' latest values (those not yet received stay missing)."""
+        n = len(self.layout)
+        given = tuple(j for j in missing if j >= n and state.conditions[j - n] == state.conditions[j - n])
+        if not given:
+            return missing, notes
+        for j in given:
+            row[j] = float(state.conditions[j - n])
+        missing = tuple(j for j in missing if j not in given)
+        notes = tuple(note for note in notes if note[0] != "missing_feature")
+        if missing:
+            notes += (("missing_feature", ", ".join(self.layout.name_of(j) for j in missing)),)
+        return missing, notes
+
+    def _condition(self, route: Route, payload: bytes, arrival: float) -> None:
+        """A condition's own topic (often retained): its value holds for the stream's samples until the next one."""
+        j = self.condition_index.get(route.config.condition)
+        if j is None:
+            raise BadSample("unknown_feature", f"condition {route.config.condition!r} is not one of the bundle's")
+        value = decode_condition(payload, self.layout.conditions[j][2])
+        self.streams.get(route.key, route.key_fields).conditions[j] = value
+        self.accepted += 1
+
+    def _with_conditions(self, state: StreamState, rows):
+        """Tag and chunk samples carry no conditions: append the stream's latest ones from their topics (NaN: none yet)."""
+        if state.conditions is None:
+            return rows
+        if rows.ndim == 1:
+            return np.concatenate([rows, state.conditions])
+        return np.hstack([rows, np.broadcast_to(state.conditions, (len(rows), len(state.conditions)))])
 
     def _tag(self, route: Route, payload: bytes, arrival: float) -> None:
         j = self.layout.index.get(route.tag)
@@ -65,11 +102,13 @@ class Ingest:
         t, value = decode_tag(payload, route.config.time_key, time.time(), self.window)
         state = self.streams.get(route.key, route.key_fields)
         aligner = self.streams.aligner(state, route.config.staleness_s)
-        aligner.update(t, j, value, lambda tick, row, missing: self._push(state, route.topic, tick, row, missing, arrival))
+        aligner.update(t, j, value, lambda tick, row, missing: self._push(state, route.topic, tick, self._with_conditions(state, row), missing,
+                                                                          arrival))
 
     def _chunk(self, route: Route, payload: bytes, arrival: float) -> None:
         t0, dt, rows = decode_chunk(payload, len(self.layout), self.streams.bundle.sample_period, time.time(), self.window)
         state = self.streams.get(route.key, route.key_fields)
+        rows = self._with_conditions(state, rows)
         for i in range(len(rows)):
             self._push(state, route.topic, t0 + i * dt, rows[i], (), arrival)
 

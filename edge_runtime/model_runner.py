@@ -27,6 +27,7 @@ from edge_runtime.event_schema import make_event
 from edge_runtime.ingest import Ingest
 from edge_runtime.metrics import Metrics
 from edge_runtime.registry import StreamRegistry, StreamState
+from edge_runtime.topics import TopicTemplate
 
 log = logging.getLogger("linewatch.model")
 UNSEEN = -math.inf  # the score of a window whose conditions were never seen in training: no score is below 0
@@ -90,11 +91,7 @@ class ModelRunner:
 
     def _backend(self, bundle: Bundle):
         """The bundle's backend, activated and warmed up; a conditional bundle only where every input carries its conditions."""
-        if bundle.conditions:
-            other = [f"{i.topic} ({i.format})" for i in self.config.inputs if i.format != "json"]
-            if other:
-                raise BundleError(f"{bundle.name} takes operating conditions {[c['name'] for c in bundle.conditions]}, which come in "
-                                  f"JSON payloads (keys named like them); inputs {other} cannot carry them yet")
+        self._check_condition_inputs(bundle)
         backend = create_backend(bundle, self.config.backend, self.config.precision, self.runtime.max_batch, self.config.allow_fallback)
         backend.activate()
         try:
@@ -103,6 +100,23 @@ class ModelRunner:
             backend.deactivate()
             raise
         return backend
+
+    def _check_condition_inputs(self, bundle: Bundle) -> None:
+        """Every condition needs a source: JSON payloads, or a ``condition`` input on the same stream key for tag and chunk data."""
+        inputs, names = self.config.inputs, [c["name"] for c in bundle.conditions]
+        topics = {i.condition: i for i in inputs if i.format == "condition"}
+        unknown = sorted(set(topics) - set(names))
+        if unknown:
+            raise BundleError(f"{bundle.name}: condition input(s) for {unknown}, which the model does not take (it takes {names})")
+        data = [i for i in inputs if i.format != "condition"]
+        keys = {tuple(TopicTemplate(i.topic).key_fields) for i in inputs}
+        if topics and len(keys) > 1:
+            raise BundleError(f"{bundle.name}: condition topics must name the same stream fields as the data topics; found {sorted(keys)}")
+        lacking = [n for n in names if n not in topics]
+        without = [f"{i.topic} ({i.format})" for i in data if i.format != "json"]
+        if lacking and without:
+            raise BundleError(f"{bundle.name} takes operating conditions {names}; inputs {without} carry none, so each needs "
+                              f"a condition input (format = \"condition\"); missing for {lacking}")
 
     def _batcher(self, bundle: Bundle) -> Batcher:
         return Batcher(bundle.window, bundle.channels, self.runtime.max_batch, self.runtime.queue_windows, self._score,

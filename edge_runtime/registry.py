@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 from edge_runtime.alarms import Alarm
 from edge_runtime.alignment import Reorder, TagAligner
 from edge_runtime.bundle import Bundle
@@ -23,11 +25,15 @@ MIN_STEP_PERIODS = 0.5  # a step of less than this many sample periods is refuse
 class StreamState:
     """Everything linewatch keeps for one stream key."""
 
-    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels")
+    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels", "conditions")
 
-    def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float, labels: dict | None = None) -> None:
-        """``labels``: the topic fields that make up the key (``{"line": "l1", "machine": "m7"}``), for event topics."""
+    def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float, labels: dict | None = None,
+                 conditions: np.ndarray | None = None) -> None:
+        """``labels``: the topic fields that make up the key (``{"line": "l1", "machine": "m7"}``), for event topics.
+        ``conditions``: a conditional model's latest condition values from their own topics (NaN until one arrives).
+        """
         self.key, self.ring, self.reorder, self.alarm = key, ring, reorder, alarm
+        self.conditions = conditions
         self.labels = labels or {}
         self.drift = DriftWatch()
         self.aligner: TagAligner | None = None  # created by the first tag message
@@ -59,7 +65,8 @@ class StreamRegistry:
             ring = Stream(key, b.window, b.stride, b.channels, b.max_gap, GAP_PERIODS * b.sample_period,
                           MIN_STEP_PERIODS * b.sample_period)
             labels = dict(zip(key_fields, key.split("/"))) if key_fields else None
-            state = StreamState(key, ring, Reorder(self.reorder_s) if self.reorder_s else None, self.new_alarm(), self.clock(), labels)
+            state = StreamState(key, ring, Reorder(self.reorder_s) if self.reorder_s else None, self.new_alarm(), self.clock(), labels,
+                                np.full(len(b.conditions), np.nan, np.float32) if b.conditions else None)
             self.states[key] = state
         return state
 

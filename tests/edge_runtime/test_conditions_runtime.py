@@ -96,8 +96,61 @@ def test_runtime_scores_conditional_windows_and_counts_unseen_ones(broker, regim
     collector.close()
 
 
-def test_a_conditional_bundle_refuses_inputs_that_cannot_carry_conditions(broker, regime, tmp_path):
+def test_conditions_from_their_own_retained_topics_feed_tag_streams(broker, regime, tmp_path):
+    frame, bundle, _ = regime
+    inputs = [{"topic": "plant/{machine}/tags/{tag}", "format": "tag", "qos": 1},
+              {"topic": "plant/{machine}/setpoint", "format": "condition", "condition": "setpoint", "qos": 1},
+              {"topic": "plant/{machine}/recipe", "format": "condition", "condition": "recipe", "qos": 1}]
+    publisher = client(broker.port)
+    m1 = frame[frame.machine == "m1"].iloc[:300]
+    # retained before the runtime starts: it receives them on subscribing, as it would a plant's current mode
+    publisher.publish("plant/m1/setpoint", str(m1.setpoint.iloc[0]).encode(), qos=1, retain=True).wait_for_publish(5)
+    publisher.publish("plant/m1/recipe", m1.recipe.iloc[0].encode(), qos=1, retain=True).wait_for_publish(5)
+    runtime = Runtime(runtime_config(broker.port, bundle, tmp_path, inputs=inputs, publish_scores=True))
+    runtime.start()
+    try:
+        assert runtime.link.wait_connected(5)
+        model = runtime.models[0]
+        assert wait_for(lambda: runtime.snapshot()["accepted"] >= 2)  # both retained conditions taken
+        for i, row in enumerate(m1.itertuples(index=False)):
+            if i == 200:  # the plant switches to a product the model never saw
+                publisher.publish("plant/m1/recipe", b'{"value": "D"}', qos=1, retain=True)
+            for f in FEATURES:
+                publisher.publish(f"plant/m1/tags/{f}", orjson.dumps({"ts": row.ts, "value": getattr(row, f)}), qos=1)
+        windows = (300 - 20) // 5 + 1
+        assert wait_for(lambda: model.scored >= windows, timeout=30)
+    finally:
+        runtime.stop()
+    state = model.streams["m1"]
+    assert state.conditions[1] == -1.0  # the unknown product, held for the stream
+    assert 15 <= model.unseen <= 21  # the windows that end after the switch (the switch lands among in-flight tags)
+    publisher.publish("plant/m1/setpoint", b"", qos=1, retain=True)  # clear the retained messages
+    publisher.publish("plant/m1/recipe", b"", qos=1, retain=True)
+
+
+def test_inputs_without_conditions_need_condition_topics(broker, regime, tmp_path):
     _, bundle, _ = regime
-    inputs = [{"topic": "plant/{machine}/tags/{tag}", "format": "tag"}]
-    with pytest.raises(BundleError, match=r"takes operating conditions \['setpoint', 'recipe'\].*cannot carry them yet"):
+    inputs = [{"topic": "plant/{machine}/tags/{tag}", "format": "tag"},
+              {"topic": "plant/{machine}/recipe", "format": "condition", "condition": "recipe"}]
+    with pytest.raises(BundleError, match=r"inputs \['plant/\{machine\}/tags/\{tag\} \(tag\)'\] carry none.*missing for \['setpoint'\]"):
         Runtime(runtime_config(broker.port, bundle, tmp_path, inputs=inputs))
+    inputs = [{"topic": "plant/{line}/{machine}/telemetry", "format": "json"},
+              {"topic": "plant/{machine}/recipe", "format": "condition", "condition": "recipe"}]
+    with pytest.raises(BundleError, match="condition topics must name the same stream fields as the data topics"):
+        Runtime(runtime_config(broker.port, bundle, tmp_path, inputs=inputs))
+    inputs = [{"topic": "plant/{machine}/telemetry", "format": "json"},
+              {"topic": "plant/{machine}/speed", "format": "condition", "condition": "speed_stage"}]
+    with pytest.raises(BundleError, match=r"condition input\(s\) for \['speed_stage'\], which the model does not take"):
+        Runtime(runtime_config(broker.port, bundle, tmp_path, inputs=inputs))
+
+
+def test_condition_payloads_decode_bare_json_and_object_values():
+    from edge_runtime.decoders import decode_condition
+
+    codes = {"A": 0.0, "B": 1.0}
+    assert [decode_condition(p, codes) for p in (b"B", b'"B"', b'{"value": "A"}', b"Z")] == [1.0, 1.0, 0.0, -1.0]
+    assert [decode_condition(p, None) for p in (b"0.8", b'{"value": 0.6}', b" 1 ")] == [0.8, 0.6, 1.0]
+    with pytest.raises(BadSample, match="is not a number"):
+        decode_condition(b"fast", None)
+    with pytest.raises(BadSample, match="non_finite|NaN|nan"):
+        decode_condition(b"NaN", None)
