@@ -36,7 +36,8 @@ def inspect(bundle_path):
     click.echo(f"input    window {spec['window']} x {len(spec['features'])} ({features}), stride {spec['stride']}, "
                f"period {spec['sample_period']:g} s, max gap {spec['max_gap']:g} s")
     for c in bundle.conditions:
-        seen = f"categories {', '.join(c['categories'])}" if c["kind"] == "categorical" else f"trained range {c['min']:g} .. {c['max']:g}"
+        unit = f" {c['unit']}" if c.get("unit") else ""
+        seen = f"categories {', '.join(c['categories'])}" if c["kind"] == "categorical" else f"trained range {c['min']:g} .. {c['max']:g}{unit}"
         click.echo(f"condition {c['name']}: {c['kind']}, {seen} (graph input '{CONDITION_NAME}', at the window's last sample)")
     t = m["threshold"]
     click.echo(f"threshold {t['value']:.6g} ({t['method']}" + (f", {t['parameter']:g})" if t.get("parameter") is not None else ")"))

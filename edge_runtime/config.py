@@ -120,6 +120,7 @@ class ModelConfig:
     backend: str = setting("onnxruntime", choices=BACKENDS)
     precision: str = setting("fp32", choices=PRECISIONS)
     allow_fallback: bool = False  # a GPU provider that fails to initialise may run on the next one (CPU) instead of failing
+    score_unseen_conditions: bool = False  # a conditional model decides windows whose conditions it never saw too (still counted)
     threshold: float | None = setting(None, lo=0)
     event_topic: str = "linewatch/events/{stream}"
     inputs: list[InputConfig] = field(default_factory=lambda: [InputConfig()])

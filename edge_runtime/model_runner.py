@@ -166,15 +166,20 @@ class ModelRunner:
                 self._account(batch, first, last)
 
     def _drop_unseen(self, batch: WindowBatch, first: int, last: int, scores: np.ndarray) -> np.ndarray:
-        """``scores`` with the windows whose conditions training never saw set to :data:`UNSEEN`: counted, never decided."""
+        """``scores`` with the windows whose conditions training never saw set to :data:`UNSEEN`: counted, and not decided
+        unless ``score_unseen_conditions`` (then the model scores them with the conditions as they came).
+        """
         mask = unseen_conditions(batch.windows[first:last, -1, len(self.bundle.features) :], self.bundle.conditions)
         if mask.any():
             self.unseen += int(mask.sum())
             if self.unseen == mask.sum() or self.unseen % 1000 < mask.sum():
-                log.warning("%d window(s) not scored: operating conditions not seen in training (a missing value, an unknown "
-                            "category, or more than %.0f%% outside the trained range) [%d so far]", mask.sum(), 100 * CONDITION_MARGIN, self.unseen)
-            scores = scores.copy()
-            scores[mask] = UNSEEN
+                log.warning("%d window(s) %s: operating conditions not seen in training (a missing value, an unknown category, or "
+                            "more than %.0f%% outside the trained range) [%d so far]", mask.sum(),
+                            "scored anyway (score_unseen_conditions)" if self.config.score_unseen_conditions else "not scored",
+                            100 * CONDITION_MARGIN, self.unseen)
+            if not self.config.score_unseen_conditions:
+                scores = scores.copy()
+                scores[mask] = UNSEEN
         return scores
 
     def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, bytes, float, bool]]:

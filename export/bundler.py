@@ -43,9 +43,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, int
         raise ValueError(f"{run_dir}: TensorRT engines for a conditional model (conditions {[c.name for c in detector.conditions_]}) "
                          "are not built yet; export without --tensorrt")
     units = units or {}
-    unknown = set(units) - set(detector.features_)
+    named = [*detector.features_, *(c.name for c in detector.conditions_)]
+    unknown = set(units) - set(named)
     if unknown:  # checked before minutes of exporting, not after
-        raise ValueError(f"--units names unknown feature(s) {sorted(unknown)}; features are {detector.features_}")
+        raise ValueError(f"--units names unknown feature(s) {sorted(unknown)}; features and conditions are {named}")
     windows = np.ascontiguousarray(detector.calibration_windows_, dtype=np.float32)
     if len(windows) == 0:
         raise parity.ParityError(f"{run_dir}: no calibration windows to check parity on")
@@ -137,7 +138,7 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
             "sample_period": detector.sample_period_,
             "max_gap": detector.max_gap_,
             "gap_rule": "hold the last value up to max_gap seconds; a longer gap restarts the stream",
-            **({"conditions": detector.condition_specs(),
+            **({"conditions": [{**c, "unit": units.get(c["name"], "")} for c in detector.condition_specs()],
                 "condition_rule": "the condition at the window's last sample: numeric as it is, categorical as the index of its "
                                   f"category; a missing value, an unknown category or a number more than {CONDITION_MARGIN:.0%} of the "
                                   "trained range outside it is not scored"} if detector.conditions_ else {}),

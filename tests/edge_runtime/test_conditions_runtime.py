@@ -70,9 +70,12 @@ def test_score_reads_the_conditions_from_the_csv_and_leaves_unseen_ones_unscored
     assert np.isfinite(scores[scores.series == "m2"].score.to_numpy()[100:]).mean() > 0.9
 
 
-def test_runtime_scores_conditional_windows_and_counts_unseen_ones(broker, regime, tmp_path):
+@pytest.mark.parametrize("score_unseen", [False, True])
+def test_runtime_scores_conditional_windows_and_counts_unseen_ones(score_unseen, broker, regime, tmp_path):
     frame, bundle, _ = regime
-    runtime = Runtime(runtime_config(broker.port, bundle, tmp_path, publish_scores=True))
+    config = runtime_config(broker.port, bundle, tmp_path, publish_scores=True)
+    config.models[0].score_unseen_conditions = score_unseen
+    runtime = Runtime(config)
     runtime.start()
     collector = Collector(broker.port, "linewatch/events/#")
     publisher = client(broker.port)
@@ -82,6 +85,8 @@ def test_runtime_scores_conditional_windows_and_counts_unseen_ones(broker, regim
         for i, row in enumerate(m1.itertuples(index=False)):
             recipe = "D" if i >= 300 else row.recipe  # the last 100 samples under an unknown product
             sample = {"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}, "setpoint": row.setpoint, "recipe": recipe}
+            if i in (150, 151):
+                del sample["recipe"]  # missing for two samples: held from the last one, as a sensor would be
             publisher.publish("plant/l1/m1/telemetry", orjson.dumps(sample), qos=1)
         model = runtime.models[0]
         assert wait_for(lambda: runtime.snapshot()["accepted"] >= 400 and model.unseen + model.scored >= (400 - 20) // 5 + 1)
@@ -92,7 +97,8 @@ def test_runtime_scores_conditional_windows_and_counts_unseen_ones(broker, regim
     unseen = math.ceil((400 - 300) / 5)  # every window that ends on a sample with the unknown product
     assert model.unseen == unseen
     decided = [e for e in collector.events() if e["kind"] in ("score", "alarm_raised", "alarm_cleared")]
-    assert len({e["window_end"] for e in decided}) == windows - unseen  # the others were all decided and published
+    # the others were all decided and published (with score_unseen_conditions the unseen ones too)
+    assert len({e["window_end"] for e in decided}) == windows - (0 if score_unseen else unseen)
     collector.close()
 
 

@@ -120,8 +120,8 @@ def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_
     result = CliRunner().invoke(main, ["evaluate", str(run), str(regime_csv), "--series-column", "machine", "-o", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
     assert "alarm_policy_far" in result.output
-    result = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "bundle")])
+    result = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "bundle"), "--units", "setpoint=load fraction,current=A"])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "bundle")])
     assert "condition recipe: categorical, categories A, B, C (graph input 'condition'" in result.output
-    assert "condition setpoint: numeric, trained range 0.2 .. 1" in result.output
+    assert "condition setpoint: numeric, trained range 0.2 .. 1 load fraction" in result.output
