@@ -56,8 +56,9 @@ log "train every kind on CUDA, export (pytest -m gpu alongside)"
 want pytest && python3 -m pytest -m gpu tests/export/test_gpu.py -q -p no:cacheprovider >"$OUT/pytest_gpu.txt" 2>&1 &
 lw simulate -o $WORK/plant.csv --machines 3 --rows 4000
 for kind in dense vae conv lstm pca; do
+  FP16=--fp16; [ $kind = lstm ] && FP16=""  # ONNX Runtime's CPU kernels crash on the LSTM's FP16 graph (parity refuses it)
   (lw train $WORK/plant.csv --series-column machine --model $kind -o $WORK/run-$kind --device cuda --quiet \
-   && lw export $WORK/run-$kind -o $WORK/bundle-$kind --fp16 $TRT) >$WORK/$kind.log 2>&1 &
+   && lw export $WORK/run-$kind -o $WORK/bundle-$kind $FP16 $TRT) >$WORK/$kind.log 2>&1 &
 done
 wait
 want pytest && tail -n 3 "$OUT/pytest_gpu.txt"
