@@ -90,11 +90,12 @@ class Commissioning:
         scores = state.scores[: min(state.count, MAX_SCORES)]
         value, supported = conformal(scores, self.rate)
         threshold = max(self.floor, value)
-        self.learned[key] = {"threshold": threshold, "windows": int(len(scores)), "supported": supported,
-                             "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        entry = {"threshold": threshold, "windows": int(len(scores)), "supported": supported,
+                 "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.save({**self.learned, key: entry})  # on disk first: a stream counts as commissioned once its threshold survives a restart
+        self.learned[key] = entry
         del self.learning[key]
         self.completed += 1
-        self.save()
         log.info("%s/%s commissioned: threshold %.4g from %d windows%s", self.model, key, threshold, len(scores),
                  "" if supported else " (fewer than the target rate needs: the largest score is used)")
         return threshold
@@ -107,15 +108,17 @@ class Commissioning:
                 self.learning.pop(key, None)
             self.save()
 
-    def save(self) -> None:
-        """Write the learned thresholds (every model's, one file) atomically: a new file, then a rename."""
+    def save(self, learned: dict[str, dict] | None = None) -> None:
+        """Write the learned thresholds (``learned``, default the current ones; every model's, one file) atomically:
+        a new file, then a rename.
+        """
         if self.path is None:
             return
         try:
             everything = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError):
             everything = {}
-        everything[self.model] = {"bundle_id": self.bundle_id, "streams": self.learned}
+        everything[self.model] = {"bundle_id": self.bundle_id, "streams": self.learned if learned is None else learned}
         partial = self.path.with_suffix(".tmp")
         partial.write_text(json.dumps(everything, indent=1))
         os.replace(partial, self.path)

@@ -87,10 +87,10 @@ class Runtime:
             self.bad.report("wrong_type", self.control_topic, f"commissioning request: {error}")
             return
         stream = request.get("stream")
-        self.control_requests += 1
         for runner in models:
             restarted = runner.recommission(None if stream is None else [str(stream)])
             log.info("commissioning %s again for %d stream(s) on request (streams in alarm are kept)", runner.config.name, len(restarted))
+        self.control_requests += 1  # counted once carried out (and saved), so a watcher of the count sees the result
         self.status_changed.set()
 
     def snapshot(self) -> dict:
