@@ -123,14 +123,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
             row.append(0.0)
             continue
         given += 1
-        if categories is not None:
-            row.append(categories.get(v if type(v) is str else str(v), -1.0))
-        elif type(v) not in _NUMBER:
-            raise BadSample("wrong_type", f"condition {name}: {type(v).__name__} is not a number")
-        elif not -F32_MAX <= v <= F32_MAX:
-            raise _beyond(name, v)
-        else:
-            row.append(v)
+        row.append(_condition_value(name, v, categories))
     notes = ()
     extra = len(values) - given - nulls - (values is obj and time_key in obj)
     if extra > 0:
@@ -140,6 +133,17 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
             raise BadSample("missing_feature", "no known feature in the sample")
         notes += (("missing_feature", ", ".join(layout.name_of(j) for j in missing)),)
     return t, row, missing, notes
+
+
+def _condition_value(name: str, value, codes: dict[str, float] | None) -> float:
+    """A condition's coded value: a categorical one's category index (-1 if unknown), a numeric one checked like a feature."""
+    if codes is not None:
+        return codes.get(value if type(value) is str else str(value), -1.0)
+    if type(value) not in _NUMBER:
+        raise BadSample("wrong_type", f"condition {name}: {type(value).__name__} is not a number")
+    if not -F32_MAX <= value <= F32_MAX:
+        raise _beyond(name, value)
+    return float(value)
 
 
 def decode_condition(payload: bytes, codes: dict[str, float] | None) -> float:
@@ -153,20 +157,14 @@ def decode_condition(payload: bytes, codes: dict[str, float] | None) -> float:
         value = payload.decode("utf-8", "replace").strip()  # a bare word such as B
     if type(value) is dict:
         value = value.get("value")
-    if codes is not None:
-        if value is None:
-            raise BadSample("missing_feature", "condition without a value")
-        return codes.get(value if type(value) is str else str(value), -1.0)
-    if type(value) is str:
+    if value is None:
+        raise BadSample("missing_feature", "condition without a value")
+    if codes is None and type(value) is str:  # plain-text topics carry numbers as text
         try:
             value = float(value)
         except ValueError:
             raise BadSample("wrong_type", f"condition: {value!r} is not a number") from None
-    if type(value) not in _NUMBER:
-        raise BadSample("wrong_type", f"condition: {type(value).__name__} is not a number")
-    if not -F32_MAX <= value <= F32_MAX:
-        raise _beyond("condition", value)
-    return float(value)
+    return _condition_value("condition", value, codes)
 
 
 def decode_tag(payload: bytes, time_key: str, now: float, window: tuple[float, float]) -> tuple[float, float]:

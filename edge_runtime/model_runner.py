@@ -30,7 +30,6 @@ from edge_runtime.registry import StreamRegistry, StreamState
 from edge_runtime.topics import TopicTemplate
 
 log = logging.getLogger("linewatch.model")
-UNSEEN = -math.inf  # the score of a window whose conditions were never seen in training: no score is below 0
 
 
 class ModelRunner:
@@ -160,40 +159,38 @@ class ModelRunner:
                 started = time.perf_counter()
                 scores, errors = self.backend.infer(batch.windows[first:last])
                 self.metrics.observe_batch(last - first, time.perf_counter() - started)
-                if self.bundle.conditions:
-                    scores = self._drop_unseen(batch, first, last, scores)
-                self.sink.submit(self._decide(batch, first, scores, errors))
+                skip = self._unseen(batch, first, last) if self.bundle.conditions else None
+                self.sink.submit(self._decide(batch, first, scores, errors, skip))
                 self._account(batch, first, last)
 
-    def _drop_unseen(self, batch: WindowBatch, first: int, last: int, scores: np.ndarray) -> np.ndarray:
-        """``scores`` with the windows whose conditions training never saw set to :data:`UNSEEN`: counted, and not decided
-        unless ``score_unseen_conditions`` (then the model scores them with the conditions as they came).
+    def _unseen(self, batch: WindowBatch, first: int, last: int) -> np.ndarray | None:
+        """The windows whose conditions training never saw, counted and logged (the first and every thousandth); the mask
+        of those not to decide, or None with ``score_unseen_conditions`` (then they are decided with the conditions as they came).
         """
         mask = unseen_conditions(batch.windows[first:last, -1, len(self.bundle.features) :], self.bundle.conditions)
-        if mask.any():
-            self.unseen += int(mask.sum())
-            if self.unseen == mask.sum() or self.unseen % 1000 < mask.sum():
+        n = int(mask.sum())
+        if n:
+            before, self.unseen = self.unseen, self.unseen + n
+            if before == 0 or before // 1000 != self.unseen // 1000:
                 log.warning("%d window(s) %s: operating conditions not seen in training (a missing value, an unknown category, or "
-                            "more than %.0f%% outside the trained range) [%d so far]", mask.sum(),
+                            "more than %.0f%% outside the trained range) [%d so far]", n,
                             "scored anyway (score_unseen_conditions)" if self.config.score_unseen_conditions else "not scored",
                             100 * CONDITION_MARGIN, self.unseen)
-            if not self.config.score_unseen_conditions:
-                scores = scores.copy()
-                scores[mask] = UNSEEN
-        return scores
+        return None if self.config.score_unseen_conditions else mask
 
-    def _decide(self, batch: WindowBatch, first: int, scores, errors) -> list[tuple[str, bytes, float, bool]]:
+    def _decide(self, batch: WindowBatch, first: int, scores, errors, skip: np.ndarray | None = None) -> list[tuple[str, bytes, float, bool]]:
         """Update each stream's alarm; the encoded events ``(topic, payload, arrival, durable)`` to publish.
 
         Alarm transitions are durable (outbox); per-window score telemetry is not.
 
         Each window is decided alone: one whose event cannot be built or encoded is counted in
         ``undecided`` and dropped, its alarm state left as it was, and the other windows go on.
+        Windows marked in ``skip`` (unseen operating conditions) are not decided at all.
         """
         default, features, commissioning = self.threshold, self.bundle.features, self.commissioning
         events = []
         for k, score in enumerate(scores.tolist()):
-            if score == UNSEEN:
+            if skip is not None and skip[k]:
                 continue
             if score != score:  # NaN: the model overflowed on values far outside its training range
                 score = math.inf
