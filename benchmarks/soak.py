@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import write_results
 from edge_runtime.bundle import load_bundle
-from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port
+from edge_runtime.localbroker import free_port, start_mosquitto
 from train.simulate import simulate_plant
 
 MACHINES = 8
@@ -43,16 +43,13 @@ class Broker:
     """mosquitto with persistence, restartable on the same port."""
 
     def __init__(self, folder: Path, port: int) -> None:
-        self.port = port
-        self.config = folder / "mosquitto.conf"
-        extra = f"persistence true\npersistence_location {folder}/\n" + ("user root\n" if os.geteuid() == 0 else "")
-        self.config.write_text(loopback_config(port, True, extra))
+        self.folder, self.port = folder, port
+        self.extra = f"persistence true\npersistence_location {folder}/\n" + ("user root\n" if os.geteuid() == 0 else "")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """Start and wait for the port."""
-        self.process = subprocess.Popen([find_mosquitto(), "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process)
+        _, self.process = start_mosquitto(self.folder, self.port, self.extra)
 
     def stop(self) -> None:
         """Stop gracefully (the persistence file is written)."""

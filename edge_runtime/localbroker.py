@@ -52,3 +52,27 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) -
                 raise BrokerError(f"the broker exited with code {process.returncode}") from None
             time.sleep(0.05)
     raise BrokerError(f"the broker did not open port {port} within {timeout:.0f} s")
+
+
+def start_mosquitto(folder: Path, port: int | None = None, extra: str = "") -> tuple[int, subprocess.Popen]:
+    """Mosquitto on 127.0.0.1 (a free port unless ``port``) with the shipped tuning, config in ``folder``; returns once it listens."""
+    binary = find_mosquitto()
+    if binary is None:
+        raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+    port = port or free_port()
+    config = folder / "mosquitto.conf"
+    config.write_text(loopback_config(port, True, extra))
+    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_port(port, process)
+    return port, process
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a child process (a broker, a runtime under test), killing it if it does not stop within ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)

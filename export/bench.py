@@ -199,7 +199,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
     import tempfile
     import time
 
-    from edge_runtime.localbroker import free_port
+    from edge_runtime.localbroker import free_port, stop_process
     from export import e2e as harness
 
     bundle = load_bundle(bundle_path)
@@ -236,7 +236,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
                 results += harness.sweep("linewatch", fmt, rate_list, machines, seconds, chunk, bundle, t0, values, port, budget_s, collector, cursor,
                                          click.echo)
         finally:
-            harness.stop_process(runtime)
+            stop_process(runtime)
         found = harness.peer_command(bundle, port) if peer else None
         if peer and found is None:
             click.echo("naive peer skipped: needs torch and a source checkout (benchmarks/naive_peer.py)")
@@ -246,7 +246,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
                 results += harness.sweep("naive", "json", rate_list, machines, seconds, 1, bundle, t0, values, port, budget_s, collector, cursor,
                                          click.echo)
             finally:
-                harness.stop_process(process)
+                stop_process(process)
     held = {f"{s} {f}": harness.highest_held([r for r in results if (r["system"], r["format"]) == (s, f)], budget_ms)
             for s, f in dict.fromkeys((r["system"], r["format"]) for r in results)}
     rows = [[r["system"], r["format"], f"{r['offered_msg_per_s']:,.0f}", f"{r['offered_samples_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from edge_runtime.errors import BrokerError
-from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port
+from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, stop_process, wait_for_port
 from edge_runtime.timeparse import to_seconds
 
 
@@ -63,23 +63,12 @@ def start_broker(folder: Path, stack: ExitStack, choice: str = "auto") -> tuple[
         reason = "asked for" if choice == "amqtt" else "mosquitto not found"
         command, name = [amqtt, "-c", str(conf)], f"amqtt, embedded, in its own process (port {port}; {reason})"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    stack.callback(stop_process, process)
+    stack.callback(stop_process, process, 5.0)
     try:
         wait_for_port(port, process)
     except BrokerError as error:
         raise click.ClickException(f"{name}: {error}") from None
     return port, name, process
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """Terminate a child process, killing it if it does not stop within 5 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @dataclass

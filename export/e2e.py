@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +29,7 @@ import numpy as np
 import orjson
 
 from edge_runtime.bundle import Bundle
-from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port
+from edge_runtime.localbroker import start_mosquitto, stop_process
 from edge_runtime.timeparse import to_seconds
 
 TOPICS = {"json": "plant/{machine}/telemetry", "tag": "plant/{machine}/tags/{tag}", "chunk": "plant/{machine}/chunks"}
@@ -263,20 +261,12 @@ class LocalBroker:
     """mosquitto on a free loopback port with the shipped tuning, for the length of a ``with`` block."""
 
     def __enter__(self) -> LocalBroker:
-        binary = find_mosquitto()
-        if binary is None:
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto), or pass --broker HOST:PORT")
         self.folder = tempfile.TemporaryDirectory(prefix="linewatch-e2e-")
-        self.port = free_port()
-        config = Path(self.folder.name) / "mosquitto.conf"
-        config.write_text(loopback_config(self.port))
-        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process)
+        self.port, self.process = start_mosquitto(Path(self.folder.name))
         return self
 
     def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        stop_process(self.process)
         self.folder.cleanup()
 
 
@@ -313,16 +303,6 @@ def start_process(command: list[str], ready_url: str | None, log: Path, cwd: Pat
     if process.poll() is not None:
         raise RuntimeError(f"{command[2]} exited: {log.read_text()[-2000:]}")
     return process
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 15 s."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def sweep(system: str, fmt: str, rates: list[float], machines: int, seconds: float, chunk: int, bundle: Bundle, t0: float,
