@@ -156,6 +156,9 @@ class RuntimeConfig:
     max_past_s: float = setting(604800.0, above=0)  # ...and further behind it (7 days: sensors that buffer through an outage)
     reorder_s: float = setting(0.0, lo=0)  # hold samples this long (sample time) to put out-of-order ones back in order; 0: drop them
     publish_scores: bool = False
+    # with publish_scores: "window" publishes one score event per window; "grouped" one linewatch.scores/1 message per
+    # stream per scored batch (chunked payloads complete many windows of one stream at once)
+    score_events: str = setting("window", choices=("window", "grouped"))
     reload_poll_s: float = setting(2.0, above=0)
     shutdown_timeout_s: float = setting(10.0, above=0)
     silent_after_s: float = setting(300.0, lo=0)  # warn when a subscription delivered nothing for this long (0: never)

@@ -1,6 +1,7 @@
-"""The event schema ``linewatch.event/1``: building an event and checking one.
+"""The event schemas: ``linewatch.event/1`` (one window, or an alarm or drift change) and
+``linewatch.scores/1`` (the score telemetry of several windows of one stream in one message); building and checking them.
 
-An event is a flat JSON object. Consumers should key on ``schema`` (a new major version means
+Both are flat JSON objects. Consumers should key on ``schema`` (a new major version means
 an incompatible change) and drop duplicates by ``id`` (delivery is at least once).
 """
 
@@ -13,6 +14,7 @@ import uuid
 from datetime import datetime, timezone
 
 SCHEMA = "linewatch.event/1"
+SCORES_SCHEMA = "linewatch.scores/1"
 F32_MAX = 3.4028234663852886e38  # float32's largest value
 KINDS = ("alarm_raised", "alarm_cleared", "drift", "drift_cleared", "score")
 # field -> accepted JSON types
@@ -20,6 +22,11 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "schema": (str,), "id": (str,), "kind": (str,), "stream": (str,), "model": (str,), "model_id": (str,),
     "window_start": (str,), "window_end": (str,), "score": (float, int), "threshold": (float, int),
     "top_features": (list,), "latency_ms": (float, int), "emitted_at": (str,),
+}
+# field -> accepted JSON types of a scores message; the three lists hold one entry per window, oldest first
+SCORES_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": (str,), "id": (str,), "stream": (str,), "model": (str,), "model_id": (str,), "threshold": (float, int),
+    "window_end": (list,), "score": (list,), "latency_ms": (list,), "emitted_at": (str,),
 }
 
 
@@ -86,18 +93,55 @@ def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[fl
     }
 
 
-def validate_event(event: dict) -> dict:
-    """Return ``event`` if it is a valid ``linewatch.event/1`` event; :class:`EventError` naming the field otherwise."""
-    if not isinstance(event, dict):
-        raise EventError(f"an event is a JSON object, got {type(event).__name__}")
-    if event.get("schema") != SCHEMA:
-        raise EventError(f"schema {event.get('schema')!r} is not {SCHEMA!r}")
-    for name, types in FIELDS.items():
-        if name not in event:
+def make_scores(stream: str, model: str, model_id: str, threshold: float, ends: list[float], scores: list[float],
+                latencies_s: list[float]) -> dict:
+    """The score telemetry of several windows of one stream (``score_events = "grouped"``): window ends, scores and
+    latencies as parallel lists, oldest first; scores beyond float32 are saturated as in :func:`make_event`.
+    """
+    return {
+        "schema": SCORES_SCHEMA,
+        "id": f"{ID_PREFIX}{next(ID_COUNTER):016x}",
+        "stream": stream,
+        "model": model,
+        "model_id": model_id,
+        "threshold": float(threshold),
+        "window_end": [iso(t) for t in ends],
+        "score": [saturate(s) for s in scores],
+        "latency_ms": [round(float(s) * 1000, 3) for s in latencies_s],
+        "emitted_at": iso(time.time()),
+    }
+
+
+def _check_fields(message: dict, schema: str, fields: dict[str, tuple[type, ...]]) -> None:
+    if not isinstance(message, dict):
+        raise EventError(f"an event is a JSON object, got {type(message).__name__}")
+    if message.get("schema") != schema:
+        raise EventError(f"schema {message.get('schema')!r} is not {schema!r}")
+    for name, types in fields.items():
+        if name not in message:
             raise EventError(f"field {name!r} is missing")
-        value = event[name]
+        value = message[name]
         if not isinstance(value, types) or isinstance(value, bool):
             raise EventError(f"field {name!r} is {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}")
+
+
+def validate_scores(message: dict) -> dict:
+    """Return ``message`` if it is a valid ``linewatch.scores/1`` message; :class:`EventError` naming the field otherwise."""
+    _check_fields(message, SCORES_SCHEMA, SCORES_FIELDS)
+    n = len(message["window_end"])
+    if n == 0 or len(message["score"]) != n or len(message["latency_ms"]) != n:
+        raise EventError("window_end, score and latency_ms must be non-empty lists of one length")
+    if not all(isinstance(t, str) for t in message["window_end"]):
+        raise EventError("window_end holds ISO 8601 strings")
+    for name in ("score", "latency_ms"):
+        if not all(isinstance(v, (float, int)) and not isinstance(v, bool) for v in message[name]):
+            raise EventError(f"{name} holds numbers")
+    return message
+
+
+def validate_event(event: dict) -> dict:
+    """Return ``event`` if it is a valid ``linewatch.event/1`` event; :class:`EventError` naming the field otherwise."""
+    _check_fields(event, SCHEMA, FIELDS)
     if event["kind"] not in KINDS:
         raise EventError(f"kind {event['kind']!r} is not one of {KINDS}")
     for item in event["top_features"]:

@@ -23,7 +23,7 @@ from edge_runtime.config import ModelConfig, RuntimeConfig
 from edge_runtime.delivery import Sink
 from edge_runtime.drift import REFERENCE_QUANTILE, DriftRule
 from edge_runtime.errors import BundleError
-from edge_runtime.event_schema import make_event
+from edge_runtime.event_schema import make_event, make_scores
 from edge_runtime.ingest import Ingest
 from edge_runtime.metrics import Metrics
 from edge_runtime.registry import StreamRegistry, StreamState
@@ -185,9 +185,12 @@ class ModelRunner:
 
         Each window is decided alone: one whose event cannot be built or encoded is counted in
         ``undecided`` and dropped, its alarm state left as it was, and the other windows go on.
-        Windows marked in ``skip`` (unseen operating conditions) are not decided at all.
+        Windows marked in ``skip`` (unseen operating conditions) are not decided at all. With
+        ``score_events = "grouped"`` the score telemetry of a stream's windows goes out as one message.
         """
         default, features, commissioning = self.threshold, self.bundle.features, self.commissioning
+        grouped = self.runtime.publish_scores and self.runtime.score_events == "grouped"
+        groups: dict[str, list] = {}  # stream key -> [stream, threshold, first arrival, ends, scores, arrivals]
         events = []
         for k, score in enumerate(scores.tolist()):
             if skip is not None and skip[k]:
@@ -209,7 +212,13 @@ class ModelRunner:
                     drifted = self.drift.update(stream.drift, score)
                     if drifted is not None:
                         kinds.append(drifted)
-                if not kinds and self.runtime.publish_scores:
+                if not kinds and grouped:
+                    group = groups.get(stream.key) or groups.setdefault(stream.key, [stream, threshold, batch.arrivals[i], [], [], []])
+                    group[1] = threshold
+                    group[3].append(batch.ends[i])
+                    group[4].append(score)
+                    group[5].append(batch.arrivals[i])
+                elif not kinds and self.runtime.publish_scores:
                     kinds.append("score")
                 for kind in kinds:
                     event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
@@ -222,7 +231,23 @@ class ModelRunner:
                 self.undecided += 1
                 if self.undecided == 1 or self.undecided % 1000 == 0:
                     log.error("window of %s could not be decided (%r); dropped alone [%d so far]", stream.key, error, self.undecided)
+        if groups:
+            events.extend(self._score_messages(groups.values()))
         return events
+
+    def _score_messages(self, groups) -> list[tuple[str, bytes, float, bool]]:
+        """One ``linewatch.scores/1`` message per stream: ``(topic, payload, first arrival, durable=False)``."""
+        messages, now = [], time.perf_counter()
+        for stream, threshold, arrival, ends, scores, arrivals in groups:
+            try:
+                message = make_scores(stream.key, self.config.name, self.bundle.model_id, threshold, ends, scores,
+                                      [now - a for a in arrivals])
+                topic = self.config.event_topic.format(stream=stream.key, model=self.config.name, **stream.labels)
+                messages.append((topic, orjson.dumps(message), arrival, False))
+            except Exception as error:  # telemetry only: the alarm decisions of these windows stand
+                self.undecided += len(ends)
+                log.error("score telemetry of %s could not be encoded (%r); %d window(s) unpublished", stream.key, error, len(ends))
+        return messages
 
     def _account(self, batch: WindowBatch, first: int, last: int) -> None:
         """Decision latency per window (from arrival and from sample time), deadline misses and the scored count."""

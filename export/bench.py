@@ -192,9 +192,11 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
 @click.option("--broker", default=None, help="HOST:PORT of a broker to use instead of starting mosquitto on loopback.")
 @click.option("--protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
               help="The runtime's MQTT protocol (paho parses MQTT 5 properties on every message).")
+@click.option("--score-events", type=click.Choice(["window", "grouped"]), default="window", show_default=True,
+              help="The runtime's score_events: one event per window, or one linewatch.scores/1 message per stream per batch.")
 @click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
-def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, ceiling_seconds, output):
+def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, score_events, ceiling_seconds, output):
     """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
     import tempfile
     import time
@@ -228,7 +230,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
         collector = harness.EventCollector(port)
         stack.callback(collector.close)
         metrics_port = free_port()
-        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol)
+        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events)
         runtime = harness.start_process([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)],
                                         f"http://127.0.0.1:{metrics_port}/metrics", folder / "runtime.log")
         try:
@@ -251,14 +253,17 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
             for s, f in dict.fromkeys((r["system"], r["format"]) for r in results)}
     rows = [[r["system"], r["format"], f"{r['offered_msg_per_s']:,.0f}", f"{r['offered_samples_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
              f"{r['max_ms']:.1f}", f"{r['lost']} / {r['windows_expected']}", r["late"], f"{r['publisher_worst_lag_ms']:.0f}"] for r in results]
-    notes = (f"{machines} machines, {seconds:g} s per step, budget {budget_ms:g} ms, chunk {chunk} samples per message; bare paho receive rate "
+    notes = (f"{machines} machines, {seconds:g} s per step, budget {budget_ms:g} ms, chunk {chunk} samples per message, score events "
+             f"{score_events}; bare paho receive rate "
              f"{ceiling['receive_msg_per_s']:,.0f} msg/s (publisher {ceiling['publish_msg_per_s']:,.0f} msg/s). Highest rate held (p99 within the "
              "budget, nothing lost): " + ", ".join(f"{k} {v:,.0f} msg/s" for k, v in held.items()) + ". Latency from the intended send time of the "
              "message that completed a window to its score event at a subscriber (open loop: a late publisher counts). "
              f"Command: `linewatch bench e2e {bundle_path} --rates {rates} --formats {formats} --machines {machines} --seconds {seconds:g}"
+             + (f" --chunk {chunk}" if chunk != 10 else "") + (f" --score-events {score_events}" if score_events != "window" else "")
              + (f" --protocol {protocol}`." if protocol != "auto" else "`."))
     folder = Path(output)
-    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
+    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "score_events": score_events,
+                                  "chunk": chunk, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
                                   "results": results},
                   ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms"],
                   rows, notes)

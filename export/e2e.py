@@ -169,6 +169,7 @@ class EventCollector:
 
         self.lock = threading.Lock()
         self.rows: list[tuple[str, str, float]] = []
+        self.messages = 0  # event messages received since the last take (a scores message carries several windows)
         self.last_arrival = 0.0
         subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
@@ -184,16 +185,22 @@ class EventCollector:
     def _on_message(self, client, userdata, message) -> None:
         now = time.time()
         event = orjson.loads(message.payload)
-        if "window_end" in event:  # a window is published as its score, or as the alarm or drift change it caused
-            with self.lock:
-                self.rows.append((event["stream"], event["window_end"], now))
-                self.last_arrival = now
-
-    def take(self) -> list[tuple[str, str, float]]:
-        """The events received since the last call."""
+        ends = event.get("window_end")  # a window is published as its score, or as the alarm or drift change it caused
+        if ends is None:
+            return
         with self.lock:
-            rows, self.rows = self.rows, []
-        return rows
+            self.messages += 1
+            if isinstance(ends, list):  # linewatch.scores/1: several windows of one stream
+                self.rows.extend((event["stream"], end, now) for end in ends)
+            else:
+                self.rows.append((event["stream"], ends, now))
+            self.last_arrival = now
+
+    def take(self) -> tuple[list[tuple[str, str, float]], int]:
+        """The windows ``(stream, window_end, arrival)`` received since the last call, and the number of messages they came in."""
+        with self.lock:
+            rows, self.rows, messages, self.messages = self.rows, [], self.messages, 0
+        return rows, messages
 
     def close(self) -> None:
         """Disconnect."""
@@ -228,7 +235,7 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
         time.sleep(0.1)
         if time.time() - max(collector.last_arrival, quiet_since) > 1.0:
             break
-    rows = collector.take()
+    rows, messages = collector.take()
     n = step.samples_per_machine
     ends = expected_windows(step.first_sample, n, bundle.window, bundle.stride)
     prefix = PREFIX[step.fmt]
@@ -252,6 +259,7 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
     return {"system": step.system, "format": step.fmt, "offered_msg_per_s": step.rate, "machines": step.machines, "seconds": step.seconds,
             "offered_samples_per_s": samples / step.seconds, "sent": sent["sent"], "publish_seconds": round(sent["seconds"], 3),
             "publisher_worst_lag_ms": round(sent["worst_lag_s"] * 1e3, 2), "windows_expected": expected, "windows_received": len(latencies),
+            "event_messages": messages,
             "lost": expected - len(latencies), "lost_examples": missing, "late": late, "p50_ms": histogram.get_value_at_percentile(50) / 1e3,
             "p99_ms": histogram.get_value_at_percentile(99) / 1e3, "max_ms": histogram.get_max_value() / 1e3,
             "histogram": histogram.encode().decode() if latencies else ""}
@@ -270,12 +278,14 @@ class LocalBroker:
         self.folder.cleanup()
 
 
-def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int, protocol: str = "auto") -> Path:
+def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int, protocol: str = "auto",
+                   score_events: str = "window") -> Path:
     """A gateway config: every payload format at once (machine names differ per format), score events on."""
     inputs = "".join(f'[[models.inputs]]\ntopic = "{TOPICS[f]}"\nformat = "{f}"\n' for f in TOPICS)
     path = folder / "gateway.toml"
     path.write_text(f'[broker]\nport = {port}\nclient_id = "lw-e2e"\nprotocol = "{protocol}"\n'
-                    f'[runtime]\nlatency_budget_ms = {budget_ms}\npublish_scores = true\nmetrics_port = {metrics_port}\n'
+                    f'[runtime]\nlatency_budget_ms = {budget_ms}\npublish_scores = true\nscore_events = "{score_events}"\n'
+                    f'metrics_port = {metrics_port}\n'
                     f'outbox = "{folder}/outbox.sqlite"\nmax_past_s = 1e9\n'
                     f'[[models]]\nname = "e2e"\nbundle = "{bundle.path.resolve()}"\n{inputs}')
     return path

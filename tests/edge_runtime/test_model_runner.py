@@ -8,7 +8,7 @@ pytest.importorskip("torch")  # the bundle is trained here
 
 from edge_runtime.badinput import BadInput  # noqa: E402
 from edge_runtime.batcher import WindowBatch  # noqa: E402
-from edge_runtime.event_schema import validate_event  # noqa: E402
+from edge_runtime.event_schema import validate_event, validate_scores  # noqa: E402
 from edge_runtime.metrics import Metrics  # noqa: E402
 from edge_runtime.model_runner import ModelRunner  # noqa: E402
 from helpers import runtime_config  # noqa: E402
@@ -33,4 +33,28 @@ def test_a_window_that_cannot_be_decided_is_dropped_alone(runtime_bundle, tmp_pa
     batch.starts[1] = 1.7e9  # once the data is sane again, m1 raises with its event
     events = runner._decide(batch, 0, scores, errors)
     assert [orjson.loads(p)["stream"] for _, p, _, _ in events] == ["l1/m1"] and runner.streams["l1/m1"].alarm.active
+    runner.backend.deactivate()
+
+
+def test_grouped_score_telemetry_is_one_message_per_stream_and_alarms_stay_events(runtime_bundle, tmp_path):
+    config = runtime_config(1883, runtime_bundle, tmp_path, publish_scores=True, score_events="grouped")
+    runner = ModelRunner(config.models[0], config.runtime, sink=None, bad=BadInput(), metrics=Metrics())
+    n, period = 5, runner.bundle.sample_period
+    batch = WindowBatch(n, runner.bundle.window, len(runner.bundle.features))
+    batch.streams[:n] = [runner.streams.get(key) for key in ("l1/m0", "l1/m1", "l1/m0", "l1/m0", "l1/m1")]
+    batch.ends[:n] = [1.7e9 + k * period for k in range(n)]
+    batch.starts[:n] = batch.ends[:n] - 10
+    scores = np.array([0.0, 0.0, 0.0, 0.0, 10 * runner.threshold], np.float32)
+    errors = np.zeros((n, len(runner.bundle.features)), np.float32)
+    messages = [orjson.loads(payload) for _, payload, _, durable in runner._decide(batch, 0, scores, errors) if not durable]
+    by_stream = {m["stream"]: validate_scores(m) for m in messages}
+    assert sorted(by_stream) == ["l1/m0", "l1/m1"] and len(messages) == 2
+    assert len(by_stream["l1/m0"]["window_end"]) == 3 and by_stream["l1/m0"]["window_end"][0] < by_stream["l1/m0"]["window_end"][-1]
+    assert by_stream["l1/m1"]["score"] == pytest.approx([0.0, 10 * runner.threshold], rel=1e-6)
+    runner.streams["l1/m1"].alarm.on_k = runner.streams["l1/m1"].alarm.on_n = 1
+    events = runner._decide(batch, 0, scores, errors)
+    raised = [orjson.loads(p) for _, p, _, durable in events if durable]
+    assert [validate_event(e)["kind"] for e in raised] == ["alarm_raised"]  # the raising window as its event...
+    m1 = [orjson.loads(p) for _, p, _, durable in events if not durable and orjson.loads(p)["stream"] == "l1/m1"]
+    assert len(m1[0]["window_end"]) == 1  # ...and not repeated among the scores
     runner.backend.deactivate()
