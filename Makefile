@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo venv mosquitto clean
+.PHONY: test lint demo venv mosquitto clean proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ demo: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Sparkplug B classes from the specification's schema (protoc from grpcio-tools, the dev extra); the result is committed.
+proto: venv
+	cd edge_runtime && ../$(PY) -m grpc_tools.protoc -I. --python_out=. sparkplug_b.proto

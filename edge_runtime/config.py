@@ -19,14 +19,14 @@ from pathlib import Path
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.outbox import SYNC_MODES
-from edge_runtime.topics import TopicTemplate
+from edge_runtime.topics import template_for
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
 
-PAYLOAD_FORMATS = ("json", "tag", "chunk", "condition")
+PAYLOAD_FORMATS = ("json", "tag", "chunk", "condition", "sparkplug")
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
@@ -77,7 +77,8 @@ class InputConfig:
     format: str = setting("json", choices=PAYLOAD_FORMATS)
     time_key: str = "ts"
     qos: int = setting(0, lo=0, hi=2)  # subscription QoS; sensor streams are usually QoS 0
-    staleness_s: float = setting(5.0, above=0)  # tag format: last value older than this is missing at a grid tick
+    staleness_s: float = setting(5.0, above=0)  # tag and sparkplug formats: last value older than this is missing at a grid tick
+    rebirth_interval_s: float = setting(10.0, above=0)  # sparkplug format: at most one rebirth request per node this often
     condition: str = ""  # condition format: the conditional model's condition this topic carries (its value holds until changed)
 
 
@@ -293,7 +294,7 @@ def _check_topics(config: Config) -> None:
         for j, inp in enumerate(m.inputs):
             where = f"models[{i}].inputs[{j}].topic"
             try:
-                template = TopicTemplate(inp.topic)
+                template = template_for(inp.topic, inp.format)
             except ValueError as error:
                 raise ConfigError(f"{where}: {error}") from None
             if (inp.format == "tag") != ("tag" in template.fields):

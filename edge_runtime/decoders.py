@@ -123,7 +123,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
             row.append(0.0)
             continue
         given += 1
-        row.append(_condition_value(name, v, categories))
+        row.append(condition_value(name, v, categories))
     notes = ()
     extra = len(values) - given - nulls - (values is obj and time_key in obj)
     if extra > 0:
@@ -135,7 +135,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
     return t, row, missing, notes
 
 
-def _condition_value(name: str, value, codes: dict[str, float] | None) -> float:
+def condition_value(name: str, value, codes: dict[str, float] | None) -> float:
     """A condition's coded value: a categorical one's category index (-1 if unknown), a numeric one checked like a feature."""
     if codes is not None:
         return codes.get(value if type(value) is str else str(value), -1.0)
@@ -164,7 +164,7 @@ def decode_condition(payload: bytes, codes: dict[str, float] | None) -> float:
             value = float(value)
         except ValueError:
             raise BadSample("wrong_type", f"condition: {value!r} is not a number") from None
-    return _condition_value("condition", value, codes)
+    return condition_value("condition", value, codes)
 
 
 def decode_tag(payload: bytes, time_key: str, now: float, window: tuple[float, float]) -> tuple[float, float]:

@@ -18,7 +18,9 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.decoders import BadSample, FeatureLayout, decode_chunk, decode_condition, decode_json, decode_tag
 from edge_runtime.registry import StreamRegistry, StreamState
 from edge_runtime.router import Route
+from edge_runtime.sparkplug_input import SparkplugInput
 from edge_runtime.streams import ACCEPTED, LATE, READY, RESTARTED, TOO_FAST
+from edge_runtime.topics import parse_sparkplug
 
 
 class Ingest:
@@ -29,8 +31,10 @@ class Ingest:
     """
 
     def __init__(self, bundle: Bundle, streams: StreamRegistry, on_ready: Callable[[StreamState, float], None], bad: BadInput,
-                 max_future_s: float = 60.0, max_past_s: float = 7 * 86400.0) -> None:
-        """Sample times are accepted from ``max_past_s`` before to ``max_future_s`` after the receive time."""
+                 max_future_s: float = 60.0, max_past_s: float = 7 * 86400.0, send: Callable[[str, bytes], None] | None = None) -> None:
+        """Sample times are accepted from ``max_past_s`` before to ``max_future_s`` after the receive time; ``send(topic,
+        payload)`` publishes a Sparkplug rebirth request.
+        """
         self.streams = streams
         self.on_ready = on_ready
         self.bad = bad
@@ -38,7 +42,10 @@ class Ingest:
         self.layout = FeatureLayout(bundle.features, bundle.conditions)
         self.condition_index = {c["name"]: j for j, c in enumerate(bundle.conditions)}
         self.accepted = 0
-        self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk, "condition": self._condition}
+        self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk, "condition": self._condition,
+                        "sparkplug": self._sparkplug}
+        self.send = send
+        self.sparkplug: SparkplugInput | None = None  # created by the first Sparkplug message
         self.states = streams.states  # looked up per message: one dict get, not a method call
         # without a reorder tolerance a sample goes straight to its stream (one call less per message)
         self._push = self._reorder if streams.reorder_s else self._commit
@@ -48,6 +55,8 @@ class Ingest:
         if not keep_streams:
             self.layout = FeatureLayout(bundle.features, bundle.conditions)
             self.condition_index = {c["name"]: j for j, c in enumerate(bundle.conditions)}
+            if self.sparkplug is not None:
+                self.sparkplug.bind(self.layout)
         self.streams.rebind(bundle, keep_streams)
 
     def handler(self, format: str) -> Callable[[Route, bytes, float], None]:
@@ -111,6 +120,35 @@ class Ingest:
         rows = self._with_conditions(state, rows)
         for i in range(len(rows)):
             self._push(state, route.topic, t0 + i * dt, rows[i], (), arrival)
+
+    def _sparkplug(self, route: Route, payload: bytes, arrival: float) -> None:
+        """A Sparkplug B message: its metrics go through the stream's grid aligner like tags (conditions are held)."""
+        if self.sparkplug is None:
+            self.sparkplug = SparkplugInput(self.layout, self.send, self._restart, route.config.rebirth_interval_s)
+        where = parse_sparkplug(route.topic)
+        samples = self.sparkplug.take(where, payload, time.time(), self.window, self.bad)
+        if not samples:
+            return
+        state = self.streams.get(route.key, route.key_fields)
+        n = len(self.layout)
+        for _, j, value in samples:
+            if j >= n:
+                state.conditions[j - n] = value
+        aligner = self.streams.aligner(state, route.config.staleness_s)
+
+        def emit(tick: float, row, missing: tuple) -> None:
+            self._push(state, route.topic, tick, self._with_conditions(state, row), missing, arrival)
+
+        for t, j, value in samples:
+            if j < n:
+                aligner.update(t, j, value, emit)
+
+    def _restart(self, key: str) -> None:
+        """End a stream's current run (a Sparkplug death or sequence gap): no window spans what may be missing."""
+        state = self.states.get(key)
+        if state is not None:
+            state.ring.restart()
+            state.aligner = None
 
     def _reorder(self, state: StreamState, topic: str, t: float, row, missing: tuple, arrival: float) -> None:
         for sample in state.reorder.add(topic, t, row, missing, arrival):

@@ -27,7 +27,7 @@ from edge_runtime.event_schema import make_event, make_scores
 from edge_runtime.ingest import Ingest
 from edge_runtime.metrics import Metrics
 from edge_runtime.registry import StreamRegistry, StreamState
-from edge_runtime.topics import TopicTemplate
+from edge_runtime.topics import template_for
 
 log = logging.getLogger("linewatch.model")
 
@@ -52,7 +52,8 @@ class ModelRunner:
         a = config.alarm
         self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s,
                                       runtime.max_streams)
-        self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s)
+        self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s,
+                             sink.post if sink is not None else None)
         self.commissioning = self._commissioning(self.bundle)
         self.drift = self._drift(self.bundle)
         self.batcher = self._batcher(self.bundle)
@@ -108,11 +109,11 @@ class ModelRunner:
         if unknown:
             raise BundleError(f"{bundle.name}: condition input(s) for {unknown}, which the model does not take (it takes {names})")
         data = [i for i in inputs if i.format != "condition"]
-        keys = {tuple(TopicTemplate(i.topic).key_fields) for i in inputs}
+        keys = {tuple(template_for(i.topic, i.format).key_fields) for i in inputs}
         if topics and len(keys) > 1:
             raise BundleError(f"{bundle.name}: condition topics must name the same stream fields as the data topics; found {sorted(keys)}")
         lacking = [n for n in names if n not in topics]
-        without = [f"{i.topic} ({i.format})" for i in data if i.format != "json"]
+        without = [f"{i.topic} ({i.format})" for i in data if i.format not in ("json", "sparkplug")]
         if lacking and without:
             raise BundleError(f"{bundle.name} takes operating conditions {names}; inputs {without} carry none, so each needs "
                               f"a condition input (format = \"condition\"); missing for {lacking}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from edge_runtime.badinput import BadInput
 from edge_runtime.config import InputConfig
 from edge_runtime.decoders import BadSample
-from edge_runtime.topics import TopicTemplate
+from edge_runtime.topics import template_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class Router:
 
     def __init__(self, entries: list[tuple[InputConfig, object]], bad: BadInput, max_payload: int = 65536,
                  max_routes: int = 100_000, lock: threading.Lock | None = None) -> None:
-        self.templates = [(TopicTemplate(cfg.topic), cfg, ingest) for cfg, ingest in entries]
+        self.templates = [(template_for(cfg.topic, cfg.format), cfg, ingest) for cfg, ingest in entries]
         self.bad = bad
         self.lock = lock or threading.Lock()
         self.max_payload, self.max_routes = max_payload, max_routes

@@ -1,8 +1,15 @@
-"""Topic templates such as ``plant/{line}/{machine}/telemetry``: subscription filter and field match."""
+"""Topic templates such as ``plant/{line}/{machine}/telemetry``, and Sparkplug B's fixed namespace
+``spBv1.0/{group}/{kind}/{node}[/{device}]``: subscription filter and field match.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+SPARKPLUG_NAMESPACE = "spBv1.0"
+SPARKPLUG_NODE_KINDS = ("NBIRTH", "NDATA", "NDEATH", "NCMD")
+SPARKPLUG_DEVICE_KINDS = ("DBIRTH", "DDATA", "DDEATH", "DCMD")
 
 
 class TopicTemplate:
@@ -40,3 +47,57 @@ class TopicTemplate:
             return None
         groups = found.groupdict()
         return "/".join(groups[f] for f in self.key_fields), groups.get("tag")
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugTopic:
+    """A Sparkplug topic ``spBv1.0/{group}/{kind}/{node}[/{device}]``."""
+
+    group: str
+    kind: str
+    node: str
+    device: str | None
+
+    @property
+    def key(self) -> str:
+        """The stream key: ``node/device``, or ``node`` for the node's own metrics."""
+        return self.node if self.device is None else f"{self.node}/{self.device}"
+
+
+def parse_sparkplug(topic: str) -> SparkplugTopic | None:
+    """The parts of a Sparkplug B node or device topic, or None for anything else (STATE, other namespaces)."""
+    parts = topic.split("/")
+    if parts[0] != SPARKPLUG_NAMESPACE or len(parts) not in (4, 5):
+        return None
+    if parts[2] not in (SPARKPLUG_NODE_KINDS if len(parts) == 4 else SPARKPLUG_DEVICE_KINDS):
+        return None
+    return SparkplugTopic(parts[1], parts[2], parts[3], parts[4] if len(parts) == 5 else None)
+
+
+class SparkplugTemplate:
+    """The topic of a ``sparkplug`` input: ``spBv1.0/<group>``, subscribed as ``spBv1.0/<group>/#``.
+
+    Each ``{node}/{device}`` is a stream (``{node}`` for node metrics); ``node`` is the field an event topic
+    can name beside ``stream``. :meth:`match` returns ``(stream key, message kind)``.
+    """
+
+    def __init__(self, template: str) -> None:
+        """Refuses (``ValueError``) anything but the namespace and one group id."""
+        parts = template.split("/")
+        if len(parts) != 2 or parts[0] != SPARKPLUG_NAMESPACE or not parts[1] or any(c in parts[1] for c in "+#{}"):
+            raise ValueError(f"a sparkplug input's topic is {SPARKPLUG_NAMESPACE}/<group id>, got {template!r}")
+        self.template, self.group = template, parts[1]
+        self.subscription = f"{template}/#"
+        self.fields = self.key_fields = ["node"]
+
+    def match(self, topic: str) -> tuple[str, str | None] | None:
+        """``(stream key, kind)`` for a node or device message of this group, else None."""
+        found = parse_sparkplug(topic)
+        if found is None or found.group != self.group:
+            return None
+        return found.key, found.kind
+
+
+def template_for(topic: str, format: str) -> TopicTemplate | SparkplugTemplate:
+    """The template of an input: Sparkplug's namespace for ``format = "sparkplug"``, ``{field}`` placeholders otherwise."""
+    return SparkplugTemplate(topic) if format == "sparkplug" else TopicTemplate(topic)

@@ -1,0 +1,118 @@
+"""A Sparkplug B edge node on its own MQTT connection: the plant simulator's Sparkplug dialect (tests, the demo,
+``linewatch simulate --sparkplug``), and the node linewatch publishes its events as (``[sparkplug]``).
+
+The node connects with its NDEATH as the MQTT will, publishes NBIRTH and a DBIRTH per device on every
+connection, answers ``Node Control/Rebirth`` commands with fresh births, and sends DATA by alias. For tests it
+can also leave sequence numbers out (:meth:`EdgeNode.skip`), as a lost message would.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.sparkplug import EdgeNodeWriter, decode, is_rebirth_request, topic
+
+
+class EdgeNode:
+    """One edge node and its devices: ``devices`` maps each device id to its ``[(metric name, datatype)]``.
+
+    ``node_metrics`` are the node's own metrics; ``bd_seq`` the birth/death sequence of the first session.
+    """
+
+    def __init__(self, host: str, port: int, group: str, node: str, devices: dict[str, list[tuple[str, int]]],
+                 node_metrics: list[tuple[str, int]] | None = None, bd_seq: int = 0, client_id: str | None = None,
+                 username: str | None = None, password: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port = host, port
+        self.writer = EdgeNodeWriter(group, node, bd_seq)
+        self.writer.define(None, node_metrics or [])
+        for device, metrics in devices.items():
+            self.writer.define(device, metrics)
+        self.current: dict[str | None, list | None] = dict.fromkeys(self.writer.devices)  # the values the next birth carries...
+        self.current_ms: int | None = None  # ...stamped with the time of the latest data (None: now)
+        self.lock = threading.Lock()  # births (network thread, on a rebirth command) and data (the caller) share seq
+        self.connected = threading.Event()
+        self.births = 0
+        self.rebirth_requests = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{group}-{node}", protocol=mqtt.MQTTv311)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set_context(tls)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._will()
+
+    def _will(self) -> None:
+        will_topic, will_payload = self.writer.death()
+        self.client.will_set(will_topic, will_payload, qos=1, retain=False)
+
+    def start(self, timeout: float = 10.0) -> EdgeNode:
+        """Connect, subscribe to the node's commands and publish the births; returns once born."""
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            self.client.loop_stop()
+            raise ConnectionError(f"edge node {self.writer.node}: no connection to {self.host}:{self.port} within {timeout:g} s")
+        return self
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            return
+        client.subscribe(topic(self.writer.group, "NCMD", self.writer.node), qos=0)
+        self.birth()
+        self.connected.set()
+
+    def _on_disconnect(self, *args) -> None:
+        """The session ended: the next one (paho reconnects) gets the next bdSeq, in its will and its birth."""
+        self.connected.clear()
+        with self.lock:
+            self.writer.next_session()
+            self._will()
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            asked = is_rebirth_request(decode(message.payload))
+        except Exception:  # a malformed command is not ours to act on
+            return
+        if asked:
+            self.rebirth_requests += 1
+            self.birth()
+
+    def birth(self) -> None:
+        """Publish NBIRTH and every DBIRTH with the latest values (seq starts again at 0)."""
+        with self.lock:
+            for birth_topic, payload in self.writer.birth(self.current, self.current_ms):
+                self.client.publish(birth_topic, payload, qos=0)
+            self.births += 1
+
+    def publish(self, device: str | None, values: list, timestamp_ms: int | None = None) -> mqtt.MQTTMessageInfo:
+        """DATA of a device (None: the node's own metrics) by alias; ``...`` leaves a metric out (report by exception)."""
+        with self.lock:
+            self.current[device] = [v if v is not ... else old for v, old in zip(values, self.current[device] or values)]
+            self.current_ms = timestamp_ms
+            data_topic, payload = self.writer.data(device, values, timestamp_ms)
+            return self.client.publish(data_topic, payload, qos=0)
+
+    def skip(self, count: int = 1) -> None:
+        """Use up ``count`` sequence numbers without publishing, as if those messages were lost."""
+        with self.lock:
+            self.writer.seq = (self.writer.seq + count) % 256
+
+    def device_death(self, device: str) -> None:
+        """DDEATH of one device."""
+        with self.lock:
+            self.client.publish(*self.writer.device_death(device), qos=0)
+
+    def stop(self, death: bool = True) -> None:
+        """Publish NDEATH (a clean stop; the broker sends it as the will otherwise) and disconnect."""
+        if death and self.connected.is_set():
+            self.client.publish(*self.writer.death(), qos=1).wait_for_publish(5)
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,167 @@
+"""Sparkplug B on the wire and the consumer's state machine, without a broker (fake link and clock)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_runtime import sparkplug_b_pb2 as pb
+from edge_runtime.badinput import BadInput
+from edge_runtime.decoders import BadSample, FeatureLayout
+from edge_runtime.sparkplug import EdgeNodeWriter, decode, metric_value, rebirth_request, set_value
+from edge_runtime.sparkplug_input import SparkplugInput
+from edge_runtime.topics import SparkplugTemplate, parse_sparkplug
+from helpers import need
+
+NOW = 1.8e9
+WINDOW = (1e9, 60.0)
+
+
+@pytest.mark.parametrize(("datatype", "value"), [(pb.Int8, -128), (pb.Int8, 127), (pb.Int16, -2), (pb.Int32, -(2**31)), (pb.Int64, -5),
+                                                 (pb.UInt8, 255), (pb.UInt32, 2**32 - 1), (pb.UInt64, 2**63), (pb.Float, 0.5),
+                                                 (pb.Double, -1e300), (pb.Boolean, True)])
+def test_numeric_metrics_round_trip_with_signed_integers_as_twos_complement(datatype, value):
+    metric = pb.Payload.Metric(datatype=datatype)
+    set_value(metric, datatype, value)
+    again = pb.Payload.Metric()
+    again.ParseFromString(metric.SerializeToString())
+    assert metric_value(again, datatype) == float(value)
+
+
+def test_a_feature_cannot_be_a_string_or_a_value_in_the_wrong_field():
+    with pytest.raises(TypeError, match="String"):
+        metric_value(pb.Payload.Metric(datatype=pb.String, string_value="x"), pb.String)
+    with pytest.raises(TypeError, match="carries float_value"):
+        metric_value(pb.Payload.Metric(float_value=1.0), pb.Double)
+    assert metric_value(pb.Payload.Metric(is_null=True), pb.Double) is None
+
+
+def test_topics_parse_and_the_template_takes_one_group():
+    assert parse_sparkplug("spBv1.0/g1/DDATA/n1/d1").key == "n1/d1"
+    assert parse_sparkplug("spBv1.0/g1/NBIRTH/n1").key == "n1"
+    assert parse_sparkplug("spBv1.0/STATE/host") is None and parse_sparkplug("spBv1.0/g1/DDATA/n1") is None
+    template = SparkplugTemplate("spBv1.0/g1")
+    assert template.subscription == "spBv1.0/g1/#"
+    assert template.match("spBv1.0/g1/DDATA/n1/d1") == ("n1/d1", "DDATA") and template.match("spBv1.0/g2/DDATA/n1/d1") is None
+    for bad in ("spBv1.0", "spBv1.0/+", "plant/g1", "spBv1.0/g1/x"):
+        with pytest.raises(ValueError, match="sparkplug"):
+            SparkplugTemplate(bad)
+
+
+def test_malformed_protobuf_is_refused_as_such():
+    with pytest.raises(BadSample) as refused:
+        decode(b"\xff\xff\xff not protobuf")
+    assert refused.value.reason == "malformed_protobuf"
+
+
+def test_the_generated_classes_match_the_schema(tmp_path):
+    """edge_runtime/sparkplug_b_pb2.py is what protoc makes of sparkplug_b.proto (`make proto`)."""
+    need(_has_grpc_tools(), "needs grpcio-tools (the dev extra)")
+    source = Path(__file__).parents[2] / "edge_runtime"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{source}", f"--python_out={tmp_path}", "sparkplug_b.proto"], check=True)
+    assert (tmp_path / "sparkplug_b_pb2.py").read_text() == (source / "sparkplug_b_pb2.py").read_text()
+
+
+def _has_grpc_tools() -> bool:
+    try:
+        import grpc_tools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Link:
+    """What the consumer sends and restarts, and a clock it reads."""
+
+    def __init__(self):
+        self.sent, self.restarted, self.now = [], [], 0.0
+
+    def consumer(self, names=("a", "b")) -> SparkplugInput:
+        """A consumer of features ``names`` wired to this link."""
+        return SparkplugInput(FeatureLayout(list(names)), lambda t, p: self.sent.append((t, p)), self.restarted.append, 10.0,
+                              lambda: self.now)
+
+
+def node(device_metrics=(("a", pb.Double), ("b", pb.Double), ("label", pb.String))) -> EdgeNodeWriter:
+    writer = EdgeNodeWriter("g", "n1", bd_seq=3)
+    writer.define("d1", list(device_metrics))
+    return writer
+
+
+def feed(consumer, bad, message):
+    topic, payload = message
+    return consumer.take(parse_sparkplug(topic), payload, NOW, WINDOW, bad)
+
+
+def test_data_before_birth_is_refused_and_asks_for_a_rebirth_at_most_once_per_interval():
+    link, bad, writer = Link(), BadInput(), node()
+    consumer = link.consumer()
+    for _ in range(3):
+        with pytest.raises(BadSample) as refused:
+            feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_000_000))
+        assert refused.value.reason == "sparkplug_unborn"
+    assert [t for t, _ in link.sent] == ["spBv1.0/g/NCMD/n1"]  # rate-limited
+    assert [m.name for m in decode(link.sent[0][1]).metrics] == ["Node Control/Rebirth"]
+    link.now = 10.5
+    with pytest.raises(BadSample):
+        feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_000_000))
+    assert len(link.sent) == 2
+
+
+def test_births_build_the_aliases_that_data_uses():
+    link, bad, writer = Link(), BadInput(), node()
+    consumer = link.consumer(("b", "a"))
+    births = writer.birth({"d1": [1.0, 2.0, "x"]}, 1_700_000_000_000)
+    assert feed(consumer, bad, births[0]) == []  # the node has no metric named like a feature
+    assert sorted(feed(consumer, bad, births[1])) == [(1.7e9, 0, 2.0), (1.7e9, 1, 1.0)]
+    topic, payload = writer.data("d1", [5.0, ..., "y"], 1_700_000_001_000)
+    assert all(not m.name for m in decode(payload).metrics)  # alias only
+    assert feed(consumer, bad, (topic, payload)) == [(1.7e9 + 1, 1, 5.0)]  # "label" matches no feature: ignored
+    assert link.sent == [] and not bad.counts
+
+
+def test_a_sequence_gap_restarts_the_nodes_streams_and_asks_for_a_rebirth():
+    link, bad, writer = Link(), BadInput(), node()
+    consumer = link.consumer()
+    for message in writer.birth({"d1": [1.0, 2.0, "x"]}, 1_700_000_000_000):
+        feed(consumer, bad, message)
+    feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_001_000))
+    writer.seq += 1  # one DDATA lost
+    with pytest.raises(BadSample) as refused:
+        feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_003_000))
+    assert refused.value.reason == "sparkplug_sequence"
+    assert set(link.restarted) == {"n1", "n1/d1"} and len(link.sent) == 1
+    with pytest.raises(BadSample, match="sparkplug_unborn"):  # nothing counts until the node births again
+        feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_004_000))
+    for message in writer.birth({"d1": [1.0, 2.0, "x"]}, 1_700_000_005_000):
+        feed(consumer, bad, message)
+    assert len(feed(consumer, bad, writer.data("d1", [3.0, 4.0, "x"], 1_700_000_006_000))) == 2
+
+
+def test_a_stale_death_is_ignored_and_a_current_one_ends_the_streams():
+    link, bad, writer = Link(), BadInput(), node()
+    consumer = link.consumer()
+    for message in writer.birth({"d1": [1.0, 2.0, "x"]}, 1_700_000_000_000):
+        feed(consumer, bad, message)
+    old = EdgeNodeWriter("g", "n1", bd_seq=2)  # the will of the session before
+    assert feed(consumer, bad, old.death()) == [] and link.restarted == []
+    assert len(feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_001_000))) == 2
+    feed(consumer, bad, writer.death())
+    assert set(link.restarted) == {"n1", "n1/d1"}
+    with pytest.raises(BadSample, match="sparkplug_unborn"):
+        feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_002_000))
+
+
+def test_a_feature_of_an_unexpected_datatype_is_counted_and_left_out():
+    link, bad = Link(), BadInput()
+    writer = node((("a", pb.Double), ("b", pb.String)))
+    consumer = link.consumer()
+    for message in writer.birth({"d1": [1.0, "text"]}, 1_700_000_000_000):
+        samples = feed(consumer, bad, message)
+    assert samples == [(1.7e9, 0, 1.0)] and bad.counts["wrong_type"] == 1
+
+
+def test_rebirth_request_names_the_node():
+    topic, payload = rebirth_request("g", "n7")
+    assert topic == "spBv1.0/g/NCMD/n7" and decode(payload).metrics[0].boolean_value is True

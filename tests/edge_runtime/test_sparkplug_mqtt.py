@@ -1,0 +1,126 @@
+"""Sparkplug B input against a real mosquitto: an edge node (births, alias-only data, a lost message) feeds the
+runtime, whose alarms equal those of the same data sent as JSON.
+"""
+
+import orjson
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")  # the bundle is trained here
+
+from edge_runtime import sparkplug_b_pb2 as pb  # noqa: E402
+from edge_runtime.runtime import Runtime  # noqa: E402
+from edge_runtime.sparkplug import EdgeNodeWriter  # noqa: E402
+from edge_runtime.sparkplug_node import EdgeNode  # noqa: E402
+from helpers import runtime_config, wait_for  # noqa: E402
+from mqtt_helpers import Collector, client  # noqa: E402
+from train.simulate import FEATURES  # noqa: E402
+
+INPUTS = [{"topic": "plant/{line}/{machine}/telemetry", "format": "json", "qos": 1},
+          {"topic": "spBv1.0/plant", "format": "sparkplug", "qos": 0, "rebirth_interval_s": 0.2}]
+METRICS = [(f, pb.Double) for f in FEATURES]
+
+
+@pytest.fixture(scope="module")
+def machine(plant_csv):
+    """One machine's rows (with faults), epoch-second times."""
+    frame = pd.read_csv(plant_csv)
+    frame = frame[frame.machine == "m1"]
+    frame["ts"] = (pd.to_datetime(frame["time"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return frame
+
+
+def alarms(events, stream):
+    return [(e["kind"], e["window_end"]) for e in events if e["stream"] == stream and e["kind"] in ("alarm_raised", "alarm_cleared")]
+
+
+def taken(runtime) -> int:
+    snap = runtime.snapshot()
+    return snap["accepted"] + sum(snap["bad_input"].values())
+
+
+def test_alarms_from_a_sparkplug_stream_equal_those_from_json(broker, runtime_bundle, tmp_path, machine):
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS))
+    runtime.start()
+    collector = Collector(broker.port, "linewatch/#")
+    publisher = client(broker.port)
+    node = None
+    try:
+        assert runtime.link.wait_connected(5)
+        node = EdgeNode("127.0.0.1", broker.port, "plant", "sp", {"m1": METRICS}).start()
+        for k, row in enumerate(machine.itertuples(index=False)):
+            values = [getattr(row, f) for f in FEATURES]
+            publisher.publish("plant/l1/m1/telemetry", orjson.dumps({"ts": row.ts, **dict(zip(FEATURES, values))}), qos=1)
+            node.publish("m1", values, int(round(row.ts * 1000)))
+            if k % 200 == 199:  # let QoS 0 data drain rather than fill the broker's queue
+                assert wait_for(lambda k=k: runtime.snapshot()["models"]["pumps"]["scored"] >= 2 * ((k + 1 - 40) // 5), 30)
+        scored = 2 * ((len(machine) - 20) // 5 + 1)
+        assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["scored"] >= scored, 30), runtime.snapshot()
+    finally:
+        if node:
+            node.stop()
+        runtime.stop()
+    snap = runtime.snapshot()
+    assert snap["bad_input"] == {} and snap["models"]["pumps"]["scored"] == scored
+    events = collector.events()
+    from_json, from_sparkplug = alarms(events, "l1/m1"), alarms(events, "sp/m1")
+    assert len(from_json) >= 2 and from_sparkplug == from_json
+    assert node.births == 1 and node.rebirth_requests == 0
+
+
+def publish_rows(node, machine, rows) -> None:
+    for row in machine.iloc[rows].itertuples(index=False):
+        node.publish("m1", [getattr(row, f) for f in FEATURES], int(round(row.ts * 1000)))
+
+
+def test_a_sequence_gap_asks_for_a_rebirth_and_restarts_the_stream(broker, runtime_bundle, tmp_path, machine):
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[1:]))
+    runtime.start()
+    commands = Collector(broker.port, "spBv1.0/plant/NCMD/#")
+    node = None
+    try:
+        assert runtime.link.wait_connected(5)
+        node = EdgeNode("127.0.0.1", broker.port, "plant", "sp", {"m1": METRICS}).start()
+        publish_rows(node, machine, slice(0, 30))  # window 20, stride 5: windows end at samples 20, 25, 30
+        assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["scored"] == 3)
+        node.skip()  # a DDATA lost on the way
+        publish_rows(node, machine, slice(31, 32))
+        assert wait_for(lambda: node.births == 2), "the node was not asked to rebirth"
+        assert len(commands.on("spBv1.0/plant/NCMD/sp")) == 1
+        publish_rows(node, machine, slice(32, 70))
+        # 30 samples, the refused one, the rebirth's (row 31's values, its time: the new run starts there), 38 more
+        assert wait_for(lambda: taken(runtime) >= 30 + 1 + 1 + 38), runtime.snapshot()
+        assert runtime.models[0].ingest.sparkplug.restarts == 2  # the node's stream and its device's
+    finally:
+        if node:
+            node.stop()
+        runtime.stop()
+    snap = runtime.snapshot()
+    assert snap["bad_input"] == {"sparkplug_sequence": 1}
+    # the run restarts at row 31, so its first window ends 20 samples later: rows 50, 55, 60, 65 (none spans the gap)
+    assert snap["models"]["pumps"]["scored"] == 3 + 4
+
+
+def test_data_before_birth_is_never_scored_and_malformed_protobuf_is_survived(broker, runtime_bundle, tmp_path, machine):
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[1:]))
+    runtime.start()
+    commands = Collector(broker.port, "spBv1.0/plant/NCMD/#")
+    raw = client(broker.port)
+    try:
+        assert runtime.link.wait_connected(5)
+        stranger = EdgeNodeWriter("plant", "ghost")  # never births
+        stranger.define("m1", METRICS)
+        for row in machine.iloc[:30].itertuples(index=False):
+            raw.publish(*stranger.data("m1", [getattr(row, f) for f in FEATURES], int(row.ts * 1000)), qos=1)
+        raw.publish("spBv1.0/plant/DDATA/ghost/m2", b"\x0a\xff\xff garbage", qos=1)
+        assert wait_for(lambda: taken(runtime) == 31)
+        assert runtime.snapshot()["bad_input"] == {"sparkplug_unborn": 30, "malformed_protobuf": 1}
+        assert runtime.snapshot()["models"]["pumps"]["scored"] == 0
+        assert commands.wait_for(lambda c: len(c.on("spBv1.0/plant/NCMD/ghost")) >= 1)
+        assert len(commands.on("spBv1.0/plant/NCMD/ghost")) <= 3  # rate-limited (0.2 s here), not one per message
+        node = EdgeNode("127.0.0.1", broker.port, "plant", "sp", {"m1": METRICS}).start()  # the runtime lives on
+        publish_rows(node, machine, slice(0, 25))
+        assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["scored"] == 2)
+        node.stop()
+    finally:
+        runtime.stop()
