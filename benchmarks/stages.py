@@ -14,6 +14,8 @@ Writes ``results/stages.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import multiprocessing
 import tempfile
 import time
@@ -78,6 +80,41 @@ def paho_costs(bundle, messages: int = 20_000) -> dict:
     return {"publish": publish, "receive": {"us": 1e6 / rate, "min_us": 1e6 / rate, "max_us": 1e6 / rate, "received": seen["n"]}}
 
 
+def sparkplug_costs(bundle, now: float) -> dict:
+    """A Sparkplug B NDATA with every feature by alias: protobuf parse alone, the consumer (sequence, aliases, values,
+    times), and the stream's aligner taking the sample.
+    """
+    from edge_runtime.alignment import TagAligner
+    from edge_runtime.badinput import BadInput
+    from edge_runtime.sparkplug import decode
+    from edge_runtime.sparkplug_input import SparkplugInput
+    from edge_runtime.topics import parse_sparkplug
+
+    step = e2e.Step("stages", "sparkplug", 1.0, 1, 256, 1, 0, len(bundle.features))
+    nodes = e2e.edge_nodes(step, bundle.features)
+    births = e2e.preamble(step, nodes)
+    t0 = math.floor((now - 1e5) / bundle.sample_period) * bundle.sample_period
+    data = e2e.payloads(step, bundle.features, bundle.sample_period, t0, e2e.sample_values(len(bundle.features)), nodes)  # seq 1..255, 0
+    consumer, bad = SparkplugInput(FeatureLayout(bundle.features), None, lambda key: None), BadInput()
+    for topic, body in births:
+        consumer.take(parse_sparkplug(topic), body, now, (1e9, 60.0), bad)
+    where = parse_sparkplug(data[0][0])
+    bodies = [body for _, body in data]
+    cycle = itertools.cycle(bodies)  # seq wraps 255 -> 0 as on the wire
+    aligner = TagAligner(len(bundle.features), bundle.sample_period, 5.0, bundle.max_gap)
+    clock = itertools.count()
+    row = [0.5] * len(bundle.features)
+
+    def align(n: int) -> None:
+        for _ in range(n):
+            aligner.update(t0 + next(clock) * bundle.sample_period, slice(None), row, lambda *sample: None)
+
+    return {"decode (Sparkplug B NDATA, protobuf parse only)": per_op(lambda n: [decode(bodies[i & 255]) for i in range(n)], 20_000),
+            "decode (Sparkplug B NDATA: parse, sequence, aliases, values)": per_op(
+                lambda n: [consumer.take(where, next(cycle), now, (1e9, 60.0), bad) for _ in range(n)], 255 * 40),
+            "grid aligner, a whole Sparkplug sample": per_op(align, 20_000)}
+
+
 def measure(bundle_path: str) -> dict:
     """Every stage's cost per operation."""
     bundle = load_bundle(bundle_path)
@@ -88,6 +125,7 @@ def measure(bundle_path: str) -> dict:
     payload = orjson.dumps({"ts": now - 10, **{name: float(v) for name, v in zip(bundle.features, rng.normal(size=f))}})
     stages = {}
     stages["decode (JSON sample)"] = per_op(lambda n: [decode_json(payload, layout, "ts", now, (1e9, 60.0)) for _ in range(n)], 20_000)
+    stages.update(sparkplug_costs(bundle, now))
 
     stream = Stream("m1", w, bundle.stride, f, bundle.max_gap)
     row = rng.normal(size=f).astype(np.float32)

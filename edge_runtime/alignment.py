@@ -33,8 +33,11 @@ class TagAligner:
         self.period, self.staleness = period, staleness
         self.max_ticks = int(max_gap / period) + 2
 
-    def update(self, t: float, feature: int, value: float, emit: Callable[[float, np.ndarray, tuple], None]) -> None:
-        """Emit the grid ticks before ``t``, record the new value, and emit ``t``'s tick too once all its tags are in."""
+    def update(self, t: float, feature: int | slice, value, emit: Callable[[float, np.ndarray, tuple], None]) -> None:
+        """Emit the grid ticks before ``t``, record the new value, and emit ``t``'s tick too once all its tags are in.
+
+        ``feature`` may be ``slice(None)`` with a value per feature: all of them at once (a whole sample).
+        """
         steps = t / self.period
         due = math.ceil(steps - ON_GRID)  # the first tick at or after t (within float noise): every tick before it is complete
         tick = self.tick

@@ -23,6 +23,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "inspect": ("edge_runtime.commands:inspect", "Summarise a bundle and verify its hashes.", None),
     "score": ("edge_runtime.commands:score", "Score a CSV file offline with a bundle.", None),
     "run": ("edge_runtime.commands:run", "Run the MQTT edge runtime.", None),
+    "sparkplug-node": ("edge_runtime.commands:sparkplug_node", "Replay CSV files as a Sparkplug B edge node.", None),
     "bench": ("export.bench:bench", "Measure inference backends on this machine (latency, throughput, memory).", "bench"),
     "demo": ("export.demo:demo", "The whole story on a simulated plant, end to end.", "train"),
 }

@@ -130,18 +130,21 @@ class Ingest:
         if not samples:
             return
         state = self.streams.get(route.key, route.key_fields)
-        n = len(self.layout)
-        for _, j, value in samples:
-            if j >= n:
-                state.conditions[j - n] = value
         aligner = self.streams.aligner(state, route.config.staleness_s)
+        n = len(self.layout)
 
         def emit(tick: float, row, missing: tuple) -> None:
             self._push(state, route.topic, tick, self._with_conditions(state, row), missing, arrival)
 
-        for t, j, value in samples:
-            if j < n:
-                aligner.update(t, j, value, emit)
+        for t, found in samples:
+            if state.conditions is not None:
+                for j in [j for j in found if j >= n]:
+                    state.conditions[j - n] = found.pop(j)
+            if len(found) == n:  # every feature at one time, the usual DATA: one aligner step instead of one per feature
+                aligner.update(t, slice(None), [found[j] for j in range(n)], emit)
+            else:
+                for j, value in found.items():
+                    aligner.update(t, j, value, emit)
 
     def _restart(self, key: str) -> None:
         """End a stream's current run (a Sparkplug death or sequence gap): no window spans what may be missing."""

@@ -41,24 +41,24 @@ def decode(payload: bytes) -> pb.Payload:
 
 
 def metric_value(metric: pb.Payload.Metric, datatype: int) -> float | None:
-    """A numeric metric's value as a float (Boolean as 0/1), None when the metric is null.
+    """A numeric metric's value as a float (Boolean as 0/1), None when the metric is null or carries no value.
 
     Raises ``TypeError`` for a datatype a feature cannot be (strings, data sets, arrays...) or a value in
     another field than its datatype names.
     """
-    if metric.is_null:
+    field = metric.WhichOneof("value")  # each field read costs ~0.2 µs in upb: the common cases first, few reads
+    if field == "double_value" and datatype == pb.Double:
+        return metric.double_value
+    if field == "float_value" and datatype == pb.Float:
+        return metric.float_value
+    if field is None:  # is_null, or no value at all: missing either way
         return None
     if datatype not in NUMERIC:
         raise TypeError(f"datatype {pb.DataType.Name(datatype) if datatype in pb.DataType.values() else datatype} is not numeric")
-    field = metric.WhichOneof("value")
     if datatype in _INT_FIELD and field == "int_value":
         value = metric.int_value
     elif datatype in _LONG_FIELD and field == "long_value":
         value = metric.long_value
-    elif datatype == pb.Float and field == "float_value":
-        return metric.float_value
-    elif datatype == pb.Double and field == "double_value":
-        return metric.double_value
     elif datatype == pb.Boolean and field == "boolean_value":
         return float(metric.boolean_value)
     else:

@@ -27,7 +27,7 @@ from edge_runtime.decoders import BadSample, FeatureLayout, check_time, conditio
 from edge_runtime.sparkplug import BDSEQ, decode, metric_value, rebirth_request
 from edge_runtime.topics import SparkplugTopic as Topic
 
-Sample = tuple[float, int, float]  # (sample time in s, row position, value)
+Sample = tuple[float, dict[int, float]]  # (sample time in s, {row position: value}) of the metrics stamped at that time
 
 
 class _Node:
@@ -111,24 +111,25 @@ class SparkplugInput:
 
     def _samples(self, key: str, device: str | None, node: _Node, message: pb.Payload, birth: bool, now: float,
                  window: tuple[float, float], bad) -> list[Sample]:
-        default_ms = message.timestamp if message.HasField("timestamp") else None
-        samples: list[Sample] = []
+        default_ms = message.timestamp or None
+        stamped: dict[int | None, dict[int, float]] = {}
+        metrics = node.metrics
         for metric in message.metrics:
             if birth:
                 position, datatype = self.positions.get(metric.name), metric.datatype
-                node.metrics[(device, metric.name)] = (position, datatype)
+                metrics[(device, metric.name)] = (position, datatype)
                 if metric.HasField("alias"):
-                    node.metrics[(device, metric.alias)] = (position, datatype)
-            else:
-                found = node.metrics.get((device, metric.name if metric.name else metric.alias))
+                    metrics[(device, metric.alias)] = (position, datatype)
+            else:  # DATA: the birth's datatype, the name or else the alias (few field reads: each costs ~0.2 µs)
+                found = metrics.get((device, metric.name or metric.alias))
                 if found is None:
                     continue  # a metric the birth did not announce: nothing to match it to
-                position, datatype = found[0], metric.datatype or found[1]
+                position, datatype = found
             if position is None:
                 continue
             try:
                 codes = self.codes.get(position)
-                if codes is not None and datatype in (pb.String, pb.Text) and not metric.is_null:
+                if codes is not None and datatype in (pb.String, pb.Text) and metric.WhichOneof("value") == "string_value":
                     value = condition_value(metric.name, metric.string_value, codes)
                 else:
                     value = metric_value(metric, datatype)
@@ -137,9 +138,14 @@ class SparkplugInput:
                 continue
             if value is None:
                 continue  # null: missing, the stream's hold rule applies
-            stamp = metric.timestamp if metric.HasField("timestamp") else default_ms
-            t = check_time(None if stamp is None else stamp / 1000.0, now, window)
-            samples.append((t, position, value))
+            stamp = metric.timestamp or default_ms  # 0: not stamped (no sensor reads at the epoch)
+            group = stamped.get(stamp)
+            if group is None:
+                group = stamped[stamp] = {}
+            group[position] = value
+        samples = [(check_time(None if stamp is None else stamp / 1000.0, now, window), group) for stamp, group in stamped.items()]
+        if len(samples) > 1:
+            samples.sort(key=lambda sample: sample[0])
         return samples
 
     def _death(self, where: Topic, node: _Node, message: pb.Payload) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -116,3 +117,23 @@ class EdgeNode:
             self.client.publish(*self.writer.death(), qos=1).wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def replay(node: EdgeNode, rows, rate: float, gap_every: int = 0, progress=None) -> int:
+    """Publish ``rows`` (``(device, time in s, values)``, in time order) as DATA at ``rate`` messages a second, paced
+    against intended send times (a slow moment is caught up, not carried on); every ``gap_every``-th message
+    (0: none) is left out as lost, so a consumer sees a sequence gap and asks for a rebirth. Returns the messages sent.
+    """
+    start, sent = time.monotonic(), 0
+    for k, (device, t, values) in enumerate(rows):
+        ahead = start + k / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        if gap_every and k % gap_every == gap_every - 1:
+            node.skip()
+        else:
+            node.publish(device, values, int(round(t * 1000)))
+            sent += 1
+        if progress is not None:
+            progress(1)
+    return sent

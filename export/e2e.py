@@ -32,8 +32,9 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.localbroker import start_mosquitto, stop_process
 from edge_runtime.timeparse import to_seconds
 
-TOPICS = {"json": "plant/{machine}/telemetry", "tag": "plant/{machine}/tags/{tag}", "chunk": "plant/{machine}/chunks"}
-PREFIX = {"json": "j", "tag": "t", "chunk": "c"}  # machine names per format, so one runtime serves every format at once
+TOPICS = {"json": "plant/{machine}/telemetry", "tag": "plant/{machine}/tags/{tag}", "chunk": "plant/{machine}/chunks",
+          "sparkplug": "spBv1.0/e2e"}
+PREFIX = {"json": "j", "tag": "t", "chunk": "c", "sparkplug": "s"}  # machine names per format: one runtime serves every format at once
 EVENT_FILTER = "linewatch/events/#"
 
 
@@ -78,8 +79,29 @@ class Step:
         return start + index / self.rate
 
 
-def payloads(step: Step, bundle_features: list[str], period: float, t0: float, values: np.ndarray) -> list[tuple[str, bytes]]:
-    """Every message of a step, in send order, encoded ahead so the publisher spends its time publishing."""
+def edge_nodes(step: Step, bundle_features: list[str]) -> list:
+    """Sparkplug format: one edge node per machine (its own metrics are the features), born afresh for every step."""
+    from edge_runtime.sparkplug import EdgeNodeWriter
+    from edge_runtime.sparkplug_b_pb2 import Double
+
+    nodes = []
+    for m in range(step.machines):
+        node = EdgeNodeWriter("e2e", f"{PREFIX['sparkplug']}{m}")
+        node.define(None, [(f, Double) for f in bundle_features])
+        nodes.append(node)
+    return nodes
+
+
+def preamble(step: Step, nodes: list) -> list[tuple[str, bytes]]:
+    """What is sent before a step's timed messages: the Sparkplug births (their metrics null: they add no sample)."""
+    return [message for node in nodes for message in node.birth({})] if step.fmt == "sparkplug" else []
+
+
+def payloads(step: Step, bundle_features: list[str], period: float, t0: float, values: np.ndarray, nodes: list | None = None
+             ) -> list[tuple[str, bytes]]:
+    """Every message of a step, in send order, encoded ahead so the publisher spends its time publishing
+    (Sparkplug: DATA by alias from ``nodes``, after their births).
+    """
     names = [f"{PREFIX[step.fmt]}{m}" for m in range(step.machines)]
     out = []
     n = step.samples_per_machine
@@ -97,6 +119,8 @@ def payloads(step: Step, bundle_features: list[str], period: float, t0: float, v
             row = values[(k + 7 * m) % len(values)]
             if step.fmt == "tag":
                 out += [(f"plant/{name}/tags/{f}", orjson.dumps({"ts": stamp, "value": float(v)})) for f, v in zip(bundle_features, row)]
+            elif step.fmt == "sparkplug":
+                out.append(nodes[m].data(None, row.tolist(), round(stamp * 1000)))
             else:
                 out.append((f"plant/{name}/telemetry", orjson.dumps({"ts": stamp, **{f: float(v) for f, v in zip(bundle_features, row)}})))
     return out
@@ -107,8 +131,11 @@ def no_delay(client, userdata, sock) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def publish_open_loop(port: int, messages: list[tuple[str, bytes]], rate: float, start: float, report) -> None:
-    """Send message ``i`` at ``start + i / rate`` (as fast as possible when ``rate`` is infinite); report the lag."""
+def publish_open_loop(port: int, messages: list[tuple[str, bytes]], rate: float, start: float, report,
+                      first: list[tuple[str, bytes]] = ()) -> None:
+    """Send ``first`` at once, then message ``i`` at ``start + i / rate`` (as fast as possible when ``rate`` is infinite);
+    report the lag.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -116,6 +143,8 @@ def publish_open_loop(port: int, messages: list[tuple[str, bytes]], rate: float,
     client.on_socket_open = no_delay
     client.connect("127.0.0.1", port)
     client.loop_start()
+    for topic, payload in first:
+        client.publish(topic, payload)
     worst = 0.0
     delay = time.time() - start
     if delay < 0:
@@ -220,12 +249,14 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
     """Run one step and account for every window it should produce."""
     from hdrh.histogram import HdrHistogram
 
-    messages = payloads(step, bundle.features, bundle.sample_period, t0, values)
+    nodes = edge_nodes(step, bundle.features) if step.fmt == "sparkplug" else None
+    first = preamble(step, nodes)  # births reset the nodes' seq: before the data is encoded
+    messages = payloads(step, bundle.features, bundle.sample_period, t0, values, nodes)
     context = multiprocessing.get_context("spawn")
     report = context.Queue()
     start = time.time() + 1.0
     collector.take()
-    publisher = context.Process(target=publish_open_loop, args=(port, messages, step.rate, start, report))
+    publisher = context.Process(target=publish_open_loop, args=(port, messages, step.rate, start, report, first))
     publisher.start()
     sent = report.get(timeout=step.seconds * 20 + 60)
     publisher.join(10)

@@ -114,10 +114,10 @@ def test_births_build_the_aliases_that_data_uses():
     consumer = link.consumer(("b", "a"))
     births = writer.birth({"d1": [1.0, 2.0, "x"]}, 1_700_000_000_000)
     assert feed(consumer, bad, births[0]) == []  # the node has no metric named like a feature
-    assert sorted(feed(consumer, bad, births[1])) == [(1.7e9, 0, 2.0), (1.7e9, 1, 1.0)]
+    assert feed(consumer, bad, births[1]) == [(1.7e9, {0: 2.0, 1: 1.0})]
     topic, payload = writer.data("d1", [5.0, ..., "y"], 1_700_000_001_000)
     assert all(not m.name for m in decode(payload).metrics)  # alias only
-    assert feed(consumer, bad, (topic, payload)) == [(1.7e9 + 1, 1, 5.0)]  # "label" matches no feature: ignored
+    assert feed(consumer, bad, (topic, payload)) == [(1.7e9 + 1, {1: 5.0})]  # "label" matches no feature: ignored
     assert link.sent == [] and not bad.counts
 
 
@@ -136,7 +136,7 @@ def test_a_sequence_gap_restarts_the_nodes_streams_and_asks_for_a_rebirth():
         feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_004_000))
     for message in writer.birth({"d1": [1.0, 2.0, "x"]}, 1_700_000_005_000):
         feed(consumer, bad, message)
-    assert len(feed(consumer, bad, writer.data("d1", [3.0, 4.0, "x"], 1_700_000_006_000))) == 2
+    assert feed(consumer, bad, writer.data("d1", [3.0, 4.0, "x"], 1_700_000_006_000)) == [(1.7e9 + 6, {0: 3.0, 1: 4.0})]
 
 
 def test_a_stale_death_is_ignored_and_a_current_one_ends_the_streams():
@@ -146,7 +146,7 @@ def test_a_stale_death_is_ignored_and_a_current_one_ends_the_streams():
         feed(consumer, bad, message)
     old = EdgeNodeWriter("g", "n1", bd_seq=2)  # the will of the session before
     assert feed(consumer, bad, old.death()) == [] and link.restarted == []
-    assert len(feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_001_000))) == 2
+    assert feed(consumer, bad, writer.data("d1", [1.0, 2.0, "x"], 1_700_000_001_000)) == [(1.7e9 + 1, {0: 1.0, 1: 2.0})]
     feed(consumer, bad, writer.death())
     assert set(link.restarted) == {"n1", "n1/d1"}
     with pytest.raises(BadSample, match="sparkplug_unborn"):
@@ -159,9 +159,32 @@ def test_a_feature_of_an_unexpected_datatype_is_counted_and_left_out():
     consumer = link.consumer()
     for message in writer.birth({"d1": [1.0, "text"]}, 1_700_000_000_000):
         samples = feed(consumer, bad, message)
-    assert samples == [(1.7e9, 0, 1.0)] and bad.counts["wrong_type"] == 1
+    assert samples == [(1.7e9, {0: 1.0})] and bad.counts["wrong_type"] == 1
 
 
 def test_rebirth_request_names_the_node():
     topic, payload = rebirth_request("g", "n7")
     assert topic == "spBv1.0/g/NCMD/n7" and decode(payload).metrics[0].boolean_value is True
+
+
+def test_metrics_stamped_at_different_times_are_separate_samples_in_time_order():
+    link, bad, writer = Link(), BadInput(), node((("a", pb.Double), ("b", pb.Double)))
+    consumer = link.consumer()
+    for message in writer.birth({"d1": [None, None]}, 1_700_000_000_000):
+        assert feed(consumer, bad, message) == []  # null values: nothing to sample
+    topic, payload = writer.data("d1", [1.0, 2.0], 1_700_000_002_000)
+    message = pb.Payload()
+    message.ParseFromString(payload)
+    message.metrics[1].timestamp = 1_700_000_001_000  # b was read a second earlier (report by exception)
+    assert feed(consumer, bad, (topic, message.SerializeToString())) == [(1.7e9 + 1, {1: 2.0}), (1.7e9 + 2, {0: 1.0})]
+
+
+def test_a_categorical_condition_travels_as_a_string_metric():
+    link, bad = Link(), BadInput()
+    consumer = SparkplugInput(FeatureLayout(["a"], [{"name": "recipe", "kind": "categorical", "categories": ["A", "B"]}]),
+                              None, link.restarted.append)
+    writer = node((("a", pb.Double), ("recipe", pb.String)))
+    births = writer.birth({"d1": [1.0, "B"]}, 1_700_000_000_000)
+    feed(consumer, bad, births[0])
+    assert feed(consumer, bad, births[1]) == [(1.7e9, {0: 1.0, 1: 1.0})]  # B is category 1
+    assert feed(consumer, bad, writer.data("d1", [2.0, "Z"], 1_700_000_001_000)) == [(1.7e9 + 1, {0: 2.0, 1: -1.0})]  # unknown: -1
