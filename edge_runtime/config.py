@@ -166,11 +166,21 @@ class RuntimeConfig:
 
 
 @dataclass
+class SparkplugConfig:
+    """linewatch's events also as a Sparkplug B edge node (see edge_runtime.sparkplug_events)."""
+
+    enabled: bool = False
+    group: str = "linewatch"
+    edge_node: str = "{client_id}"
+
+
+@dataclass
 class Config:
     """The whole configuration."""
 
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    sparkplug: SparkplugConfig = field(default_factory=SparkplugConfig)
     models: list[ModelConfig] = field(default_factory=list)
 
 
@@ -247,11 +257,12 @@ def parse_config(data: dict, base: Path | None = None) -> Config:
     config = Config(
         broker=_build(BrokerConfig, data.get("broker", {}), "broker"),
         runtime=_build(RuntimeConfig, data.get("runtime", {}), "runtime"),
+        sparkplug=_build(SparkplugConfig, data.get("sparkplug", {}), "sparkplug"),
         models=[_build(ModelConfig, m, f"models[{i}]") for i, m in enumerate(models)],
     )
-    unknown = sorted(set(data) - {"broker", "runtime", "models"})
+    unknown = sorted(set(data) - {"broker", "runtime", "sparkplug", "models"})
     if unknown:
-        raise ConfigError(f"unknown section(s) {unknown}; expected broker, runtime, models")
+        raise ConfigError(f"unknown section(s) {unknown}; expected broker, runtime, sparkplug, models")
     validate(config, base)
     return config
 
@@ -289,6 +300,12 @@ def _check_topics(config: Config) -> None:
     client_id = config.broker.client_id
     if not client_id or any(c in client_id for c in "/+#"):
         raise ConfigError(f"broker.client_id: {client_id!r} must be non-empty without '/', '+' or '#' (it goes into topics)")
+    extra = _placeholders(config.sparkplug.edge_node, "sparkplug.edge_node") - {"client_id"}
+    if extra:
+        raise ConfigError(f"sparkplug.edge_node: only {{client_id}} can be filled in, not {sorted(extra)}")
+    for key, value in (("group", config.sparkplug.group), ("edge_node", config.sparkplug.edge_node.format(client_id=client_id))):
+        if not value or any(c in value for c in "/+#"):
+            raise ConfigError(f"sparkplug.{key}: {value!r} must be a non-empty Sparkplug id without '/', '+' or '#'")
     for i, m in enumerate(config.models):
         common = None
         for j, inp in enumerate(m.inputs):

@@ -91,6 +91,10 @@ class Metrics:
         yield CounterMetricFamily("linewatch_events_refused", "Durable events the broker refused (MQTT 5 PUBACK failure reason code)",
                                   value=snap["events_refused"])
         yield CounterMetricFamily("linewatch_telemetry_published", "Score telemetry events sent (QoS 0)", value=snap["telemetry_sent"])
+        yield CounterMetricFamily("linewatch_sparkplug_rebirths_requested", "Sparkplug B rebirth requests sent (NCMD)",
+                                  value=snap["sparkplug"]["rebirths_requested"])
+        yield CounterMetricFamily("linewatch_sparkplug_data_published", "Window decisions published as Sparkplug B DDATA",
+                                  value=snap["sparkplug"]["data_published"])
         dropped = CounterMetricFamily("linewatch_events_dropped", "Events dropped, by reason", labels=["reason"])
         for reason, count in snap["events_dropped"].items():
             dropped.add_metric([reason], count)

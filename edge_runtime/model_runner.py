@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,12 @@ class ModelRunner:
     """Scores the streams of one bundle and turns scores into alarm events."""
 
     def __init__(self, config: ModelConfig, runtime: RuntimeConfig, sink: Sink, bad: BadInput, metrics: Metrics,
-                 ingest_lock: threading.Lock | None = None) -> None:
-        """``ingest_lock``: held by whoever feeds messages to :attr:`ingest`; a reload swaps the bundle under it."""
+                 ingest_lock: threading.Lock | None = None, observer: Callable | None = None) -> None:
+        """``ingest_lock``: held by whoever feeds messages to :attr:`ingest`; a reload swaps the bundle under it.
+        ``observer(model, stream, score, threshold, window end, alarm active, drifting)`` hears of every window that
+        changed an alarm or drift (and with ``publish_scores`` of every window), after its events were made.
+        """
+        self.observer = observer
         self.config, self.runtime = config, runtime
         self.sink, self.metrics = sink, metrics
         self.ingest_lock = ingest_lock or threading.Lock()
@@ -226,6 +231,8 @@ class ModelRunner:
                                        score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
                     topic = self.config.event_topic.format(stream=stream.key, model=self.config.name, **stream.labels)
                     events.append((topic, orjson.dumps(event), batch.arrivals[i], kind != "score"))
+                if self.observer is not None and (kinds or grouped):
+                    self._observe(stream, score, threshold, batch.ends[i])
             except Exception as error:  # one window's bad data must not cost the other machines their events
                 alarm.restore(before)
                 stream.drift.restore(drift_before)
@@ -235,6 +242,13 @@ class ModelRunner:
         if groups:
             events.extend(self._score_messages(groups.values()))
         return events
+
+    def _observe(self, stream: StreamState, score: float, threshold: float, end: float) -> None:
+        """Tell the observer (Sparkplug events); its failure costs the window nothing but a log line."""
+        try:
+            self.observer(self.config.name, stream.key, score, threshold, end, stream.alarm.active, stream.drift.drifting)
+        except Exception as error:
+            log.error("event observer failed for %s: %r", stream.key, error)
 
     def _score_messages(self, groups) -> list[tuple[str, bytes, float, bool]]:
         """One ``linewatch.scores/1`` message per stream: ``(topic, payload, first arrival, durable=False)``."""

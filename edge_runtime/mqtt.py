@@ -30,6 +30,19 @@ UNSUPPORTED_PROTOCOL = (1, 132)  # MQTT 3.1.1 and MQTT 5 reason codes for "unsup
 CONNACK_TIMEOUT_S = 3.0  # with protocol "auto", no CONNACK to an MQTT 5 CONNECT this soon means 3.1.1 only
 
 
+def secure(client: mqtt.Client, c: BrokerConfig) -> None:
+    """Credentials, TLS and reconnect backoff from the broker config (every connection linewatch opens)."""
+    if c.username:
+        client.username_pw_set(c.username, c.password())
+    if c.tls:
+        try:
+            client.tls_set(ca_certs=c.ca_file or None, certfile=c.cert_file or None, keyfile=c.key_file or None,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise BrokerError(f"TLS setup failed: {error}") from None
+    client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
+
+
 class Link:
     """One client connection that both receives samples and publishes events.
 
@@ -67,16 +80,8 @@ class Link:
     def _client(self) -> mqtt.Client:
         c = self.config
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol)
-        if c.username:
-            client.username_pw_set(c.username, c.password())
-        if c.tls:
-            try:
-                client.tls_set(ca_certs=c.ca_file or None, certfile=c.cert_file or None, keyfile=c.key_file or None,
-                               tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError, ValueError) as error:
-                raise BrokerError(f"TLS setup failed: {error}") from None
+        secure(client, c)
         client.will_set(self.status_topic, orjson.dumps({**self.online, "state": "offline"}), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe

@@ -21,6 +21,7 @@ from edge_runtime.model_runner import ModelRunner
 from edge_runtime.mqtt import Link
 from edge_runtime.outbox import Outbox
 from edge_runtime.router import Router
+from edge_runtime.sparkplug_events import SparkplugEvents
 
 log = logging.getLogger("linewatch.runtime")
 
@@ -40,7 +41,9 @@ class Runtime:
         self.sink = Sink(self.outbox, self._publish, self.metrics.event_latency.observe, r.delivery_queue)
         self.bad = BadInput(self._publish_error, r.errors_per_second)
         self.ingest_lock = threading.Lock()  # the router feeds ingest under it; reload and eviction change ingest under it
-        self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics, self.ingest_lock) for m in config.models]
+        self.sparkplug = SparkplugEvents(config.broker, config.sparkplug) if config.sparkplug.enabled else None
+        observer = self.sparkplug.publish if self.sparkplug else None
+        self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics, self.ingest_lock, observer) for m in config.models]
         max_routes = sum(r.max_streams * (len(m.bundle.features) + 1) for m in self.models)
         self.router = Router([(cfg, m.ingest) for m in self.models for cfg in m.config.inputs], self.bad, r.max_payload_bytes, max_routes,
                              self.ingest_lock)
@@ -114,6 +117,8 @@ class Runtime:
             "events_refused": self.sink.refused,
             "events_dropped": {"outbox_full": self.outbox.dropped, "telemetry": self.sink.telemetry_dropped},
             "telemetry_sent": self.sink.telemetry_sent,
+            "sparkplug": {"rebirths_requested": sum(m.ingest.sparkplug.rebirths_requested for m in self.models if m.ingest.sparkplug),
+                          "data_published": self.sparkplug.published if self.sparkplug else 0},
             "events_unsent": self.sink.queued,
             "events_inflight": self.sink.inflight_count,
             "outbox_depth": self.outbox.depth(),
@@ -172,6 +177,8 @@ class Runtime:
             runner.start()
         self.sink.start()
         self.accepting = True
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         self.link.start()
         threading.Thread(target=self._watch, name="linewatch-reload", daemon=True).start()
 
@@ -250,6 +257,8 @@ class Runtime:
         left = self.sink.drain(deadline - link_share)
         if left:
             log.warning("%d event(s) stay in the outbox %s for the next start", left, self.outbox.path)
+        if self.sparkplug is not None:
+            self.sparkplug.stop()
         if self.link is not None:
             self.link.stop(max(0.1, deadline - time.monotonic()))
         if self.metrics_server is not None:

@@ -9,9 +9,9 @@ can also leave sequence numbers out (:meth:`EdgeNode.skip`), as a lost message w
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,7 +27,8 @@ class EdgeNode:
 
     def __init__(self, host: str, port: int, group: str, node: str, devices: dict[str, list[tuple[str, int]]],
                  node_metrics: list[tuple[str, int]] | None = None, bd_seq: int = 0, client_id: str | None = None,
-                 username: str | None = None, password: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 configure: Callable[[mqtt.Client], None] | None = None) -> None:
+        """``configure(client)`` sets credentials and TLS before the first connection."""
         self.host, self.port = host, port
         self.writer = EdgeNodeWriter(group, node, bd_seq)
         self.writer.define(None, node_metrics or [])
@@ -40,10 +41,8 @@ class EdgeNode:
         self.births = 0
         self.rebirth_requests = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{group}-{node}", protocol=mqtt.MQTTv311)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if tls is not None:
-            self.client.tls_set_context(tls)
+        if configure is not None:
+            configure(self.client)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -54,8 +53,14 @@ class EdgeNode:
         will_topic, will_payload = self.writer.death()
         self.client.will_set(will_topic, will_payload, qos=1, retain=False)
 
-    def start(self, timeout: float = 10.0) -> EdgeNode:
-        """Connect, subscribe to the node's commands and publish the births; returns once born."""
+    def start(self, timeout: float | None = 10.0) -> EdgeNode:
+        """Connect, subscribe to the node's commands and publish the births; returns once born (``timeout`` None: at
+        once, connecting in the background and again after every loss, births each time).
+        """
+        if timeout is None:
+            self.client.connect_async(self.host, self.port)
+            self.client.loop_start()
+            return self
         self.client.connect(self.host, self.port)
         self.client.loop_start()
         if not self.connected.wait(timeout):
@@ -67,8 +72,7 @@ class EdgeNode:
         if reason.is_failure:
             return
         client.subscribe(topic(self.writer.group, "NCMD", self.writer.node), qos=0)
-        self.birth()
-        self.connected.set()
+        self.birth(connected=True)
 
     def _on_disconnect(self, *args) -> None:
         """The session ended: the next one (paho reconnects) gets the next bdSeq, in its will and its birth."""
@@ -86,12 +90,16 @@ class EdgeNode:
             self.rebirth_requests += 1
             self.birth()
 
-    def birth(self) -> None:
-        """Publish NBIRTH and every DBIRTH with the latest values (seq starts again at 0)."""
+    def birth(self, connected: bool = False) -> None:
+        """Publish NBIRTH and every DBIRTH with the latest values (seq starts again at 0); ``connected``: a new session,
+        marked connected only once born, so that no device births before its node.
+        """
         with self.lock:
             for birth_topic, payload in self.writer.birth(self.current, self.current_ms):
                 self.client.publish(birth_topic, payload, qos=0)
             self.births += 1
+            if connected:
+                self.connected.set()
 
     def publish(self, device: str | None, values: list, timestamp_ms: int | None = None) -> mqtt.MQTTMessageInfo:
         """DATA of a device (None: the node's own metrics) by alias; ``...`` leaves a metric out (report by exception)."""
@@ -100,6 +108,15 @@ class EdgeNode:
             self.current_ms = timestamp_ms
             data_topic, payload = self.writer.data(device, values, timestamp_ms)
             return self.client.publish(data_topic, payload, qos=0)
+
+    def add_device(self, device: str, metrics: list[tuple[str, int]], values: list, timestamp_ms: int) -> None:
+        """A device that appears while the node runs: defined, and born with ``values`` (its births follow every rebirth)."""
+        with self.lock:
+            self.writer.define(device, metrics)
+            self.current[device] = list(values)
+            self.current_ms = timestamp_ms
+            if self.connected.is_set():
+                self.client.publish(*self.writer.device_birth(device, values, timestamp_ms), qos=0)
 
     def skip(self, count: int = 1) -> None:
         """Use up ``count`` sequence numbers without publishing, as if those messages were lost."""

@@ -124,3 +124,38 @@ def test_data_before_birth_is_never_scored_and_malformed_protobuf_is_survived(br
         node.stop()
     finally:
         runtime.stop()
+
+
+def test_events_are_published_as_a_sparkplug_edge_node(broker, runtime_bundle, tmp_path, machine):
+    from edge_runtime.config import SparkplugConfig
+    from edge_runtime.sparkplug import decode, rebirth_request
+
+    config = runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[:1])
+    config.sparkplug = SparkplugConfig(enabled=True, group="lw")
+    scada = Collector(broker.port, "spBv1.0/lw/#", "linewatch/events/#")
+    runtime = Runtime(config)
+    runtime.start()
+    publisher = client(broker.port)
+    try:
+        assert runtime.link.wait_connected(5) and runtime.sparkplug.node.connected.wait(5)
+        for row in machine.itertuples(index=False):
+            publisher.publish("plant/l1/m1/telemetry", orjson.dumps({"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}}), qos=1)
+        assert scada.wait_for(lambda c: len(c.events("alarm_raised")) >= 1, 30)
+        assert wait_for(lambda: runtime.snapshot()["sparkplug"]["data_published"] >= 2)
+        publisher.publish(*rebirth_request("lw", "lw-test"), qos=0)  # a SCADA host asks linewatch's node to rebirth
+        assert scada.wait_for(lambda c: len(c.on("spBv1.0/lw/NBIRTH/lw-test")) == 2)
+    finally:
+        runtime.stop()
+    assert scada.wait_for(lambda c: len(c.on("spBv1.0/lw/NDEATH/lw-test")) == 1)
+    births = [decode(p) for p in scada.on("spBv1.0/lw/DBIRTH/lw-test/pumps:l1:m1")]
+    assert len(births) == 2 and [m.name for m in births[0].metrics] == ["score", "threshold", "alarm", "drift"]
+    data = [decode(p) for p in scada.on("spBv1.0/lw/DDATA/lw-test/pumps:l1:m1")]
+    raised = [e for e in scada.events() if e["kind"] == "alarm_raised"]
+    # the DBIRTH carries the first transition, DDATA the rest: every transition is there, alarm metric and time included
+    sparkplug = [(m.metrics[2].boolean_value, m.metrics[2].timestamp) for m in [births[0], *data]]
+    assert (True, round(iso_ms(raised[0]["window_end"]))) in sparkplug
+    assert all(not m.metrics[0].name and m.metrics[0].alias for m in data)  # DATA by alias
+
+
+def iso_ms(text: str) -> float:
+    return pd.Timestamp(text).timestamp() * 1000
