@@ -152,7 +152,8 @@ def test_reference_config_parses():
     from edge_runtime.config import load_config
 
     config = load_config(Path(__file__).parents[2] / "edge_runtime" / "gateway.example.toml")
-    assert [i.format for i in config.models[0].inputs] == ["json", "tag", "chunk"]
+    assert [i.format for i in config.models[0].inputs] == ["json", "tag", "chunk", "sparkplug"]
+    assert config.sparkplug.group == "linewatch" and not config.sparkplug.enabled
 
 
 def test_batcher_sheds_the_stalest_window_under_overload():

@@ -188,3 +188,21 @@ def test_a_categorical_condition_travels_as_a_string_metric():
     feed(consumer, bad, births[0])
     assert feed(consumer, bad, births[1]) == [(1.7e9, {0: 1.0, 1: 1.0})]  # B is category 1
     assert feed(consumer, bad, writer.data("d1", [2.0, "Z"], 1_700_000_001_000)) == [(1.7e9 + 1, {0: 2.0, 1: -1.0})]  # unknown: -1
+
+
+@pytest.mark.parametrize(("section", "message"), [({"group": "a/b"}, "sparkplug.group"), ({"edge_node": "{line}"}, "sparkplug.edge_node"),
+                                                  ({"edge_node": ""}, "sparkplug.edge_node")])
+def test_sparkplug_ids_are_checked_at_load(section, message):
+    from edge_runtime.config import parse_config
+    from edge_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"sparkplug": section, "models": [{"name": "m", "bundle": "b", "inputs": [{"topic": "spBv1.0/g", "format": "sparkplug"}]}]})
+
+
+def test_a_sparkplug_input_needs_the_namespace_and_one_group():
+    from edge_runtime.config import parse_config
+    from edge_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spBv1.0/<group id>"):
+        parse_config({"models": [{"name": "m", "bundle": "b", "inputs": [{"topic": "spBv1.0/{group}", "format": "sparkplug"}]}]})
