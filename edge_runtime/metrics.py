@@ -95,6 +95,8 @@ class Metrics:
                                   value=snap["sparkplug"]["rebirths_requested"])
         yield CounterMetricFamily("linewatch_sparkplug_data_published", "Window decisions published as Sparkplug B DDATA",
                                   value=snap["sparkplug"]["data_published"])
+        yield CounterMetricFamily("linewatch_sparkplug_data_dropped", "Window decisions not published as Sparkplug B DDATA "
+                                  "(queue full, or encoding failed)", value=snap["sparkplug"]["data_dropped"])
         dropped = CounterMetricFamily("linewatch_events_dropped", "Events dropped, by reason", labels=["reason"])
         for reason, count in snap["events_dropped"].items():
             dropped.add_metric([reason], count)

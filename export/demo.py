@@ -183,8 +183,12 @@ def _delay(row: dict) -> str:
     return "" if row["delay_s"] is None else f"{row['delay_s']:.0f} s"
 
 
-def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto", echo=click.echo) -> dict:
-    """Run the whole demo; return the summary. Everything started is stopped on exit or Ctrl-C."""
+def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto", echo=click.echo, sparkplug: bool = False) -> dict:
+    """Run the whole demo; return the summary. Everything started is stopped on exit or Ctrl-C.
+
+    ``sparkplug``: the plant publishes as a Sparkplug B edge node (``spBv1.0/plant/.../line1/<machine>``) instead of
+    JSON, and linewatch publishes its events as its own edge node too.
+    """
     import pandas as pd
 
     from edge_runtime.config import parse_config
@@ -221,11 +225,13 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         echo(f"4/5 broker: {broker_name}")
         amqtt = broker_name.startswith("amqtt")
         qos = 0 if amqtt else 1  # amqtt loses QoS 1 messages under load; demo rates only
+        data_input = {"topic": "spBv1.0/plant", "format": "sparkplug"} if sparkplug else {"topic": "plant/{line}/{machine}/telemetry", "qos": qos}
         config = parse_config({
             "broker": {"port": port, "client_id": "linewatch-demo", "reconnect_min_s": 0.5, "reconnect_max_s": 2.0},
             # a replay of simulated history (2026-02-01): sample times older than the default week are accepted
             "runtime": {"outbox": str(out / "outbox.sqlite"), "publish_scores": True, "latency_budget_ms": 100.0, "max_past_s": 1e10},
-            "models": [{"name": "pumps", "bundle": str(bundle), "inputs": [{"topic": "plant/{line}/{machine}/telemetry", "qos": qos}]}],
+            "sparkplug": {"enabled": sparkplug, "group": "linewatch"},
+            "models": [{"name": "pumps", "bundle": str(bundle), "inputs": [data_input]}],
         })
         runtime = Runtime(config)
         runtime.start()
@@ -234,9 +240,10 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
             raise click.ClickException(f"the runtime could not connect to the broker: {runtime.link.last_error}")
         state = LiveState(threshold=runtime.models[0].threshold)
         listener = _subscribe(port, state, stack)
-        publisher = _client(port, "linewatch-demo-replay", stack)
-        echo(f"5/5 replaying {s.test_rows} s of the test period with {len(faults)} injected faults at {s.rate:.0f}x real time")
-        _replay(publisher, test_frame, s, qos, state, broker_name, live)
+        send = _edge_node(port, sorted(test_frame.machine.unique()), stack) if sparkplug else _json_sender(port, qos, stack)
+        echo(f"5/5 replaying {s.test_rows} s of the test period with {len(faults)} injected faults at {s.rate:.0f}x real time"
+             + (" as Sparkplug B edge node plant/line1" if sparkplug else ""))
+        _replay(send, test_frame, s, state, broker_name, live)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and runtime.snapshot()["accepted"] + sum(runtime.bad.counts.values()) < len(test_frame):
             time.sleep(0.1)
@@ -294,15 +301,35 @@ def _subscribe(port: int, state: LiveState, stack: ExitStack):
     return client
 
 
-def _replay(publisher, frame, s: DemoSettings, qos: int, state: LiveState, broker_name: str, live: bool) -> None:
-    """Publish the test period in time order at ``s.rate`` samples per second per machine."""
+def _json_sender(port: int, qos: int, stack: ExitStack):
+    """``send(machine, ts, values)`` as JSON on ``plant/line1/{machine}/telemetry``."""
+    from train.simulate import FEATURES
+
+    publisher = _client(port, "linewatch-demo-replay", stack)
+    return lambda machine, ts, values: publisher.publish(f"plant/line1/{machine}/telemetry",
+                                                         orjson.dumps({"ts": ts, **dict(zip(FEATURES, values))}), qos=qos)
+
+
+def _edge_node(port: int, machines: list[str], stack: ExitStack):
+    """``send(machine, ts, values)`` as DDATA of Sparkplug B edge node ``plant/line1``, each machine a device."""
+    from edge_runtime.sparkplug_b_pb2 import Double
+    from edge_runtime.sparkplug_node import EdgeNode
+    from train.simulate import FEATURES
+
+    node = EdgeNode("127.0.0.1", port, "plant", "line1", {m: [(f, Double) for f in FEATURES] for m in machines}).start()
+    stack.callback(node.stop)
+    return lambda machine, ts, values: node.publish(machine, values, round(ts * 1000))
+
+
+def _replay(send, frame, s: DemoSettings, state: LiveState, broker_name: str, live: bool) -> None:
+    """Publish the test period in time order at ``s.rate`` samples per second per machine with ``send(machine, ts, values)``."""
     from contextlib import nullcontext
 
     from train.simulate import FEATURES
 
     ordered = frame.sort_values(["ts", "machine"], kind="stable")
     values = ordered[FEATURES].to_numpy(dtype=float)
-    topics = [f"plant/line1/{m}/telemetry" for m in ordered.machine]
+    machines = ordered.machine.tolist()
     stamps = ordered.ts.to_numpy()
     t_first = stamps[0]
     began = time.perf_counter()
@@ -319,8 +346,7 @@ def _replay(publisher, frame, s: DemoSettings, qos: int, state: LiveState, broke
                 time.sleep(wait)
                 if view is not None:
                     view.update(render(state, i / len(ordered), broker_name))
-            payload = {"ts": float(stamps[i]), **dict(zip(FEATURES, values[i].tolist()))}
-            publisher.publish(topics[i], orjson.dumps(payload), qos=qos)
+            send(machines[i], float(stamps[i]), values[i].tolist())
         if view is not None:
             time.sleep(1.0)
             view.update(render(state, 1.0, broker_name))
@@ -333,7 +359,8 @@ def _replay(publisher, frame, s: DemoSettings, qos: int, state: LiveState, broke
 @click.option("--no-live", is_flag=True, help="No live terminal view.")
 @click.option("--broker", type=click.Choice(["auto", "mosquitto", "amqtt"]), default="auto", show_default=True,
               help="auto: mosquitto when installed, else the embedded amqtt.")
-def demo(output, quick, rate, no_live, broker):
+@click.option("--sparkplug", is_flag=True, help="The plant speaks Sparkplug B (an edge node), and linewatch answers as one too.")
+def demo(output, quick, rate, no_live, broker, sparkplug):
     """Simulate a plant, train, export, start a broker and the runtime, replay faults live, summarise."""
     settings = DemoSettings.quick() if quick else DemoSettings()
     if rate:
@@ -341,7 +368,7 @@ def demo(output, quick, rate, no_live, broker):
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        run_demo(Path(output), settings, live=not no_live and sys.stdout.isatty(), broker=broker)
+        run_demo(Path(output), settings, live=not no_live and sys.stdout.isatty(), broker=broker, sparkplug=sparkplug)
     except KeyboardInterrupt:
         click.echo("interrupted: everything the demo started has been stopped", err=True)
         sys.exit(130)

@@ -68,3 +68,16 @@ def test_ctrl_c_stops_the_demo_and_its_broker(tmp_path):
     assert "everything the demo started has been stopped" in process.stdout.read()
     time.sleep(0.5)
     assert processes_mentioning(str(out)) == []
+
+
+@pytest.mark.slow
+def test_quick_demo_over_sparkplug_detects_the_same_faults(mosquitto_path, tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "edge_runtime", "demo", "--quick", "--sparkplug", "-o", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["faults injected"] == 6 and summary["faults detected"] >= 4 and summary["false alarms"] == 0
+    assert summary["messages accepted"] == 3 * 2400  # every DDATA became a sample, none refused
+    assert "as Sparkplug B edge node plant/line1" in result.stdout
+    assert processes_mentioning(str(out)) == []
