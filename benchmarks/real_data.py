@@ -41,8 +41,8 @@ NAB_PROBATION = 0.15
 
 
 def cut(table: SensorTable, rows: slice) -> SensorTable:
-    """The same table with each series limited to ``rows``."""
-    return SensorTable(table.features, [replace(s, time=s.time[rows], values=s.values[rows], labels=s.labels[rows]) for s in table.series])
+    """The same table (conditions included) with each series limited to ``rows``."""
+    return replace(table, series=[replace(s, time=s.time[rows], values=s.values[rows], labels=s.labels[rows]) for s in table.series])
 
 
 def run_one(path: Path, label_column: str, train: SensorTable, test_from: int, seed: int, work: Path, pooled: tuple[list, list]) -> dict:

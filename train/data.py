@@ -129,7 +129,7 @@ def read_table(
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    table: SensorTable | None = None
+    frames: list[tuple[Path, pd.DataFrame, str, str | None, str | None]] = []
     known = {c.name: c for c in conditions or [] if isinstance(c, Condition)}
     condition_names = [c.name if isinstance(c, Condition) else c for c in conditions or []]
     for raw_path in paths:
@@ -166,9 +166,12 @@ def read_table(
                 frame[name] = converted
             if frame[name].isna().all():
                 raise DataError(f"{path}: column '{name}' has no values (all NaN)")
-        if table is None:
-            specs = [known.get(name) or _condition_of(frame[name], name) for name in condition_names]
-            table = SensorTable(features=list(features), conditions=specs)
+        frames.append((path, frame, tcol, lcol, scol))
+    # categories come from every file, not the first: a recipe may first appear in the second file
+    specs = [known.get(name) or _condition_of(pd.concat([f[name] for _, f, *_ in frames], ignore_index=True), name)
+             for name in condition_names]
+    table = SensorTable(features=list(features), conditions=specs)
+    for path, frame, tcol, lcol, scol in frames:
         _encode_conditions(frame, table.conditions, path)
         frame["__seconds"] = _to_seconds(frame[tcol], path)
         groups = frame.groupby(scol, sort=False) if scol else [(path.stem, frame)]
@@ -188,7 +191,6 @@ def read_table(
                     source=str(path),
                 )
             )
-    assert table is not None
     return table
 
 

@@ -38,6 +38,19 @@ def test_conditions_are_read_apart_from_the_features(regime_csv):
         read_table(regime_csv, series_column="machine", conditions=["speed_stage"])
 
 
+def test_categories_come_from_every_file_not_the_first(regime_csv, tmp_path):
+    import pandas as pd
+
+    frame = pd.read_csv(regime_csv)
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    frame[frame.recipe == "B"].to_csv(first, index=False)  # the first file knows only B
+    frame[frame.recipe != "B"].to_csv(second, index=False)
+    table = read_table([first, second], series_column="machine", conditions=["recipe"])
+    assert table.conditions[0].categories == ["A", "B", "C"]
+    codes = np.concatenate([s.values[:, -1] for s in table.series])
+    assert set(np.unique(codes)) == {0.0, 1.0, 2.0}  # none read as unseen
+
+
 def test_conditional_model_scores_saves_loads_and_refuses_what_it_never_saw(regime_csv, tmp_path):
     table = read_table(regime_csv, series_column="machine", conditions=["setpoint", "recipe"])
     detector = tiny_detector("dense", conditions=["setpoint", "recipe"], calibration="holdout").fit(table)
