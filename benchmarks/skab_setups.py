@@ -27,7 +27,7 @@ from benchmarks.common import train_with_defaults, write_results
 from benchmarks.real_data import SKAB_TRAIN_ROWS, cut, summary
 from edge_runtime.backends import create_backend
 from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import decisions
+from edge_runtime.detection_metrics import decisions, evaluate
 from edge_runtime.offline import labelled_parts
 from train.data import read_table
 
@@ -57,7 +57,9 @@ def measure(paths: list[Path], conditional: bool, seed: int, work: Path) -> dict
         parts = labelled_parts(backend, [str(p) for p in paths], None, None, "anomaly", SKAB_TRAIN_ROWS)
     a = AlarmConfig()
     raw, alarmed = decisions(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband))
-    return {"raw": summary(raw), "alarm": summary(alarmed), "window": bundle.window, "stride": bundle.stride,
+    ranking = evaluate(raw)
+    return {"raw": summary(raw), "alarm": summary(alarmed), "roc_auc": round(ranking["roc_auc"], 3), "pr_auc": round(ranking["pr_auc"], 3),
+            "window": bundle.window, "stride": bundle.stride,
             "threshold_windows": bundle.manifest["threshold"]["windows"], "train_seconds": round(seconds, 1), "warnings": caught}
 
 
@@ -79,13 +81,14 @@ def main() -> None:
                 runs.append({"seed": seed, "model": "conditional (setup)" if conditional else "unconditional", **result})
                 print(runs[-1]["model"], seed, result["alarm"], flush=True)
     rows = [[r["model"], r["seed"], decision, r[key]["f1"], round(100 * r[key]["far"], 1), round(100 * r[key]["mar"], 1),
-             f"{r[key]['events_detected']}/{r[key]['events']}", r[key]["series_alarming_before_anomaly"]]
+             f"{r[key]['events_detected']}/{r[key]['events']}", r[key]["series_alarming_before_anomaly"], r["roc_auc"], r["pr_auc"]]
             for r in runs for key, decision in (("raw", "raw threshold"), ("alarm", "alarm policy"))]
     write_results("skab_setups", {"runs": runs},
                   ["model (one for all 34 experiments)", "seed", "decision", "F1", "FAR %", "MAR %", "events detected",
-                   "series alarming before the anomaly"], rows,
+                   "series alarming before the anomaly", "ROC AUC", "PR AUC"], rows,
                   "Dense AE, defaults; trained on the first 400 rows of every experiment pooled, the experiment group (valve1, valve2, "
-                  "other) as a categorical condition for the conditional model; test parts scored through the exported ONNX. "
+                  "other) as a categorical condition for the conditional model; test parts scored through the exported ONNX; ROC and PR AUC "
+                  "of the window scores over the scored test rows (threshold-free). "
                   "Command: `python -m benchmarks.skab_setups`.")
 
 
