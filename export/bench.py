@@ -230,7 +230,7 @@ def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, 
         collector = harness.EventCollector(port)
         stack.callback(collector.close)
         metrics_port = free_port()
-        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events)
+        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events, format_list)
         runtime = harness.start_process([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)],
                                         f"http://127.0.0.1:{metrics_port}/metrics", folder / "runtime.log")
         try:

@@ -310,13 +310,15 @@ class LocalBroker:
 
 
 def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int, protocol: str = "auto",
-                   score_events: str = "window") -> Path:
-    """A gateway config: every payload format at once (machine names differ per format), score events on."""
-    inputs = "".join(f'[[models.inputs]]\ntopic = "{TOPICS[f]}"\nformat = "{f}"\n' for f in TOPICS)
+                   score_events: str = "window", formats: list[str] | None = None) -> Path:
+    """A gateway config: an input per swept payload format (machine names differ per format), score events on; only
+    the settings a step needs, so that an older runtime takes it for back-to-back comparisons.
+    """
+    inputs = "".join(f'[[models.inputs]]\ntopic = "{TOPICS[f]}"\nformat = "{f}"\n' for f in formats or TOPICS)
+    grouped = f'score_events = "{score_events}"\n' if score_events != "window" else ""
     path = folder / "gateway.toml"
     path.write_text(f'[broker]\nport = {port}\nclient_id = "lw-e2e"\nprotocol = "{protocol}"\n'
-                    f'[runtime]\nlatency_budget_ms = {budget_ms}\npublish_scores = true\nscore_events = "{score_events}"\n'
-                    f'metrics_port = {metrics_port}\n'
+                    f'[runtime]\nlatency_budget_ms = {budget_ms}\npublish_scores = true\n{grouped}metrics_port = {metrics_port}\n'
                     f'outbox = "{folder}/outbox.sqlite"\nmax_past_s = 1e9\n'
                     f'[[models]]\nname = "e2e"\nbundle = "{bundle.path.resolve()}"\n{inputs}')
     return path
