@@ -14,9 +14,10 @@ depends on paho internals (``Client._create_socket`` and the ``pending()`` check
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
-import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import write_results
 from export import e2e
@@ -50,53 +51,22 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-def subscriber(port: int, protocol: str, buffered: bool, report) -> None:
-    """Count what arrives on ``plant/#`` until a second of quiet."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+class BufferedClient(mqtt.Client):
+    """paho's client reading through a :class:`BufferedSocket`."""
 
-    class Buffered(mqtt.Client):
-        def _create_socket(self):
-            return BufferedSocket(super()._create_socket())
+    def _create_socket(self):
+        return BufferedSocket(super()._create_socket())
 
-    seen = {"n": 0, "first": 0.0, "last": 0.0}
 
-    def on_message(client, userdata, message) -> None:
-        now = time.perf_counter()
-        if not seen["n"]:
-            seen["first"] = now
-        seen["n"] += 1
-        seen["last"] = now
-
-    cls = Buffered if buffered else mqtt.Client
-    client = cls(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
-    client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe("plant/#")
-    client.on_subscribe = lambda *_: report.put("subscribed")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    deadline = time.perf_counter() + 120
-    while time.perf_counter() < deadline and not (seen["n"] and time.perf_counter() - seen["last"] > 1.0):
-        time.sleep(0.05)
-    client.loop_stop()
-    report.put(seen)
+def buffered_client(protocol: int) -> mqtt.Client:
+    """For :func:`export.e2e.count_received`: a client on a buffered socket."""
+    return BufferedClient(CallbackAPIVersion.VERSION2, protocol=protocol)
 
 
 def measure(port: int, protocol: str, buffered: bool, messages: list) -> dict:
     """One round: messages received per second by one subscriber variant."""
-    context = multiprocessing.get_context("spawn")
-    counted, published = context.Queue(), context.Queue()
-    counter = context.Process(target=subscriber, args=(port, protocol, buffered, counted))
-    counter.start()
-    assert counted.get(timeout=30) == "subscribed"
-    sender = context.Process(target=e2e.publish_open_loop, args=(port, messages, float("inf"), time.time(), published))
-    sender.start()
-    sent = published.get(timeout=120)
-    seen = counted.get(timeout=150)
-    sender.join(10)
-    counter.join(10)
-    return {"received": seen["n"], "msg_per_s": seen["n"] / max(seen["last"] - seen["first"], 1e-9),
-            "published_msg_per_s": sent["sent"] / max(sent["seconds"], 1e-9)}
+    result = e2e.receive_rate(port, messages, protocol=protocol, make_client=buffered_client if buffered else None)
+    return {"received": result["received"], "msg_per_s": result["receive_msg_per_s"], "published_msg_per_s": result["publish_msg_per_s"]}
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,19 +64,9 @@ def paho_costs(bundle, messages: int = 20_000) -> dict:
         publish = per_op(lambda n: [client.publish(*next(queue)) for _ in range(n)], 1000, 10)
         client.disconnect()
         client.loop_stop()
-        context = multiprocessing.get_context("spawn")
-        counted, published = context.Queue(), context.Queue()
-        counter = context.Process(target=e2e.count_received, args=(broker.port, 120, counted))
-        counter.start()
-        time.sleep(1.5)
-        sender = context.Process(target=e2e.publish_open_loop, args=(broker.port, outgoing, float("inf"), time.time(), published))
-        sender.start()
-        published.get(timeout=120)
-        seen = counted.get(timeout=150)
-        sender.join(10)
-        counter.join(10)
-    rate = seen["n"] / max(seen["last"] - seen["first"], 1e-9)
-    return {"publish": publish, "receive": {"us": 1e6 / rate, "min_us": 1e6 / rate, "max_us": 1e6 / rate, "received": seen["n"]}}
+        seen = e2e.receive_rate(broker.port, outgoing)
+    rate = seen["receive_msg_per_s"]
+    return {"publish": publish, "receive": {"us": 1e6 / rate, "min_us": 1e6 / rate, "max_us": 1e6 / rate, "received": seen["received"]}}
 
 
 def sparkplug_costs(bundle, now: float) -> dict:

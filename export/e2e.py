@@ -163,8 +163,10 @@ def publish_open_loop(port: int, messages: list[tuple[str, bytes]], rate: float,
     report.put({"sent": len(messages), "seconds": ended - began, "worst_lag_s": worst})
 
 
-def count_received(port: int, timeout: float, report) -> None:
-    """A bare paho subscriber on ``plant/#``: messages received and the span they arrived over (until a second of quiet)."""
+def count_received(port: int, timeout: float, report, protocol: str = "3.1.1", make_client=None) -> None:
+    """A bare paho subscriber on ``plant/#``: says ``subscribed``, then reports the messages received and the span they
+    arrived over (until a second of quiet). ``make_client(protocol)`` builds another client (a module-level function).
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -177,9 +179,11 @@ def count_received(port: int, timeout: float, report) -> None:
         seen["n"] += 1
         seen["last"] = now
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+    client = make_client(version) if make_client else mqtt.Client(CallbackAPIVersion.VERSION2, protocol=version)
     client.on_message = on_message
     client.on_connect = lambda c, *_: c.subscribe("plant/#")
+    client.on_subscribe = lambda *_: report.put("subscribed")
     client.connect("127.0.0.1", port)
     client.loop_start()
     deadline = time.time() + timeout
@@ -187,6 +191,26 @@ def count_received(port: int, timeout: float, report) -> None:
         time.sleep(0.05)
     client.loop_stop()
     report.put(dict(seen))
+
+
+def receive_rate(port: int, messages: list[tuple[str, bytes]], timeout: float = 120.0, protocol: str = "3.1.1", make_client=None) -> dict:
+    """A publisher process sends ``messages`` as fast as it can; a subscriber process (:func:`count_received`) counts them.
+    Returns what was sent and received, and both rates.
+    """
+    context = multiprocessing.get_context("spawn")
+    counted, published = context.Queue(), context.Queue()
+    counter = context.Process(target=count_received, args=(port, timeout, counted, protocol, make_client))
+    counter.start()
+    if counted.get(timeout=30) != "subscribed":
+        raise RuntimeError("the counting subscriber did not subscribe")
+    publisher = context.Process(target=publish_open_loop, args=(port, messages, math.inf, time.time(), published))
+    publisher.start()
+    sent = published.get(timeout=timeout)
+    seen = counted.get(timeout=timeout + 30)
+    publisher.join(10)
+    counter.join(10)
+    return {"sent": sent["sent"], "publish_msg_per_s": sent["sent"] / max(sent["seconds"], 1e-9), "received": seen["n"],
+            "receive_msg_per_s": seen["n"] / max(seen["last"] - seen["first"], 1e-9)}
 
 
 class EventCollector:
@@ -379,20 +403,7 @@ def highest_held(results: list[dict], budget_ms: float) -> float:
 def paho_ceiling(port: int, machines: int, bundle: Bundle, t0: float, values: np.ndarray, seconds: float = 3.0) -> dict:
     """Messages per second a bare paho subscriber receives from a publisher sending as fast as it can."""
     step = Step("paho", "json", 20_000, machines, seconds)
-    messages = payloads(step, bundle.features, bundle.sample_period, t0, values)
-    context = multiprocessing.get_context("spawn")
-    counted, published = context.Queue(), context.Queue()
-    counter = context.Process(target=count_received, args=(port, seconds * 4 + 3, counted))
-    counter.start()
-    time.sleep(1.5)
-    publisher = context.Process(target=publish_open_loop, args=(port, messages, math.inf, time.time(), published))
-    publisher.start()
-    sent = published.get(timeout=120)
-    seen = counted.get(timeout=seconds * 4 + 30)
-    publisher.join(10)
-    counter.join(10)
-    span = max(seen["last"] - seen["first"], 1e-9)
-    return {"sent": sent["sent"], "publish_msg_per_s": sent["sent"] / sent["seconds"], "received": seen["n"], "receive_msg_per_s": seen["n"] / span}
+    return receive_rate(port, payloads(step, bundle.features, bundle.sample_period, t0, values), seconds * 4 + 3)
 
 
 def sample_values(n_features: int, rows: int = 4096, seed: int = 0) -> np.ndarray:
