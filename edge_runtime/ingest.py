@@ -124,7 +124,8 @@ class Ingest:
     def _sparkplug(self, route: Route, payload: bytes, arrival: float) -> None:
         """A Sparkplug B message: its metrics go through the stream's grid aligner like tags (conditions are held)."""
         if self.sparkplug is None:
-            self.sparkplug = SparkplugInput(self.layout, self.send, self._restart, route.config.rebirth_interval_s)
+            self.sparkplug = SparkplugInput(self.layout, self.send, self._restart, route.config.rebirth_interval_s,
+                                            max_nodes=self.streams.max_streams)
         where = parse_sparkplug(route.topic)
         samples = self.sparkplug.take(where, payload, time.time(), self.window, self.bad)
         if not samples:

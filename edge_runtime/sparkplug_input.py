@@ -52,8 +52,10 @@ class SparkplugInput:
     """
 
     def __init__(self, layout: FeatureLayout, send: Callable[[str, bytes], None] | None, restart: Callable[[str], None],
-                 rebirth_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 rebirth_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic, max_nodes: int = 10_000) -> None:
+        """``max_nodes``: edge nodes tracked at most (a new one beyond is refused as ``stream_limit``, as streams are)."""
         self.send, self.restart, self.rebirth_interval_s, self.clock = send, restart, rebirth_interval_s, clock
+        self.max_nodes = max_nodes
         self.nodes: dict[tuple[str, str], _Node] = {}
         self.rebirths_requested = 0
         self.restarts = 0  # stream runs ended by a death or a sequence gap
@@ -75,6 +77,8 @@ class SparkplugInput:
         message = decode(payload)
         node = self.nodes.get((where.group, where.node))
         if node is None:
+            if len(self.nodes) >= self.max_nodes:
+                raise BadSample("stream_limit", f"{self.max_nodes} Sparkplug edge nodes already; {where.node!r} refused")
             node = self.nodes[(where.group, where.node)] = _Node()
         kind = where.kind
         if kind in ("NCMD", "DCMD"):

@@ -206,3 +206,14 @@ def test_a_sparkplug_input_needs_the_namespace_and_one_group():
 
     with pytest.raises(ConfigError, match="spBv1.0/<group id>"):
         parse_config({"models": [{"name": "m", "bundle": "b", "inputs": [{"topic": "spBv1.0/{group}", "format": "sparkplug"}]}]})
+
+
+def test_edge_nodes_beyond_the_limit_are_refused_not_remembered():
+    link, bad = Link(), BadInput()
+    consumer = SparkplugInput(FeatureLayout(["a"]), None, link.restarted.append, max_nodes=2)
+    for name in ("n1", "n2"):
+        writer = EdgeNodeWriter("g", name)
+        feed(consumer, bad, writer.birth({})[0])
+    with pytest.raises(BadSample, match="stream_limit"):
+        feed(consumer, bad, EdgeNodeWriter("g", "n3").birth({})[0])
+    assert len(consumer.nodes) == 2
