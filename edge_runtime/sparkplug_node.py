@@ -20,18 +20,13 @@ from edge_runtime.sparkplug import EdgeNodeWriter, decode, is_rebirth_request, t
 
 
 class EdgeNode:
-    """One edge node and its devices: ``devices`` maps each device id to its ``[(metric name, datatype)]``.
+    """One edge node and its devices: ``devices`` maps each device id to its ``[(metric name, datatype)]``."""
 
-    ``node_metrics`` are the node's own metrics; ``bd_seq`` the birth/death sequence of the first session.
-    """
-
-    def __init__(self, host: str, port: int, group: str, node: str, devices: dict[str, list[tuple[str, int]]],
-                 node_metrics: list[tuple[str, int]] | None = None, bd_seq: int = 0, client_id: str | None = None,
-                 configure: Callable[[mqtt.Client], None] | None = None) -> None:
-        """``configure(client)`` sets credentials and TLS before the first connection."""
+    def __init__(self, host: str, port: int, group: str, node: str, devices: dict[str, list[tuple[str, int]]], bd_seq: int = 0,
+                 client_id: str | None = None, configure: Callable[[mqtt.Client], None] | None = None) -> None:
+        """``bd_seq``: the birth/death sequence of the first session; ``configure(client)`` sets credentials and TLS."""
         self.host, self.port = host, port
         self.writer = EdgeNodeWriter(group, node, bd_seq)
-        self.writer.define(None, node_metrics or [])
         for device, metrics in devices.items():
             self.writer.define(device, metrics)
         self.current: dict[str | None, list | None] = dict.fromkeys(self.writer.devices)  # the values the next birth carries...
@@ -122,11 +117,6 @@ class EdgeNode:
         """Use up ``count`` sequence numbers without publishing, as if those messages were lost."""
         with self.lock:
             self.writer.seq = (self.writer.seq + count) % 256
-
-    def device_death(self, device: str) -> None:
-        """DDEATH of one device."""
-        with self.lock:
-            self.client.publish(*self.writer.device_death(device), qos=0)
 
     def stop(self, death: bool = True) -> None:
         """Publish NDEATH (a clean stop; the broker sends it as the will otherwise) and disconnect."""

@@ -217,3 +217,15 @@ def test_edge_nodes_beyond_the_limit_are_refused_not_remembered():
     with pytest.raises(BadSample, match="stream_limit"):
         feed(consumer, bad, EdgeNodeWriter("g", "n3").birth({})[0])
     assert len(consumer.nodes) == 2
+
+
+def test_a_device_death_ends_that_device_only():
+    link, bad, writer = Link(), BadInput(), node((("a", pb.Double), ("b", pb.Double)))
+    writer.define("d2", [("a", pb.Double), ("b", pb.Double)])
+    consumer = link.consumer()
+    for message in writer.birth({"d1": [1.0, 2.0], "d2": [3.0, 4.0]}, 1_700_000_000_000):
+        feed(consumer, bad, message)
+    assert feed(consumer, bad, writer.device_death("d1")) == [] and link.restarted == ["n1/d1"]
+    with pytest.raises(BadSample, match="sparkplug_unborn"):
+        feed(consumer, bad, writer.data("d1", [1.0, 2.0], 1_700_000_001_000))
+    assert feed(consumer, bad, writer.data("d2", [5.0, 6.0], 1_700_000_001_000)) == [(1.7e9 + 1, {0: 5.0, 1: 6.0})]
