@@ -2,6 +2,8 @@
 runtime, whose alarms equal those of the same data sent as JSON.
 """
 
+import re
+
 import orjson
 import pandas as pd
 import pytest
@@ -159,3 +161,26 @@ def test_events_are_published_as_a_sparkplug_edge_node(broker, runtime_bundle, t
 
 def iso_ms(text: str) -> float:
     return pd.Timestamp(text).timestamp() * 1000
+
+
+def test_sparkplug_node_replays_a_csv_with_gaps_and_answers_rebirths(broker, runtime_bundle, tmp_path, plant_csv):
+    from click.testing import CliRunner
+
+    from edge_runtime.cli import main
+
+    runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[1:]))
+    runtime.start()
+    try:
+        assert runtime.link.wait_connected(5)
+        result = CliRunner().invoke(main, ["sparkplug-node", str(plant_csv), "--broker", f"127.0.0.1:{broker.port}", "--group", "plant",
+                                           "--node", "sim", "--bundle", str(runtime_bundle), "--rate", "4000", "--gap-every", "2000"])
+        assert result.exit_code == 0, result.output
+        assert "published 5997 DDATA messages for 2 device(s)" in result.output  # 6,000 rows, 3 left out
+        # the third gap is the last message: nothing follows to show it
+        assert wait_for(lambda: runtime.snapshot()["bad_input"].get("sparkplug_sequence") == 2)
+        assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["scored"] > 1000)
+    finally:
+        runtime.stop()
+    answered = int(re.search(r"(\d+) rebirth request\(s\) answered", result.output).group(1))
+    assert 2 <= answered <= runtime.snapshot()["sparkplug"]["rebirths_requested"]
+    assert {s.key for s in runtime.models[0].streams} == {"sim/m1", "sim/m2"}
