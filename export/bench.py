@@ -119,6 +119,18 @@ def bench() -> None:
     """Measure what this machine can do with a bundle: inference backends, and the runtime end to end."""
 
 
+def quick(ctx: click.Context, **short) -> tuple:
+    """``--quick``: the short run's value of each named option, in order, unless the command line gave one (a short run
+    for checks and tests; its report has every field of a full one).
+    """
+    from click.core import ParameterSource
+
+    return tuple(value if ctx.get_parameter_source(name) == ParameterSource.DEFAULT else ctx.params[name] for name, value in short.items())
+
+
+QUICK_HELP = "A short run (seconds) with the full report, for checks; options given explicitly still apply."
+
+
 @bench.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
 @click.option("--backends", default="", help="Comma-separated backends (default: every one this machine has), e.g. onnxruntime-cpu,tensorrt.")
@@ -129,8 +141,12 @@ def bench() -> None:
 @click.option("--warmup", default=50, show_default=True, help="Untimed calls per batch size after the first call.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True,
               help="Folder for backends.json, backends.md and backends.png.")
-def backends(bundle_path, backends, precisions, batches, seconds, min_calls, warmup, output):
+@click.option("--quick", "is_quick", is_flag=True, help=QUICK_HELP + " Batches 1,4; 0.05 s, 20 calls, 5 warm-up.")
+@click.pass_context
+def backends(ctx, bundle_path, backends, precisions, batches, seconds, min_calls, warmup, output, is_quick):
     """Latency per call and per window of every inference backend, batch 1..256 (HDR histograms, one process each)."""
+    if is_quick:
+        batches, seconds, min_calls, warmup = quick(ctx, batches="1,4", seconds=0.05, min_calls=20, warmup=5)
     bundle = load_bundle(bundle_path)
     pairs = candidate_backends(bundle)
     if backends:
@@ -196,8 +212,13 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
               help="The runtime's score_events: one event per window, or one linewatch.scores/1 message per stream per batch.")
 @click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
-def e2e(bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, score_events, ceiling_seconds, output):
+@click.option("--quick", "is_quick", is_flag=True, help=QUICK_HELP + " Rates 600,1200; 4 machines; 0.5 s steps and ceiling.")
+@click.pass_context
+def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, score_events, ceiling_seconds, output,
+        is_quick):
     """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
+    if is_quick:
+        rates, machines, seconds, ceiling_seconds = quick(ctx, rates="600,1200", machines=4, seconds=0.5, ceiling_seconds=0.5)
     import tempfile
     import time
 

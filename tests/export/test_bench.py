@@ -11,7 +11,7 @@ from edge_runtime.cli import main  # noqa: E402
 def test_bench_backends_measures_each_backend_in_its_own_process(runtime_bundle, tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["bench", "backends", str(runtime_bundle), "--backends", "onnxruntime-cpu,torch-pt2-cpu,tensorrt",
-                                       "--batches", "1,4", "--seconds", "0.05", "--min-calls", "20", "--warmup", "5", "-o", str(out)])
+                                       "--quick", "-o", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "backends.json").read_text())
     rows = {r["backend"]: r for r in data["results"]}
