@@ -8,6 +8,7 @@ can also leave sequence numbers out (:meth:`EdgeNode.skip`), as a lost message w
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -17,6 +18,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.sparkplug import EdgeNodeWriter, decode, is_rebirth_request, topic
+
+log = logging.getLogger("linewatch.sparkplug")
 
 
 class EdgeNode:
@@ -64,7 +67,9 @@ class EdgeNode:
         return self
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        if reason.is_failure:
+        if reason.is_failure:  # said, not silent: an ACL or credentials problem would otherwise look like a quiet node
+            log.error("Sparkplug edge node %s/%s: the broker refused the connection (%s); retrying", self.writer.group,
+                      self.writer.node, reason)
             return
         client.subscribe(topic(self.writer.group, "NCMD", self.writer.node), qos=0)
         self.birth(connected=True)
