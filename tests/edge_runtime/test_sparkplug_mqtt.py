@@ -184,3 +184,18 @@ def test_sparkplug_node_replays_a_csv_with_gaps_and_answers_rebirths(broker, run
     answered = int(re.search(r"(\d+) rebirth request\(s\) answered", result.output).group(1))
     assert 2 <= answered <= runtime.snapshot()["sparkplug"]["rebirths_requested"]
     assert {s.key for s in runtime.models[0].streams} == {"sim/m1", "sim/m2"}
+
+
+def test_a_refused_edge_node_says_so(mosquitto_path, tmp_path, caplog):
+    from mqtt_helpers import Mosquitto
+
+    closed = Mosquitto(tmp_path, anonymous=False).start()  # no anonymous clients, and this node has no password
+    node = EdgeNode("127.0.0.1", closed.port, "lw", "refused", {"m1": METRICS})
+    try:
+        with caplog.at_level("ERROR", logger="linewatch.sparkplug"):
+            node.start(timeout=None)
+            assert wait_for(lambda: "refused the connection" in caplog.text, 10)
+        assert not node.connected.is_set()
+    finally:
+        node.stop()
+        closed.stop()
