@@ -72,13 +72,17 @@ def metric_value(metric: pb.Payload.Metric, datatype: int) -> float | None:
 
 
 def set_value(metric: pb.Payload.Metric, datatype: int, value) -> None:
-    """Write ``value`` into the field ``datatype`` uses (signed integers as two's complement); None writes a null."""
+    """Write ``value`` into the field ``datatype`` uses (signed integers as two's complement in their own width, as
+    other implementations write them: Int8 -5 as 251); None writes a null.
+    """
     if value is None:
         metric.is_null = True
-    elif datatype in _INT_FIELD:
-        metric.int_value = int(value) & 0xFFFFFFFF
-    elif datatype in _LONG_FIELD:
-        metric.long_value = int(value) & 0xFFFFFFFFFFFFFFFF
+    elif datatype in _INT_FIELD or datatype in _LONG_FIELD:
+        bits = _SIGNED_BITS.get(datatype, 64)
+        if datatype in _INT_FIELD:
+            metric.int_value = int(value) & ((1 << bits) - 1)
+        else:
+            metric.long_value = int(value) & ((1 << bits) - 1)
     elif datatype == pb.Float:
         metric.float_value = value
     elif datatype == pb.Double:

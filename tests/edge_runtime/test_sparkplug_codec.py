@@ -229,3 +229,35 @@ def test_a_device_death_ends_that_device_only():
     with pytest.raises(BadSample, match="sparkplug_unborn"):
         feed(consumer, bad, writer.data("d1", [1.0, 2.0], 1_700_000_001_000))
     assert feed(consumer, bad, writer.data("d2", [5.0, 6.0], 1_700_000_001_000)) == [(1.7e9 + 1, {0: 5.0, 1: 6.0})]
+
+
+# Payloads encoded by another implementation, pysparkplug 0.6.1 (NBirth/DBirth with datatypes, DData by alias only):
+# an NBIRTH with bdSeq 3; a DBIRTH of temp Int8 -5, count UInt32 4e9, flow Float 1.5, pressure Double -2.25, running
+# Boolean true, label String "x" (aliases 1-6); a DDATA of temp -128, count 7, flow 0.25, pressure 9.5, running false.
+PYSPARKPLUG = [
+    "0880d095ffbc3112120a0562645365711880d095ffbc31200458031800",
+    "0880d095ffbc3112140a0474656d7010011880d095ffbc31200150fb0112180a05636f756e7410021880d095ffbc3120075080d0acf30e12160a04666c"
+    "6f7710031880d095ffbc312009650000c03f121e0a08707265737375726510041880d095ffbc31200a6900000000000002c012160a0772756e6e696e67"
+    "10051880d095ffbc31200b700112150a056c6162656c10061880d095ffbc31200c7a01781801",
+    "08e8d795ffbc31120c100118e8d795ffbc31508001120b100218e8d795ffbc315007120e100318e8d795ffbc31650000803e1212100418e8d795ffbc31"
+    "690000000000002340120b100518e8d795ffbc3170001802",
+]
+
+
+def test_payloads_of_another_implementation_decode_to_their_values():
+    link, bad = Link(), BadInput()
+    consumer = link.consumer(("temp", "count", "flow", "pressure", "running"))
+    topics = ["spBv1.0/g/NBIRTH/n1", "spBv1.0/g/DBIRTH/n1/d1", "spBv1.0/g/DDATA/n1/d1"]
+    samples = [feed(consumer, bad, (topic, bytes.fromhex(body))) for topic, body in zip(topics, PYSPARKPLUG)]
+    assert samples[0] == [] and consumer.nodes[("g", "n1")].bd_seq == 3
+    assert samples[1] == [(1.7e9, {0: -5.0, 1: 4e9, 2: 1.5, 3: -2.25, 4: 1.0})]  # the String metric matches no feature
+    assert samples[2] == [(1.7e9 + 1, {0: -128.0, 1: 7.0, 2: 0.25, 3: 9.5, 4: 0.0})]
+    assert not bad.counts and link.sent == []
+
+
+def test_signed_integers_are_written_as_other_implementations_write_them():
+    writer = EdgeNodeWriter("g", "n1")
+    writer.define("d1", [("temp", pb.Int8)])
+    writer.birth({})
+    _, payload = writer.device_birth("d1", [-5], 1_700_000_000_000)
+    assert decode(payload).metrics[0].int_value == 251  # as pysparkplug encodes Int8 -5
