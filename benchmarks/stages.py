@@ -31,6 +31,7 @@ from edge_runtime.batcher import Batcher
 from edge_runtime.bundle import load_bundle
 from edge_runtime.decoders import FeatureLayout, decode_json
 from edge_runtime.event_schema import make_event
+from edge_runtime.mqtt import no_delay
 from edge_runtime.outbox import Outbox
 from edge_runtime.registry import StreamState
 from edge_runtime.streams import Stream
@@ -57,7 +58,7 @@ def paho_costs(bundle, messages: int = 20_000) -> dict:
     outgoing = e2e.payloads(e2e.Step("paho", "json", 10_000, 10, messages / 10_000), bundle.features, 1.0, 1.7e9, values)
     with e2e.LocalBroker() as broker:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        client.on_socket_open = e2e.no_delay
+        client.on_socket_open = no_delay
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
         queue = iter(outgoing * 20)

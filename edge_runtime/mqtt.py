@@ -30,6 +30,14 @@ UNSUPPORTED_PROTOCOL = (1, 132)  # MQTT 3.1.1 and MQTT 5 reason codes for "unsup
 CONNACK_TIMEOUT_S = 3.0  # with protocol "auto", no CONNACK to an MQTT 5 CONNECT this soon means 3.1.1 only
 
 
+def no_delay(client, userdata, sock) -> None:
+    """For paho's ``on_socket_open``: send small packets at once. paho leaves Nagle's algorithm on, so a small event
+    waits up to a delayed ACK (40 ms) behind the previous one.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # a websocket wrapper has no socket options
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def secure(client: mqtt.Client, c: BrokerConfig) -> None:
     """Credentials, TLS and reconnect backoff from the broker config (every connection linewatch opens)."""
     if c.username:
@@ -149,9 +157,7 @@ class Link:
     def _on_socket_open(self, client, userdata, sock) -> None:
         self.socket_opened_at = time.monotonic()
         self.connack = None
-        with contextlib.suppress(AttributeError, OSError):  # a websocket wrapper has no socket options
-            # paho leaves Nagle's algorithm on: a small event waits up to a delayed ACK (40 ms) behind the previous one
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(client, userdata, sock)
 
     def _on_socket_close(self, client, userdata, sock) -> None:
         self.socket_opened_at = None

@@ -9,7 +9,6 @@ can also leave sequence numbers out (:meth:`EdgeNode.skip`), as a lost message w
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_runtime.mqtt import no_delay
 from edge_runtime.sparkplug import EdgeNodeWriter, decode, is_rebirth_request, topic
 
 log = logging.getLogger("linewatch.sparkplug")
@@ -44,7 +44,7 @@ class EdgeNode:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client.on_socket_open = no_delay
         self._will()
 
     def _will(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import orjson
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.localbroker import start_mosquitto, stop_process
+from edge_runtime.mqtt import no_delay
 from edge_runtime.timeparse import to_seconds
 
 TOPICS = {"json": "plant/{machine}/telemetry", "tag": "plant/{machine}/tags/{tag}", "chunk": "plant/{machine}/chunks",
@@ -124,11 +124,6 @@ def payloads(step: Step, bundle_features: list[str], period: float, t0: float, v
             else:
                 out.append((f"plant/{name}/telemetry", orjson.dumps({"ts": stamp, **{f: float(v) for f, v in zip(bundle_features, row)}})))
     return out
-
-
-def no_delay(client, userdata, sock) -> None:
-    """For paho's ``on_socket_open``: send small packets at once (paho leaves Nagle's algorithm on, which holds them up to 40 ms)."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def publish_open_loop(port: int, messages: list[tuple[str, bytes]], rate: float, start: float, report,
