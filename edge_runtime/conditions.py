@@ -20,6 +20,11 @@ def category_codes(condition: dict) -> dict[str, float] | None:
     return {category: float(i) for i, category in enumerate(condition["categories"])}
 
 
+def category_code(codes: dict[str, float], value) -> float:
+    """A categorical value's code: its category's index, -1 for a category the model does not know."""
+    return codes.get(value if type(value) is str else str(value), -1.0)
+
+
 def unseen(values: np.ndarray, conditions: list[dict]) -> np.ndarray:
     """Rows of ``values [N, C]`` (numeric as they are, categorical as category indices) with a condition training never saw.
 

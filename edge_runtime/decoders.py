@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from edge_runtime.conditions import category_codes
+from edge_runtime.conditions import category_code, category_codes
 from edge_runtime.event_schema import F32_MAX  # beyond this a value becomes inf in the model's float32 input
 from edge_runtime.timeparse import to_seconds
 
@@ -37,13 +37,14 @@ class FeatureLayout:
     index of its category, -1 for a category the model does not know.
     """
 
-    __slots__ = ("names", "index", "numbered", "conditions")
+    __slots__ = ("names", "index", "numbered", "conditions", "positions")
 
     def __init__(self, names: list[str], conditions: list[dict] | None = None) -> None:
         self.names = list(names)
         self.index = {name: j for j, name in enumerate(self.names)}
         self.numbered = tuple(enumerate(self.names))
         self.conditions = tuple((len(self.names) + j, c["name"], category_codes(c)) for j, c in enumerate(conditions or []))
+        self.positions = {**self.index, **{name: j for j, name, _ in self.conditions}}  # features and conditions by name
 
     def __len__(self) -> int:
         return len(self.names)
@@ -51,6 +52,10 @@ class FeatureLayout:
     def name_of(self, position: int) -> str:
         """The feature or condition at a row position."""
         return self.names[position] if position < len(self.names) else self.conditions[position - len(self.names)][1]
+
+    def codes_at(self, position: int) -> dict[str, float] | None:
+        """The category codes of the categorical condition at a row position; None for a feature or a numeric condition."""
+        return self.conditions[position - len(self.names)][2] if position >= len(self.names) else None
 
 
 def _loads(payload: bytes):
@@ -138,7 +143,7 @@ def decode_json(payload: bytes, layout: FeatureLayout, time_key: str, now: float
 def condition_value(name: str, value, codes: dict[str, float] | None) -> float:
     """A condition's coded value: a categorical one's category index (-1 if unknown), a numeric one checked like a feature."""
     if codes is not None:
-        return codes.get(value if type(value) is str else str(value), -1.0)
+        return category_code(codes, value)
     if type(value) not in _NUMBER:
         raise BadSample("wrong_type", f"condition {name}: {type(value).__name__} is not a number")
     if not -F32_MAX <= value <= F32_MAX:

@@ -40,7 +40,6 @@ class Ingest:
         self.bad = bad
         self.window = (max_past_s, max_future_s)
         self.layout = FeatureLayout(bundle.features, bundle.conditions)
-        self.condition_index = {c["name"]: j for j, c in enumerate(bundle.conditions)}
         self.accepted = 0
         self.formats = {"json": self._json, "tag": self._tag, "chunk": self._chunk, "condition": self._condition,
                         "sparkplug": self._sparkplug}
@@ -54,7 +53,6 @@ class Ingest:
         """Switch to a new bundle; streams survive only when the input spec is unchanged."""
         if not keep_streams:
             self.layout = FeatureLayout(bundle.features, bundle.conditions)
-            self.condition_index = {c["name"]: j for j, c in enumerate(bundle.conditions)}
             if self.sparkplug is not None:
                 self.sparkplug.bind(self.layout)
         self.streams.rebind(bundle, keep_streams)
@@ -89,11 +87,11 @@ class Ingest:
 
     def _condition(self, route: Route, payload: bytes, arrival: float) -> None:
         """A condition's own topic (often retained): its value holds for the stream's samples until the next one."""
-        j = self.condition_index.get(route.config.condition)
-        if j is None:
+        position = self.layout.positions.get(route.config.condition, -1)
+        if position < len(self.layout):
             raise BadSample("unknown_feature", f"condition {route.config.condition!r} is not one of the bundle's")
-        value = decode_condition(payload, self.layout.conditions[j][2])
-        self.streams.get(route.key, route.key_fields).conditions[j] = value
+        value = decode_condition(payload, self.layout.codes_at(position))
+        self.streams.get(route.key, route.key_fields).conditions[position - len(self.layout)] = value
         self.accepted += 1
 
     def _with_conditions(self, state: StreamState, rows):
@@ -110,9 +108,13 @@ class Ingest:
             raise BadSample("unknown_feature", f"tag {route.tag!r}")
         t, value = decode_tag(payload, route.config.time_key, time.time(), self.window)
         state = self.streams.get(route.key, route.key_fields)
-        aligner = self.streams.aligner(state, route.config.staleness_s)
-        aligner.update(t, j, value, lambda tick, row, missing: self._push(state, route.topic, tick, self._with_conditions(state, row), missing,
-                                                                          arrival))
+        self.streams.aligner(state, route.config.staleness_s).update(t, j, value, self._emitter(state, route.topic, arrival))
+
+    def _emitter(self, state: StreamState, topic: str, arrival: float) -> Callable[[float, np.ndarray, tuple], None]:
+        """What the grid aligner calls with each tick it completes (tag and Sparkplug data): the sample, with the
+        stream's conditions, into the stream.
+        """
+        return lambda tick, row, missing: self._push(state, topic, tick, self._with_conditions(state, row), missing, arrival)
 
     def _chunk(self, route: Route, payload: bytes, arrival: float) -> None:
         t0, dt, rows = decode_chunk(payload, len(self.layout), self.streams.bundle.sample_period, time.time(), self.window)
@@ -132,11 +134,8 @@ class Ingest:
             return
         state = self.streams.get(route.key, route.key_fields)
         aligner = self.streams.aligner(state, route.config.staleness_s)
+        emit = self._emitter(state, route.topic, arrival)
         n = len(self.layout)
-
-        def emit(tick: float, row, missing: tuple) -> None:
-            self._push(state, route.topic, tick, self._with_conditions(state, row), missing, arrival)
-
         for t, found in samples:
             if state.conditions is not None:
                 for j in [j for j in found if j >= n]:

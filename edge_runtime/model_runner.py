@@ -219,7 +219,9 @@ class ModelRunner:
                     if drifted is not None:
                         kinds.append(drifted)
                 if not kinds and grouped:
-                    group = groups.get(stream.key) or groups.setdefault(stream.key, [stream, threshold, batch.arrivals[i], [], [], []])
+                    group = groups.get(stream.key)
+                    if group is None:
+                        group = groups[stream.key] = [stream, threshold, batch.arrivals[i], [], [], []]
                     group[1] = threshold
                     group[3].append(batch.ends[i])
                     group[4].append(score)

@@ -63,11 +63,7 @@ class SparkplugInput:
 
     def bind(self, layout: FeatureLayout) -> None:
         """Match metric names against this layout (a new bundle): every node must be born again to be read."""
-        self.positions = dict(layout.index)
-        self.codes = {}
-        for position, name, codes in layout.conditions:
-            self.positions[name] = position
-            self.codes[position] = codes
+        self.layout = layout
         self.nodes.clear()
 
     def take(self, where: Topic, payload: bytes, now: float, window: tuple[float, float], bad) -> list[Sample]:
@@ -120,7 +116,7 @@ class SparkplugInput:
         metrics = node.metrics
         for metric in message.metrics:
             if birth:
-                position, datatype = self.positions.get(metric.name), metric.datatype
+                position, datatype = self.layout.positions.get(metric.name), metric.datatype
                 metrics[(device, metric.name)] = (position, datatype)
                 if metric.HasField("alias"):
                     metrics[(device, metric.alias)] = (position, datatype)
@@ -132,7 +128,7 @@ class SparkplugInput:
             if position is None:
                 continue
             try:
-                codes = self.codes.get(position)
+                codes = self.layout.codes_at(position)
                 if codes is not None and datatype in (pb.String, pb.Text) and metric.WhichOneof("value") == "string_value":
                     value = condition_value(metric.name, metric.string_value, codes)
                 else:

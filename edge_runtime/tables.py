@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.conditions import category_codes
+from edge_runtime.conditions import category_code, category_codes
 from edge_runtime.errors import LinewatchError
 from edge_runtime.timeparse import to_seconds
 
@@ -92,7 +92,7 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
             try:
                 times.append(to_seconds(row[tcol]))
                 values.append([float(row[c]) if row[c].strip() else math.nan for c in cols]
-                              + [math.nan if not row[c].strip() else (float(row[c]) if codes is None else codes.get(row[c].strip(), -1.0))
+                              + [math.nan if not row[c].strip() else (float(row[c]) if codes is None else category_code(codes, row[c].strip()))
                                  for c, codes in coded])
                 if lcol is not None:
                     marks.append(int(float(row[lcol])) if row[lcol].strip() else 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge_runtime.conditions import category_codes
+from edge_runtime.conditions import category_code, category_codes
 from edge_runtime.tables import TIME_COLUMNS, find_time_column, sniff_delimiter
 from edge_runtime.timeparse import to_seconds
 from train.errors import DataError
@@ -212,7 +212,7 @@ def _encode_conditions(frame: pd.DataFrame, conditions: list[Condition], path: P
                 raise DataError(f"{path}: condition '{condition.name}' has non-numeric value {column[bad].iloc[0]!r}; it was numeric in training")
         else:
             codes = category_codes(condition.to_dict())
-            values = column.map(lambda v, codes=codes: np.nan if pd.isna(v) else codes.get(str(v), -1.0))
+            values = column.map(lambda v, codes=codes: np.nan if pd.isna(v) else category_code(codes, v))
         frame[f"__condition_{condition.name}"] = values.astype(np.float64)
 
 
