@@ -199,9 +199,9 @@ class AutoencoderDetector:
             self.scorer_, torch.from_numpy(train), torch.from_numpy(val), options, select_device(self.device), self.seed
         )
         self.scorer_.to("cpu").eval()
-        out_of_fold = self._out_of_fold_scores(table) if self.calibration == "out-of-fold" else None
+        out_of_fold = self._out_of_fold_errors(table) if self.calibration == "out-of-fold" else None
         self.calibration_source_ = "holdout" if out_of_fold is None else "out-of-fold"
-        self.calibrate(self.score_windows(val)[0] if out_of_fold is None else out_of_fold)
+        self._calibrate_on_errors(self.channel_errors(val) if out_of_fold is None else out_of_fold)
         self.calibration_windows_ = val[:CALIBRATION_KEEP]
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
@@ -264,15 +264,15 @@ class AutoencoderDetector:
                       f"{self.window} rows: give more data or a smaller --window (such as {max(2, self.window // 2)})")
         return "no validation windows: " + "; ".join(causes)
 
-    def _out_of_fold_scores(self, table: SensorTable) -> np.ndarray | None:
-        """Every normal training window scored by a model that did not see it (two chronological folds).
+    def _out_of_fold_errors(self, table: SensorTable) -> np.ndarray | None:
+        """Every normal training window's channel errors from a model that did not see it (two chronological folds).
 
         Each series is cut at its middle row; a model trained on the first halves scores the
-        windows of the second halves and the other way round, so the scores include what a model
+        windows of the second halves and the other way round, so the errors include what a model
         meets on normal data it was not trained on (later hours, some drift). None, with a
         warning, when a half is too short to train on.
         """
-        scores = []
+        errors = []
         for fit_half, score_half in ((0, 1), (1, 0)):
             helper = clone_params(self, calibration="holdout", progress=False)
             try:
@@ -280,15 +280,35 @@ class AutoencoderDetector:
             except DataError as error:
                 warnings.warn(f"out-of-fold calibration skipped ({error}); the threshold rests on the held-out windows only", stacklevel=3)
                 return None
-            scores.append(helper._normal_window_scores(half_table(table, score_half)))
-        scores = np.concatenate(scores)
-        return scores if len(scores) else None
+            errors.append(helper._normal_window_errors(half_table(table, score_half)))
+        errors = np.concatenate(errors)
+        return errors if len(errors) else None
 
-    def _normal_window_scores(self, table: SensorTable) -> np.ndarray:
-        """The scores of every normal window of ``table`` (rows labelled anomalous left out), at the training stride."""
+    def _normal_window_errors(self, table: SensorTable) -> np.ndarray:
+        """The channel errors of every normal window of ``table`` (rows labelled anomalous left out), at the training stride."""
         windowed = self._windows(table, self.train_stride, exclude_labelled=True)
-        parts = [self.score_windows(sw.take(np.arange(len(sw.starts))))[0] for sw in windowed if len(sw.starts)]
-        return np.concatenate(parts) if parts else np.empty(0, np.float32)
+        parts = [self.channel_errors(sw.take(np.arange(len(sw.starts)))) for sw in windowed if len(sw.starts)]
+        return np.concatenate(parts) if parts else np.empty((0, len(self.features_) + 1), np.float32)
+
+    def _calibrate_on_errors(self, errors: np.ndarray) -> Threshold:
+        """Set each channel's normal level and then the threshold, both from the channel errors of normal windows.
+
+        The deployed levels come from every window. But levels move from one stretch of normal
+        operation to the next, and the score, the largest channel, picks the channel whose level
+        came out lowest; a threshold set on the windows that set the levels sees none of that. So
+        the threshold is cross-fitted: each half of the windows is scored with the levels of the
+        other half (out of fold, the halves are also the two fold models': levels from one period
+        and model, errors from another, as in deployment), and the threshold method is applied to
+        the scores of both halves together.
+        """
+        every = torch.from_numpy(errors)  # plain data, no autograd graph is built on it
+        half = len(every) // 2
+        halves = ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half)))
+        crossed = [self.scorer_.combine(every[scored], self.scorer_.scale_for(every[levels]))[0] for levels, scored in halves]
+        self.scorer_.set_normal_level(every)
+        info = self.calibrate(torch.cat(crossed).numpy() if half else self.scorer_.combine(every)[0].numpy())
+        self.calibration_quantiles_ = quantiles(self.scorer_.combine(every)[0].numpy())  # what drift is measured against
+        return info
 
     def calibration_rate(self) -> float:
         """The per-window exceedance rate the threshold aims at: ``threshold_param``, or for ``conformal``
@@ -299,15 +319,15 @@ class AutoencoderDetector:
         return window_rate(self.false_alarms_per_day, self.stride, self.sample_period_)
 
     def calibrate_on(self, X) -> Threshold:
-        """Set ``threshold_`` from separate normal data (``--calibration-data``): its windows scored by this model."""
+        """Set each channel's normal level and ``threshold_`` from separate normal data (``--calibration-data``)."""
         self._check_fitted()
         table = as_table(X, self.features_, self.sample_period_)
         self._check_features(table)
-        scores = self._normal_window_scores(table)
-        if not len(scores):
+        errors = self._normal_window_errors(table)
+        if not len(errors):
             raise DataError(f"the calibration data holds no window of {self.window} gap-free normal rows")
         self.calibration_source_ = "calibration data"
-        return self.calibrate(scores)
+        return self._calibrate_on_errors(errors)
 
     def threshold_record(self) -> dict:
         """The threshold with what it rests on and where its scores came from (the bundle's threshold section)."""
@@ -320,23 +340,24 @@ class AutoencoderDetector:
         info = fit_threshold(method, normal_scores, labels, self.calibration_rate() if method == self.threshold else self.threshold_param)
         self.threshold_info_ = info
         self.threshold_ = info.value
-        normal = normal_scores if labels is None else normal_scores[np.asarray(labels) == 0]
-        self.calibration_quantiles_ = {str(q): float(np.quantile(normal, q)) for q in QUANTILES}
+        self.calibration_quantiles_ = quantiles(normal_scores if labels is None else normal_scores[np.asarray(labels) == 0])
         return info
 
     # -- scoring -------------------------------------------------------------------------
     @torch.no_grad()
-    def score_windows(self, windows: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """Scores ``[N]`` and per-feature errors ``[N, F]`` of raw windows ``[N, W, F]``."""
+    def channel_errors(self, windows: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Raw channel errors ``[N, F + 1]`` (see :meth:`WindowScorer.channel_errors`) of raw windows ``[N, W, F]``."""
         self._check_fitted()
-        scores, errors = [], []
-        for i in range(0, len(windows), batch_size):
-            s, e = self.scorer_(torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32)))
-            scores.append(s.numpy())
-            errors.append(e.numpy())
-        if not scores:
-            return np.empty(0, np.float32), np.empty((0, len(self.features_)), np.float32)
-        return np.concatenate(scores), np.concatenate(errors)
+        parts = [self.scorer_.channel_errors(torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32))).numpy()
+                 for i in range(0, len(windows), batch_size)]
+        return np.concatenate(parts) if parts else np.empty((0, len(self.features_) + 1), np.float32)
+
+    @torch.no_grad()
+    def score_windows(self, windows: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``[N]`` and per-feature errors relative to their normal level ``[N, F]`` of raw windows ``[N, W, F]``."""
+        errors = torch.from_numpy(self.channel_errors(windows, batch_size))
+        score, feature_error = self.scorer_.combine(errors)
+        return score.numpy(), feature_error.numpy()
 
     def score_series(self, series: Series) -> SeriesScores:
         """Window one series with the runtime's stride and gap rule and score it."""
@@ -445,6 +466,11 @@ class AutoencoderDetector:
         detector.training_windows_ = training["windows"]
         detector.calibration_windows_ = run.calibration_windows
         return detector
+
+
+def quantiles(normal_scores: np.ndarray) -> dict[str, float]:
+    """The calibration quantiles of normal scores the bundle records (the drift baseline)."""
+    return {str(q): float(np.quantile(normal_scores, q)) for q in QUANTILES}
 
 
 def fingerprint(table: SensorTable) -> dict:

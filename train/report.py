@@ -83,7 +83,7 @@ def _feature_contributions(features: list[str], normal: np.ndarray, anomalous: n
     if anomalous is not None:
         ax.bar(x + 0.2, anomalous, width=0.4, label="windows ending in an anomaly")
     ax.set_xticks(x, features, rotation=30, ha="right")
-    ax.set(ylabel="mean feature error", title="Per-feature contributions")
+    ax.set(ylabel="mean feature error (x its normal level)", title="Per-feature contributions")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

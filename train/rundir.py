@@ -1,6 +1,7 @@
 """The run directory, the contract between ``linewatch train`` and ``linewatch export``.
 
-Format ``linewatch.run/1``: ``config.json`` (everything needed to rebuild the detector, no
+Format ``linewatch.run/2`` (2: the scorer holds each channel's normal error level; a version 1
+run predates it and must be retrained): ``config.json`` (everything needed to rebuild the detector, no
 pickles), ``model.npz`` (the scorer's state dict), ``calibration_windows.npy`` (raw windows the
 export checks parity on) and ``loss_curve.csv``. Plots are written beside it by the CLI; saving
 needs neither matplotlib nor torch. :func:`load_run` checks the format and version first and says
@@ -19,7 +20,7 @@ from edge_runtime.bundle import read_json_object
 from train.errors import DataError
 
 FORMAT = "linewatch.run"
-VERSION = 1
+VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.npz"
 CALIBRATION_FILE = "calibration_windows.npy"
@@ -55,7 +56,7 @@ def save_run(run_dir: str | Path, config: dict, weights: dict[str, np.ndarray], 
 
 
 def check_format(tag, where: str) -> None:
-    """Accept ``linewatch.run/1``; explain any other tag (missing, another format, a newer version)."""
+    """Accept ``linewatch.run/<VERSION>``; explain any other tag (missing, another format, a newer version)."""
     if not isinstance(tag, str) or "/" not in tag:
         raise RunDirError(f"{where}: no format tag (found {tag!r}); expected {FORMAT}/{VERSION}")
     name, _, version = tag.partition("/")
@@ -63,7 +64,7 @@ def check_format(tag, where: str) -> None:
         raise RunDirError(f"{where}: format {tag!r} is not a linewatch run directory ({FORMAT}/{VERSION})")
     if not version.isdigit() or int(version) != VERSION:
         newer = version.isdigit() and int(version) > VERSION
-        hint = "written by a newer linewatch; upgrade" if newer else "not readable by this linewatch"
+        hint = "written by a newer linewatch; upgrade" if newer else "an older linewatch's run: train it again"
         raise RunDirError(f"{where}: run directory version {version!r} found, this linewatch reads {VERSION} ({hint})")
 
 

@@ -14,9 +14,14 @@ class WindowScorer(nn.Module):
     """``window [B, W, F]`` (sensor units) -> ``score [B]``, ``feature_error [B, F]``.
 
     Normalises with the training statistics (stored as buffers), runs the model, and takes the
-    mean squared reconstruction error over time per feature (``feature_error``, in normalised
-    units) and its mean over features plus the model's score term (``score``). Higher score
-    means more anomalous.
+    mean squared reconstruction error over time per feature and the model's score term (the
+    VAE's KL, PCA's T²): one error per *channel*. Each channel is divided by its level on normal
+    data the model did not train on (``channel_scale``, set by :meth:`set_normal_level` at
+    calibration), so ``feature_error`` reads "times this sensor's normal error" (1 is typical),
+    and ``score`` is the largest channel: a window is as anomalous as its most departed sensor.
+    Each sensor is measured against its own normal error, so a sensor the model reconstructs
+    well is not drowned by a noisy one, and a fault in a few sensors is not diluted by the
+    others (README, "Scoring"). Higher score means more anomalous.
 
     A conditional scorer (``conditions``: ``("numeric", 0)`` or ``("categorical", k)`` per condition)
     takes windows with one more channel per condition, ``[B, W, F + C]``: the condition at the
@@ -33,6 +38,7 @@ class WindowScorer(nn.Module):
         self.conditions = [tuple(c) for c in conditions or []]
         self.register_buffer("mean", mean.detach().clone().float())
         self.register_buffer("inv_std", 1.0 / std.detach().clone().float())
+        self.register_buffer("channel_scale", torch.ones(self.n_features + 1))
         if self.conditions:
             self.register_buffer("condition_mean", condition_mean.detach().clone().float())
             self.register_buffer("condition_inv_std", 1.0 / condition_std.detach().clone().float())
@@ -64,9 +70,36 @@ class WindowScorer(nn.Module):
         """The model on standardised windows (and encoded conditions): ``(reconstruction, score_term, penalty)``."""
         return self.model(x) if condition is None else self.model(x, condition)
 
-    def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score a batch of raw windows."""
+    def channel_errors(self, window: torch.Tensor) -> torch.Tensor:
+        """``[B, F + 1]``: each feature's mean squared reconstruction error over time, then the model's score term."""
         x = self.normalise(window)
         recon, score_term, _ = self.reconstruct(x, self.encode_conditions(window))
-        feature_error = (recon - x).pow(2).mean(dim=1)
-        return feature_error.mean(dim=1) + score_term, feature_error
+        return torch.cat([(recon - x).pow(2).mean(dim=1), score_term.unsqueeze(1)], dim=1)
+
+    def combine(self, channel_errors: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel errors -> ``(score, feature_error)``, each channel relative to its normal level
+        (``channel_scale``, or ``scale`` from :meth:`scale_for` to try other levels).
+        """
+        relative = channel_errors * (self.channel_scale if scale is None else scale)
+        return relative.amax(dim=1), relative[:, : self.n_features]
+
+    @staticmethod
+    def scale_for(channel_errors: torch.Tensor) -> torch.Tensor:
+        """Each channel's weight from normal windows ``[N, F + 1]``: one over its mean error.
+
+        A level is floored at a thousandth of the largest one, so that a channel the model
+        reconstructs almost perfectly is not blown up into an alarm on noise; a channel that
+        is zero on normal data (the score term of a plain autoencoder) keeps weight 0.
+        """
+        level = channel_errors.double().mean(dim=0)
+        floor = 1e-3 * level.max().clamp_min(1e-12)
+        return torch.where(level > 0, 1.0 / torch.maximum(level, floor), torch.zeros_like(level)).float()
+
+    @torch.no_grad()
+    def set_normal_level(self, channel_errors: torch.Tensor) -> None:
+        """Measure each channel against its level on the normal windows ``[N, F + 1]`` from now on."""
+        self.channel_scale.copy_(self.scale_for(channel_errors))
+
+    def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score a batch of raw windows."""
+        return self.combine(self.channel_errors(window))

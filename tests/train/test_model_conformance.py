@@ -34,7 +34,7 @@ def test_output_shapes_and_dtypes(kind, kind_bundles):
     assert score.shape == (7,) and feature_error.shape == (7, len(detector.features_))
     assert score.dtype == feature_error.dtype == torch.float32
     assert torch.isfinite(score).all() and (feature_error >= 0).all()
-    assert torch.all(score >= feature_error.mean(1) - 1e-6)  # the score term (KL, T²) is never negative
+    assert torch.all(score >= feature_error.amax(1) - 1e-6)  # the most departed channel; the score term (KL, T²) one of them
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -136,8 +136,25 @@ def test_fit_is_seeded_and_reproducible(plant_table):
 
 def test_vae_score_includes_its_kl_term():
     scorer = WindowScorer(build_model("vae", 10, 3), torch.zeros(3), torch.ones(3)).eval()
-    score, feature_error = scorer(torch.randn(7, 10, 3))
-    assert torch.all(score > feature_error.mean(1))
+    assert torch.all(scorer.channel_errors(torch.randn(7, 10, 3))[:, -1] > 0)  # the KL term is a channel of its own
+    scorer.set_normal_level(torch.tensor([[1.0, 1.0, 1.0, 0.5]]))
+    score, feature_error = scorer.combine(torch.tensor([[0.1, 0.1, 0.1, 1.0]]))  # the KL at twice its normal level
+    torch.testing.assert_close(score, torch.tensor([2.0]))
+    assert torch.all(feature_error < 0.2)
+
+
+def test_score_is_the_channel_most_above_its_normal_level():
+    scorer = WindowScorer(build_model("dense", 10, 2), torch.zeros(2), torch.ones(2))
+    scorer.set_normal_level(torch.tensor([[1.0, 10.0, 0.0], [3.0, 30.0, 0.0]]))  # normal levels 2 and 20; no score term
+    score, feature_error = scorer.combine(torch.tensor([[4.0, 20.0, 5.0], [1.0, 50.0, 0.0]]))
+    torch.testing.assert_close(feature_error, torch.tensor([[2.0, 1.0], [0.5, 2.5]]))
+    torch.testing.assert_close(score, torch.tensor([2.0, 2.5]))  # a quiet sensor doubling outranks a noisy one at its usual error
+
+
+def test_a_channel_reconstructed_almost_perfectly_is_not_blown_up():
+    scorer = WindowScorer(build_model("dense", 10, 2), torch.zeros(2), torch.ones(2))
+    scorer.set_normal_level(torch.tensor([[1e-9, 1.0, 0.0]]))
+    torch.testing.assert_close(scorer.channel_scale, torch.tensor([1000.0, 1.0, 0.0]))  # floored at a thousandth of the largest
 
 
 def test_denoising_and_sparse_options_train(plant_table):

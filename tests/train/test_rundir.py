@@ -18,14 +18,15 @@ def run_dir(kind_bundles, tmp_path_factory):
 
 
 def test_config_carries_the_format_and_loads(run_dir):
-    assert json.loads((run_dir / "config.json").read_text())["format"] == "linewatch.run/1"
+    assert json.loads((run_dir / "config.json").read_text())["format"] == "linewatch.run/2"
     assert load_run(run_dir).weights and AutoencoderDetector.load(run_dir).kind == "dense"
 
 
 @pytest.mark.parametrize(("tag", "message"), [
     (None, "no format tag"),
     ("linewatch.bundle/1", "is not a linewatch run directory"),
-    ("linewatch.run/2", "version '2' found, this linewatch reads 1 \\(written by a newer linewatch; upgrade\\)"),
+    ("linewatch.run/3", "version '3' found, this linewatch reads 2 \\(written by a newer linewatch; upgrade\\)"),
+    ("linewatch.run/1", "version '1' found, this linewatch reads 2 \\(an older linewatch's run: train it again\\)"),
 ])
 def test_other_formats_and_versions_say_what_was_found(run_dir, tmp_path, tag, message):
     copy = tmp_path / "run"

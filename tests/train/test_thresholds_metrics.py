@@ -124,3 +124,28 @@ def test_the_detector_calibrates_out_of_fold_or_on_separate_data_and_says_which(
     with pytest.warns(UserWarning, match="out-of-fold calibration skipped"):
         fallback = tiny_detector("dense", window=20, max_windows=100).fit(short)
     assert fallback.calibration_source_ == "holdout"
+
+
+def test_the_cross_fitted_threshold_keeps_its_rate_although_the_channel_levels_are_estimated(kind_bundles, rng):
+    torch = pytest.importorskip("torch")
+    detector = kind_bundles["dense"][0]
+    saved = detector.threshold_param, detector.scorer_.channel_scale.clone(), detector.threshold_info_, detector.calibration_quantiles_
+    n_channels, rate, exceed, exceed_same = len(detector.features_) + 1, 0.02, [], []
+    spread = np.r_[np.geomspace(0.01, 10, n_channels - 1), 0.0]  # sensors reconstructed closely and loosely; no score term
+    try:
+        detector.threshold_param = rate
+        for _ in range(300):  # on average over calibration sets of 150 windows: P(new score > threshold) <= rate
+            calibration, fresh = rng.gamma(1.0, 1.0, (150, n_channels)) * spread, rng.gamma(1.0, 1.0, (4000, n_channels)) * spread
+            info = detector._calibrate_on_errors(calibration.astype(np.float32))
+            assert info.windows == 150  # both halves, each scored with the other's levels
+            score = detector.scorer_.combine(torch.from_numpy(fresh.astype(np.float32)))[0].numpy()
+            exceed.append((score > info.value).mean())
+            on_the_same_windows = fit_threshold("conformal", detector.scorer_.combine(torch.from_numpy(calibration.astype(np.float32)))[0].numpy(),
+                                                parameter=rate)
+            exceed_same.append((score > on_the_same_windows.value).mean())
+    finally:
+        detector.threshold_param, detector.threshold_info_, detector.calibration_quantiles_ = saved[0], saved[2], saved[3]
+        detector.scorer_.channel_scale.copy_(saved[1])
+        detector.threshold_ = saved[2].value
+    assert np.mean(exceed) <= rate
+    assert np.mean(exceed_same) > rate  # calibrated on the windows that set the levels, the promise is broken
