@@ -33,6 +33,7 @@ class TrainingHistory:
     seconds: float = 0.0
     device: str = "cpu"
     mixed_precision: bool = False
+    closed_form: bool = False  # fitted in one step (PCA): no epochs for early stopping to decide
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -40,8 +41,8 @@ class TrainingHistory:
 
     @property
     def stopped_at_cap(self) -> bool:
-        """True when the best epoch was the last one run: training may still have been improving."""
-        return bool(self.val_loss) and self.best_epoch == len(self.val_loss) - 1
+        """True when the best epoch of an iterative fit was the last one run: training may still have been improving."""
+        return bool(self.val_loss) and not self.closed_form and self.best_epoch == len(self.val_loss) - 1
 
 
 @dataclass
@@ -82,6 +83,7 @@ def fit_scorer(scorer: WindowScorer, train: torch.Tensor, val: torch.Tensor, opt
     train, val = train.to(device), val.to(device)
     model = scorer.model
     if getattr(model, "closed_form", False):
+        history.closed_form = True
         model.fit(scorer.normalise(train))
         history.train_loss.append(float(mean_validation_loss(scorer, train, options.batch_size)))
         history.val_loss.append(float(mean_validation_loss(scorer, val, options.batch_size)) if len(val) else float("nan"))

@@ -49,6 +49,7 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "pca" / "config.json").read_text())["threshold"]["method"] == "f1"
+    assert "still falling" not in result.output  # a closed-form fit has no epochs for early stopping to decide
 
 
 def test_train_reports_bad_input_in_one_line(tmp_path):
