@@ -302,12 +302,16 @@ class AutoencoderDetector:
         the scores of both halves together.
         """
         every = torch.from_numpy(errors)  # plain data, no autograd graph is built on it
-        half = len(every) // 2
-        halves = ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half)))
-        crossed = [self.scorer_.combine(every[scored], self.scorer_.scale_for(every[levels]))[0] for levels, scored in halves]
         self.scorer_.set_normal_level(every)
-        info = self.calibrate(torch.cat(crossed).numpy() if half else self.scorer_.combine(every)[0].numpy())
-        self.calibration_quantiles_ = quantiles(self.scorer_.combine(every)[0].numpy())  # what drift is measured against
+        scores = self.scorer_.combine(every)[0].numpy()
+        half = len(every) // 2
+        crossed = scores  # a single window leaves nothing to cross-fit
+        if half:
+            halves = ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half)))
+            crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.scale_for(every[levels]))[0]
+                                 for levels, scored in halves]).numpy()
+        info = self.calibrate(crossed)
+        self.calibration_quantiles_ = quantiles(scores)  # what drift is measured against: the deployed scores
         return info
 
     def calibration_rate(self) -> float:
