@@ -166,15 +166,6 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
         raise _fail(error) from None
 
 
-def _header(path: str) -> list[str]:
-    """The column names of a CSV file."""
-    from edge_runtime.tables import sniff_delimiter
-
-    with open(path, encoding="utf-8") as handle:
-        line = handle.readline()
-    return [name.strip() for name in line.strip().split(sniff_delimiter(line))]
-
-
 @click.command("sparkplug-node")
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--broker", default="127.0.0.1:1883", show_default=True, help="HOST:PORT of the MQTT broker.")
@@ -193,13 +184,13 @@ def sparkplug_node(data, broker, group, node, features, bundle_path, series_colu
     from edge_runtime import sparkplug_b_pb2 as pb
     from edge_runtime.bundle import load_bundle
     from edge_runtime.sparkplug_node import EdgeNode, replay
-    from edge_runtime.tables import read_csv
+    from edge_runtime.tables import csv_header, read_csv
 
     if bool(features) == bool(bundle_path):
         raise click.UsageError("give --features or --bundle (one of them)")
     try:
         names = features.split(",") if features else load_bundle(bundle_path).features
-        series = [s for path in data for s in read_csv(path, names, series_column if series_column in _header(path) else None, time_column)]
+        series = [s for path in data for s in read_csv(path, names, series_column if series_column in csv_header(path) else None, time_column)]
     except LinewatchError as error:
         raise _fail(error) from None
     rows = sorted(((float(t), s.name, [None if v != v else float(v) for v in values]) for s in series for t, values in zip(s.time, s.values)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,20 @@ class InputError(LinewatchError):
 def sniff_delimiter(header_line: str) -> str:
     """``;`` when the header line holds more semicolons than commas, else ``,``."""
     return ";" if header_line.count(";") > header_line.count(",") else ","
+
+
+def csv_rows(handle) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and a reader of the remaining rows of an open CSV file, its delimiter sniffed from the header line."""
+    delimiter = sniff_delimiter(handle.readline())
+    handle.seek(0)
+    reader = csv.reader(handle, delimiter=delimiter)
+    return next(reader, []), reader
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The column names of a CSV file, read as :func:`read_csv` reads them."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return csv_rows(handle)[0]
 
 
 def find_time_column(columns: list[str], wanted: str | None = None) -> str | None:
@@ -62,10 +77,7 @@ def read_csv(path: str | Path, features: list[str], series_column: str | None = 
     conditions = conditions or []
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
-        delimiter = sniff_delimiter(handle.readline())
-        handle.seek(0)
-        reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader)
+        header, reader = csv_rows(handle)
         tname = find_time_column(header, time_column)
         if tname is None:
             raise InputError(f"{path}: no time column; expected {time_column or ' or '.join(TIME_COLUMNS)}")

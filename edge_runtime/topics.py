@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 SPARKPLUG_NAMESPACE = "spBv1.0"
 SPARKPLUG_NODE_KINDS = ("NBIRTH", "NDATA", "NDEATH", "NCMD")
@@ -64,6 +65,7 @@ class SparkplugTopic:
         return self.node if self.device is None else f"{self.node}/{self.device}"
 
 
+@lru_cache(maxsize=65_536)  # the router matches a topic once, ingest reads its parts on every message: parse each once
 def parse_sparkplug(topic: str) -> SparkplugTopic | None:
     """The parts of a Sparkplug B node or device topic, or None for anything else (STATE, other namespaces)."""
     parts = topic.split("/")
