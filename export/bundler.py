@@ -148,7 +148,9 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
                        *([{"name": CONDITION_NAME, "dtype": "float32", "shape": ["batch", len(detector.conditions_)]}] if detector.conditions_ else [])],
             "outputs": [{"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch"]},
                         {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", f]}],
-            "score": "mean squared reconstruction error of the standardised window (+ model term); higher is more anomalous",
+            "score": "the largest channel error: each feature's mean squared reconstruction error over the standardised window "
+                     "(and the model term), divided by its mean on normal calibration windows; feature_error holds the features' "
+                     "errors in those units (1 is typical); higher is more anomalous",
         },
         "threshold": {**detector.threshold_record(), "calibration_quantiles": detector.calibration_quantiles_},
         "artifacts": artifacts,
