@@ -246,6 +246,7 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         _replay(send, test_frame, s, state, broker_name, live)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and runtime.snapshot()["accepted"] + sum(runtime.bad.counts.values()) < len(test_frame):
+            _stop_if_requested()
             time.sleep(0.1)
         time.sleep(0.5)
         runtime.stop()
@@ -321,6 +322,21 @@ def _edge_node(port: int, machines: list[str], stack: ExitStack):
     return lambda machine, ts, values: node.publish(machine, values, round(ts * 1000))
 
 
+# Set by Ctrl-C or SIGTERM. The handler also raises KeyboardInterrupt at once, but Python drops an exception raised
+# while a finaliser or a library's catch-all runs; the replay checks this event so that the stop is never lost.
+STOP_REQUESTED = threading.Event()
+
+
+def _interrupt(signum, frame) -> None:
+    STOP_REQUESTED.set()
+    raise KeyboardInterrupt
+
+
+def _stop_if_requested() -> None:
+    if STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt
+
+
 def _replay(send, frame, s: DemoSettings, state: LiveState, broker_name: str, live: bool) -> None:
     """Publish the test period in time order at ``s.rate`` samples per second per machine with ``send(machine, ts, values)``."""
     from contextlib import nullcontext
@@ -340,6 +356,7 @@ def _replay(send, frame, s: DemoSettings, state: LiveState, broker_name: str, li
         view = Live(render(state, 0.0, broker_name), refresh_per_second=8, transient=False)
     with view or nullcontext():
         for i in range(len(ordered)):
+            _stop_if_requested()
             due = began + (stamps[i] - t_first) / s.rate
             wait = due - time.perf_counter()
             if wait > 0:
@@ -365,12 +382,14 @@ def demo(output, quick, rate, no_live, broker, sparkplug):
     settings = DemoSettings.quick() if quick else DemoSettings()
     if rate:
         settings.rate = rate
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    previous = {number: signal.signal(number, _interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+    STOP_REQUESTED.clear()
     try:
         run_demo(Path(output), settings, live=not no_live and sys.stdout.isatty(), broker=broker, sparkplug=sparkplug)
+        _stop_if_requested()  # a stop that came after the last check: the run finished, but the user asked to stop
     except KeyboardInterrupt:
         click.echo("interrupted: everything the demo started has been stopped", err=True)
         sys.exit(130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -81,3 +81,20 @@ def test_quick_demo_over_sparkplug_detects_the_same_faults(mosquitto_path, tmp_p
     assert summary["messages accepted"] == 3 * 2400  # every DDATA became a sample, none refused
     assert "as Sparkplug B edge node plant/line1" in result.stdout
     assert processes_mentioning(str(out)) == []
+
+
+def test_a_stop_request_swallowed_on_its_way_still_stops_the_replay():
+    pd = pytest.importorskip("pandas")
+    from export import demo
+    from train.simulate import FEATURES
+
+    frame = pd.DataFrame({"ts": [0.0, 1.0], "machine": ["m1", "m1"], **{f: [0.0, 0.0] for f in FEATURES}})
+    sent = []
+    with pytest.raises(KeyboardInterrupt):  # ... and say a catch-all (a finaliser, a library) loses this exception
+        demo._interrupt(signal.SIGINT, None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            demo._replay(lambda *args: sent.append(args), frame, demo.DemoSettings.quick(), None, "none", live=False)
+    finally:
+        demo.STOP_REQUESTED.clear()
+    assert sent == []
