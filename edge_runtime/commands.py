@@ -56,9 +56,11 @@ def inspect(bundle_path):
     click.echo("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
 
 
-def evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows: int = 0, train_until=None) -> None:
+def evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows: int = 0, train_until=None,
+                    sweep: bool = False) -> None:
     """``linewatch evaluate`` on a bundle, without torch: ONNX Runtime and the runtime's own stream assembly, one
-    confusion matrix pooled over every series of every file, the raw threshold and the default alarm policy.
+    confusion matrix pooled over every series of every file, the raw threshold and the default alarm policy
+    (and with ``sweep`` that policy at multiples of the threshold).
     """
     from edge_runtime.backends import create_backend
     from edge_runtime.bundle import load_bundle
@@ -75,7 +77,7 @@ def evaluate_bundle(target, data, output, series_column, time_column, label_colu
     except (LinewatchError, ValueError) as error:
         raise _fail(error) from None
     a = AlarmConfig()
-    metrics = evaluate_scored(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband))
+    metrics = evaluate_scored(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband), sweep)
     if output:
         Path(output).mkdir(parents=True, exist_ok=True)
         (Path(output) / "evaluation.json").write_text(json.dumps(metrics, indent=2))

@@ -201,14 +201,49 @@ def evaluate_both(raw: list[SeriesResult], alarmed: list[SeriesResult]) -> dict:
     return metrics
 
 
-def evaluate_scored(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float]) -> dict:
-    """The metrics of one model's scored series: one rule for ``evaluate`` on a run and on a bundle."""
+# Multiples of a threshold for a sweep: half-octave steps from an eighth to eight times it.
+THRESHOLD_MULTIPLES = tuple(float(2.0 ** (k / 2)) for k in range(-6, 7))
+
+
+def threshold_sweep(models: list[tuple[list[ScoredSeries], float, int]], policy: tuple[int, int, int, float],
+                    multiples: tuple[float, ...] = THRESHOLD_MULTIPLES) -> list[dict]:
+    """What the alarm ``policy`` would raise with every model's threshold scaled by each multiple.
+
+    ``models`` holds ``(parts, threshold, stride)`` per model; one confusion matrix is pooled over
+    all of them per multiple. On labelled data this separates the two limits of a detector: if no
+    multiple reaches the wanted F1 at the wanted false-alarm rate, the score's ranking is what
+    falls short, not the threshold.
+    """
+    sweep = []
+    for multiple in multiples:
+        alarmed = [r for parts, threshold, stride in models for r in decisions(parts, threshold * multiple, stride, policy)[1]]
+        metrics = evaluate(alarmed)
+        sweep.append({"multiple": multiple, **{key: metrics[key] for key in ALARM_POLICY_KEYS}})
+    return sweep
+
+
+def evaluate_scored(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float],
+                    sweep: bool = False) -> dict:
+    """The metrics of one model's scored series: one rule for ``evaluate`` on a run and on a bundle.
+
+    ``sweep`` adds ``threshold_sweep``: the alarm policy's metrics at every multiple of ``threshold``.
+    """
     metrics = evaluate_both(*decisions(parts, threshold, stride, policy))
     metrics["threshold"] = threshold
+    if sweep:
+        metrics["threshold_sweep"] = threshold_sweep([(parts, threshold, stride)], policy)
     return metrics
 
 
 def format_metrics(metrics: dict) -> list[str]:
-    """The metrics as aligned two-column lines."""
-    width = max(len(k) for k in metrics)
-    return [f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}" for key, value in metrics.items()]
+    """The metrics as aligned two-column lines, then the threshold sweep as a table when there is one."""
+    flat = {key: value for key, value in metrics.items() if key != "threshold_sweep"}
+    width = max(len(k) for k in flat)
+    lines = [f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}" for key, value in flat.items()]
+    if "threshold_sweep" in metrics:
+        lines += ["threshold sweep (the alarm policy at multiples of the threshold):",
+                  f"  {'multiple':>8} {'threshold':>10} {'F1':>6} {'FAR %':>6} {'MAR %':>6} {'events':>7} {'early':>5}"]
+        for row in metrics["threshold_sweep"]:
+            lines.append(f"  {row['multiple']:>8.3g} {row['multiple'] * metrics['threshold']:>10.4g} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} "
+                         f"{row['mar'] * 100:>6.1f} {row['events_detected']:>7} {row['series_with_early_false_alarm']:>5}")
+    return lines

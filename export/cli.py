@@ -50,18 +50,20 @@ def export(run_dir, output, fp16, int8, tensorrt, max_batch, units, name, tolera
 @click.option("--features", default=None, help="Run only: comma-separated feature columns.")
 @click.option("--train-rows", type=int, default=0, help="Bundle: evaluate each series after its first N rows (SKAB's protocol: 400).")
 @click.option("--train-until", default=None, help="Bundle: evaluate rows after this time (ISO 8601 or epoch seconds).")
-def evaluate(target, data, output, series_column, time_column, label_column, features, train_rows, train_until):
+@click.option("--sweep", is_flag=True, help="Also show the alarm policy at multiples of the threshold (1/8 .. 8x).")
+def evaluate(target, data, output, series_column, time_column, label_column, features, train_rows, train_until, sweep):
     """Score labelled DATA files with BUNDLE_OR_RUN and pool one confusion matrix over them.
 
     A bundle is evaluated without torch, through ONNX Runtime and the runtime's own stream
     assembly; a run directory through training's scorer, with an HTML report. Both report the raw
-    threshold and what the runtime's default alarm policy would raise (``alarm_policy_*``).
+    threshold and what the runtime's default alarm policy would raise (``alarm_policy_*``);
+    ``--sweep`` adds what that policy would raise at other thresholds.
     """
     if (Path(target) / "bundle.json").exists():
         from edge_runtime.commands import evaluate_bundle
 
-        evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows, train_until)
+        evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows, train_until, sweep)
     else:
         from train.cli import evaluate_run
 
-        evaluate_run(target, data, output, time_column, label_column, series_column, features)
+        evaluate_run(target, data, output, time_column, label_column, series_column, features, sweep)

@@ -166,7 +166,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
                    f"did not decide the epoch count; train again with a larger --epochs", err=True)
 
 
-def evaluate_run(run_dir, data, output, time_column, label_column, series_column, features) -> None:
+def evaluate_run(run_dir, data, output, time_column, label_column, series_column, features, sweep: bool = False) -> None:
     """``linewatch evaluate`` on a run directory: metrics table, evaluation.json and an HTML report."""
     from edge_runtime.detection_metrics import format_metrics
     from train.detector import AutoencoderDetector
@@ -176,7 +176,7 @@ def evaluate_run(run_dir, data, output, time_column, label_column, series_column
     try:
         detector = AutoencoderDetector.load(run_dir)
         table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
-        metrics, scored = evaluate_detector(detector, table)
+        metrics, scored = evaluate_detector(detector, table, sweep)
     except DataError as error:
         raise click.ClickException(str(error)) from None
     out = Path(output or Path(run_dir) / "evaluation")

@@ -11,8 +11,10 @@ from train.detector import AutoencoderDetector, SeriesScores
 from train.errors import DataError
 
 
-def evaluate_detector(detector: AutoencoderDetector, table: SensorTable) -> tuple[dict, list[SeriesScores]]:
-    """Metrics (see :func:`edge_runtime.detection_metrics.evaluate_scored`) and per-series scores on labelled data."""
+def evaluate_detector(detector: AutoencoderDetector, table: SensorTable, sweep: bool = False) -> tuple[dict, list[SeriesScores]]:
+    """Metrics (see :func:`edge_runtime.detection_metrics.evaluate_scored`; ``sweep`` adds the threshold sweep) and
+    per-series scores on labelled data.
+    """
     if not table.has_labels:
         raise DataError("evaluation needs a label column (label/anomaly or --label-column)")
     detector._check_features(table)
@@ -20,4 +22,4 @@ def evaluate_detector(detector: AutoencoderDetector, table: SensorTable) -> tupl
     parts = [ScoredSeries(s.name, s.time, s.labels, sc.windows.ends, sc.window_scores, sc.windows.segment_of(np.arange(len(s))))
              for s, sc in zip(table.series, scored)]
     a = AlarmConfig()  # the runtime's default policy: what a gateway with this bundle would raise
-    return evaluate_scored(parts, detector.threshold_, detector.stride, (a.on_k, a.on_n, a.off_m, a.deadband)), scored
+    return evaluate_scored(parts, detector.threshold_, detector.stride, (a.on_k, a.on_n, a.off_m, a.deadband), sweep), scored

@@ -90,6 +90,20 @@ def _feature_contributions(features: list[str], normal: np.ndarray, anomalous: n
     plt.close(fig)
 
 
+def _threshold_sweep(sweep: list[dict], threshold: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [row["multiple"] * threshold for row in sweep]
+    ax.plot(x, [row["f1"] for row in sweep], marker=".", label="F1")
+    ax.plot(x, [row["far"] for row in sweep], marker=".", label="false-alarm rate")
+    ax.plot(x, [1 - row["mar"] for row in sweep], marker=".", label="recall")
+    ax.axvline(threshold, color="red", lw=0.8, label=f"threshold {threshold:.3g}")
+    ax.set(xscale="log", xlabel="threshold", ylim=(0, 1), title="Alarm policy at other thresholds")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, detector, run_dir: Path) -> Path:
     """Write ``report.html`` with PNG plots into ``out_dir``; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +130,10 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
     if (run_dir / LOSS_CURVE_PNG).exists():
         (out_dir / LOSS_CURVE_PNG).write_bytes((run_dir / LOSS_CURVE_PNG).read_bytes())
         figures.insert(0, LOSS_CURVE_PNG)
-    table = html_table([(k, _fmt(v)) for k, v in metrics.items()])
+    if "threshold_sweep" in metrics:
+        _threshold_sweep(metrics["threshold_sweep"], threshold, out_dir / "threshold_sweep.png")
+        figures.append("threshold_sweep.png")
+    table = html_table([(k, _fmt(v)) for k, v in metrics.items() if k != "threshold_sweep"])
     images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
     notes = threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_)
     body = (

@@ -50,13 +50,15 @@ def test_a_bundle_is_evaluated_without_torch_and_agrees_with_its_run(runtime_bun
         f"'machine', '-o', {str(tmp_path / 'bundle_eval')!r}])\n"
         "assert r.exit_code == 0, r.output\n"
         f"r = CliRunner().invoke(edge_runtime.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
-        f"'machine', '--train-rows', '1500', '-o', {str(tmp_path / 'protocol')!r}])\n"
+        f"'machine', '--train-rows', '1500', '--sweep', '-o', {str(tmp_path / 'protocol')!r}])\n"
         "assert r.exit_code == 0, r.output\n"
+        "assert 'threshold sweep' in r.output\n"
         "assert 'torch' not in sys.modules and 'train' not in sys.modules\n", blocked)
     assert result.returncode == 0, result.stderr + result.stdout
     whole = json.loads((tmp_path / "bundle_eval" / "evaluation.json").read_text())
     protocol = json.loads((tmp_path / "protocol" / "evaluation.json").read_text())
     assert whole["rows"] == 6000 and protocol["rows"] == 3000  # the first 1500 rows of each machine left out, no file split
+    assert len(protocol["threshold_sweep"]) == 13 and "threshold_sweep" not in whole  # only asked for
     from click.testing import CliRunner
 
     from edge_runtime.cli import main

@@ -31,14 +31,17 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     windows = config["threshold"]["windows"]
     assert f"rests on {windows} out-of-fold calibration windows; it aims at 1 false alarms per stream and day" in result.output
     assert windows > 2 * 2400 * 0.8  # every normal training window of both machines, not a held-out fifth
-    result = runner.invoke(main, ["evaluate", str(run_dir), str(data), "--series-column", "machine"])
+    result = runner.invoke(main, ["evaluate", str(run_dir), str(data), "--series-column", "machine", "--sweep"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run_dir / "evaluation" / "evaluation.json").read_text())
+    assert "threshold sweep" in result.output and len(metrics["threshold_sweep"]) == 13
+    at_own = next(row for row in metrics["threshold_sweep"] if row["multiple"] == 1.0)
+    assert at_own["f1"] == metrics["alarm_policy_f1"] and at_own["events_detected"] == metrics["alarm_policy_events_detected"]
     assert metrics["events"] == 4 and metrics["events_detected"] >= 3
     # what a gateway would raise with the runtime's default alarm policy: never more events than the raw threshold flags
     assert 0 < metrics["alarm_policy_events_detected"] <= metrics["events_detected"]
     assert metrics["alarm_policy_far"] <= metrics["far"] + 0.01 and "alarm_policy_f1" in result.output
-    for figure in ("report.html", "score_distribution.png", "scores_0.png", "feature_contributions.png", "loss_curve.png"):
+    for figure in ("report.html", "score_distribution.png", "scores_0.png", "feature_contributions.png", "loss_curve.png", "threshold_sweep.png"):
         assert (run_dir / "evaluation" / figure).stat().st_size > 0
     assert (run_dir / "loss_curve.png").stat().st_size > 0 and (run_dir / "loss_curve.csv").exists()
     # a label-based threshold calibrates on labelled data

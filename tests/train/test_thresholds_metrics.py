@@ -83,6 +83,29 @@ def test_event_metrics_and_delay():
     assert m["event_f1"] == pytest.approx(2 * precision * 0.5 / (precision + 0.5))
 
 
+def test_the_threshold_sweep_shows_what_other_thresholds_would_raise(rng):
+    from edge_runtime.detection_metrics import THRESHOLD_MULTIPLES, ScoredSeries, evaluate_scored
+
+    stride, n_windows = 2, 300
+    ends = np.arange(n_windows) * stride + 9
+    labels = np.zeros(ends[-1] + 1, np.int8)
+    labels[ends[150]:ends[200] + 1] = 1  # one event of 50 windows
+    scores = rng.uniform(0.5, 1.5, n_windows)
+    scores[150:201] = 3.0
+    part = ScoredSeries("s", np.arange(len(labels), dtype=float), labels, ends, scores, np.zeros(len(labels), np.int64))
+    policy = (2, 3, 3, 0.1)
+    metrics = evaluate_scored([part], 10.0, stride, policy, sweep=True)
+    sweep = {row["multiple"]: row for row in metrics["threshold_sweep"]}
+    assert sorted(sweep) == sorted(THRESHOLD_MULTIPLES) and min(sweep) == 0.125 and max(sweep) == 8
+    at_own = sweep[1.0]
+    assert (at_own["f1"], at_own["far"], at_own["events_detected"]) == (metrics["alarm_policy_f1"], metrics["alarm_policy_far"], 0)
+    # threshold 2.5: the event, and after it only the off-delay's rows (3 windows of 2 rows) of the 507 normal ones
+    assert sweep[0.25]["events_detected"] == 1 and sweep[0.25]["series_with_early_false_alarm"] == 0
+    assert sweep[0.25]["far"] * (len(labels) - labels.sum()) <= 3 * stride
+    assert sweep[0.125]["far"] > 0.2 and sweep[0.125]["series_with_early_false_alarm"] == 1  # 1.25: inside the normal noise
+    assert max(row["f1"] for row in sweep.values()) == sweep[0.25]["f1"] > sweep[1.0]["f1"]
+
+
 def test_skab_conv_ae_published_predictions_reproduce_the_leaderboard(datasets):
     """The outside reference: SKAB's own Conv-AE predictions give F1 0.784, FAR 13.55 %, MAR 28.02 %."""
     import pandas as pd
