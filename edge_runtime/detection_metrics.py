@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_runtime.alarms import Alarm
+from edge_runtime.event_schema import iso
 from edge_runtime.rowscores import alarm_rows, spread_to_rows
 
 
@@ -91,55 +92,87 @@ class SeriesResult:
     name: str = ""
 
 
-def evaluate(results: list[SeriesResult]) -> dict:
-    """All metrics over several series, as a flat JSON-ready dict.
+DAY = 86_400.0
 
-    Keys: ``precision``, ``recall``, ``f1``, ``far``, ``mar`` (point-wise, pooled),
-    ``event_recall``, ``events``, ``events_detected``, ``event_f1`` (point precision with event
-    recall), ``detection_delay_median_rows`` and ``_seconds`` (first alarm after an event
-    starts), ``series_with_early_false_alarm`` (alarm before the first anomaly), ``roc_auc``,
-    ``pr_auc`` (rows with a score), and ``point_adjusted_f1``.
+
+def evaluate(results: list[SeriesResult]) -> dict:
+    """All metrics over several series, as a JSON-ready dict.
+
+    Point-wise, pooled over the rows that have a score: ``precision``, ``recall``, ``f1``,
+    ``far``, ``mar``; rows without one (before a series' first window, in a gap) are counted
+    apart, ``unscored_rows`` and ``unscored_anomalous_rows`` (a result without scores has every
+    row scored). Per event: ``events``, ``events_detected``, ``event_recall``, ``event_f1``
+    (point precision with event recall), ``detection_delay_median_rows`` and ``_seconds`` (first
+    alarm after an event starts), and ``events_detail``, one entry per event (series, first and
+    last time, detected, delay). False alarms: ``series_with_early_false_alarm`` (an alarm before
+    the series' first anomaly), ``false_alarms_per_day`` (alarm onsets on normal rows per day of
+    scored normal rows, i.e. per machine-day when a series is a machine) and
+    ``false_alarms_per_day_before_first_anomaly`` (the same on the rows before each series' first
+    anomaly, all of a series without one: normal operation nothing has disturbed yet); both need
+    times and are None without. Ranking: ``roc_auc``, ``pr_auc``; and ``point_adjusted_f1``.
     """
-    tp = fp = fn = tn = 0
+    tp = fp = fn = tn = unscored = unscored_anomalous = 0
     n_events = detected = early = 0
     delays_rows: list[int] = []
     delays_seconds: list[float] = []
+    detail: list[dict] = []
     adjusted_tp = adjusted_fn = 0
+    onsets = onsets_early = 0
+    normal_seconds = early_seconds = 0.0
+    timed = all(r.time is not None for r in results)
     all_scores, all_labels = [], []
     for r in results:
         y = np.asarray(r.labels).astype(bool)
         p = np.asarray(r.predictions).astype(bool)
-        tp += int((y & p).sum())
-        fp += int((~y & p).sum())
-        fn += int((y & ~p).sum())
-        tn += int((~y & ~p).sum())
+        scored = np.isfinite(r.scores) if r.scores is not None else np.ones(len(y), bool)
+        unscored += int((~scored).sum())
+        unscored_anomalous += int((~scored & y).sum())
+        ys, ps = y[scored], p[scored]
+        tp += int((ys & ps).sum())
+        fp += int((~ys & ps).sum())
+        fn += int((ys & ~ps).sum())
+        tn += int((~ys & ~ps).sum())
         series_events = events(y)
         if series_events and p[: series_events[0][0]].any():
             early += 1
         clock = np.arange(len(y), dtype=np.float64) if r.time is None else np.asarray(r.time, dtype=np.float64)
+        before_first = np.arange(len(y)) < (series_events[0][0] if series_events else len(y))
+        false_onsets = p & ~np.r_[False, p[:-1]] & ~y
+        onsets += int(false_onsets.sum())
+        onsets_early += int((false_onsets & before_first).sum())
+        if timed and len(clock) > 1:
+            period = float(np.median(np.diff(clock)))
+            normal_seconds += period * int((scored & ~y).sum())
+            early_seconds += period * int((scored & ~y & before_first).sum())
         flagged = np.flatnonzero(p)
         spans = [(clock[start], clock[stop - 1]) for start, stop in series_events]
         first_alarm, _ = match_alarms(spans, clock[flagged])
         for (start, stop), k in zip(series_events, first_alarm):
             n_events += 1
+            event = {"series": r.name, "first": _when(clock[start], r.time), "last": _when(clock[stop - 1], r.time), "rows": stop - start,
+                     "detected": bool(k >= 0), "delay_rows": None, "delay_seconds": None}
             if k >= 0:
                 detected += 1
                 delays_rows.append(int(flagged[k] - start))
+                event["delay_rows"] = delays_rows[-1]
                 if r.time is not None:
                     delays_seconds.append(float(clock[flagged[k]] - clock[start]))
+                    event["delay_seconds"] = delays_seconds[-1]
                 adjusted_tp += stop - start
             else:
                 adjusted_fn += stop - start
+            detail.append(event)
         if r.scores is not None:
-            keep = np.isfinite(r.scores)
-            all_scores.append(np.asarray(r.scores)[keep])
-            all_labels.append(y[keep])
+            all_scores.append(np.asarray(r.scores)[scored])
+            all_labels.append(y[scored])
     precision = _safe(tp, tp + fp)
     event_recall = _safe(detected, n_events)
     adjusted_precision = _safe(adjusted_tp, adjusted_tp + fp)
     adjusted_recall = _safe(adjusted_tp, adjusted_tp + adjusted_fn)
     metrics = {
         "rows": tp + fp + fn + tn,
+        "unscored_rows": unscored,
+        "unscored_anomalous_rows": unscored_anomalous,
         "precision": precision,
         "recall": _safe(tp, tp + fn),
         "f1": _safe(tp, tp + (fn + fp) / 2),
@@ -153,13 +186,21 @@ def evaluate(results: list[SeriesResult]) -> dict:
         "detection_delay_median_seconds": float(np.median(delays_seconds)) if delays_seconds else None,
         "series": len(results),
         "series_with_early_false_alarm": early,
+        "false_alarms_per_day": onsets / (normal_seconds / DAY) if timed and normal_seconds else None,
+        "false_alarms_per_day_before_first_anomaly": onsets_early / (early_seconds / DAY) if timed and early_seconds else None,
         "point_adjusted_f1": _safe(2 * adjusted_precision * adjusted_recall, adjusted_precision + adjusted_recall),
     }
     if all_scores:
         scores, labels = np.concatenate(all_scores), np.concatenate(all_labels)
         metrics["roc_auc"] = roc_auc(scores, labels)
         metrics["pr_auc"] = pr_auc(scores, labels)
+    metrics["events_detail"] = detail
     return metrics
+
+
+def _when(t: float, time: np.ndarray | None):
+    """An event's time as ISO 8601 UTC (times are epoch seconds), or its row without times."""
+    return iso(float(t)) if time is not None else int(t)
 
 
 @dataclass
@@ -174,7 +215,8 @@ class ScoredSeries:
     run_of_row: np.ndarray
 
 
-ALARM_POLICY_KEYS = ("f1", "far", "mar", "events_detected", "series_with_early_false_alarm")
+ALARM_POLICY_KEYS = ("f1", "far", "mar", "events_detected", "series_with_early_false_alarm", "false_alarms_per_day",
+                     "false_alarms_per_day_before_first_anomaly")
 
 
 def decisions(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float]
@@ -198,6 +240,9 @@ def evaluate_both(raw: list[SeriesResult], alarmed: list[SeriesResult]) -> dict:
     with_policy = evaluate(alarmed)
     for key in ALARM_POLICY_KEYS:
         metrics[f"alarm_policy_{key}"] = with_policy[key]
+    for event, by_policy in zip(metrics["events_detail"], with_policy["events_detail"]):
+        event["alarm_policy_detected"], event["alarm_policy_delay_seconds"] = by_policy["detected"], by_policy["delay_seconds"]
+    metrics["events_detail"] = metrics.pop("events_detail")  # last, after the alarm policy's keys
     return metrics
 
 
@@ -235,15 +280,39 @@ def evaluate_scored(parts: list[ScoredSeries], threshold: float, stride: int, po
     return metrics
 
 
+EVENTS_SHOWN = 50  # per-event lines printed; evaluation.json holds them all
+
+
 def format_metrics(metrics: dict) -> list[str]:
-    """The metrics as aligned two-column lines, then the threshold sweep as a table when there is one."""
-    flat = {key: value for key, value in metrics.items() if key != "threshold_sweep"}
+    """The metrics as aligned two-column lines, then the events and the threshold sweep (when there is one) as tables."""
+    flat = {key: value for key, value in metrics.items() if not isinstance(value, list)}
     width = max(len(k) for k in flat)
-    lines = [f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}" for key, value in flat.items()]
+    lines = [f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {'-' if value is None else value}"
+             for key, value in flat.items()]
+    events_detail = metrics.get("events_detail", [])
+    if events_detail:
+        lines += ["events (delay: first alarm after the event's first row; raw threshold, then the alarm policy):",
+                  f"  {'series':<24} {'first':<24} {'rows':>6} {'raw delay':>10} {'policy delay':>12}"]
+        for event in events_detail[:EVENTS_SHOWN]:
+            lines.append(f"  {str(event['series'])[-24:]:<24} {event['first']!s:<24} {event['rows']:>6} "
+                         f"{_delay(event['detected'], event['delay_seconds'], event['delay_rows']):>10} "
+                         f"{_delay(event.get('alarm_policy_detected'), event.get('alarm_policy_delay_seconds'), None):>12}")
+        if len(events_detail) > EVENTS_SHOWN:
+            lines.append(f"  ... {len(events_detail) - EVENTS_SHOWN} more in evaluation.json")
     if "threshold_sweep" in metrics:
         lines += ["threshold sweep (the alarm policy at multiples of the threshold):",
-                  f"  {'multiple':>8} {'threshold':>10} {'F1':>6} {'FAR %':>6} {'MAR %':>6} {'events':>7} {'early':>5}"]
+                  f"  {'multiple':>8} {'threshold':>10} {'F1':>6} {'FAR %':>6} {'MAR %':>6} {'events':>7} {'early':>5} {'FA/day':>7}"]
         for row in metrics["threshold_sweep"]:
+            per_day = row["false_alarms_per_day"]
             lines.append(f"  {row['multiple']:>8.3g} {row['multiple'] * metrics['threshold']:>10.4g} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} "
-                         f"{row['mar'] * 100:>6.1f} {row['events_detected']:>7} {row['series_with_early_false_alarm']:>5}")
+                         f"{row['mar'] * 100:>6.1f} {row['events_detected']:>7} {row['series_with_early_false_alarm']:>5} "
+                         f"{'-' if per_day is None else f'{per_day:.3g}':>7}")
     return lines
+
+
+def _delay(detected: bool | None, seconds: float | None, rows: int | None) -> str:
+    if detected is None:
+        return "-"
+    if not detected:
+        return "missed"
+    return f"{seconds:g} s" if seconds is not None else f"{rows} rows"

@@ -133,7 +133,10 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
     if "threshold_sweep" in metrics:
         _threshold_sweep(metrics["threshold_sweep"], threshold, out_dir / "threshold_sweep.png")
         figures.append("threshold_sweep.png")
-    table = html_table([(k, _fmt(v)) for k, v in metrics.items() if k != "threshold_sweep"])
+    table = html_table([(k, _fmt(v)) for k, v in metrics.items() if not isinstance(v, list)])
+    events = html_table([(e["series"], e["first"], e["last"], e["rows"], _delay_text(e["detected"], e["delay_seconds"]),
+                          _delay_text(e["alarm_policy_detected"], e["alarm_policy_delay_seconds"])) for e in metrics["events_detail"]],
+                        ("series", "first", "last", "rows", "delay (raw threshold)", "delay (alarm policy)"))
     images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
     notes = threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_)
     body = (
@@ -141,11 +144,16 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
         f"window {detector.window}, stride {detector.stride}, threshold {threshold:.4g} ({html.escape(detector.threshold_info_.method)}).</p>"
         + "".join(f"<p>{html.escape(line)}</p>" for line in notes) +
         f"<h2>Metrics</h2>{table}<p>Point-adjusted F1 flatters; read it beside the others, never alone.</p>"
+        f"<h2>Events</h2>{events}"
         f"<h2>Plots</h2>{images}<h2>Raw</h2><pre>{html.escape(json.dumps(metrics, indent=1))}</pre>"
     )
     path = out_dir / "report.html"
     path.write_text(html_page("linewatch evaluation", body))
     return path
+
+
+def _delay_text(detected: bool, seconds: float | None) -> str:
+    return "missed" if not detected else f"{seconds:g} s" if seconds is not None else "detected"
 
 
 def _fmt(value) -> str:

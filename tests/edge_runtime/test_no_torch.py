@@ -57,7 +57,9 @@ def test_a_bundle_is_evaluated_without_torch_and_agrees_with_its_run(runtime_bun
     assert result.returncode == 0, result.stderr + result.stdout
     whole = json.loads((tmp_path / "bundle_eval" / "evaluation.json").read_text())
     protocol = json.loads((tmp_path / "protocol" / "evaluation.json").read_text())
-    assert whole["rows"] == 6000 and protocol["rows"] == 3000  # the first 1500 rows of each machine left out, no file split
+    # the first 1500 rows of each machine left out, no file split; rows before a machine's first window are counted apart
+    assert whole["rows"] + whole["unscored_rows"] == 6000 and protocol["rows"] + protocol["unscored_rows"] == 3000
+    assert whole["unscored_rows"] == protocol["unscored_rows"] > 0
     assert len(protocol["threshold_sweep"]) == 13 and "threshold_sweep" not in whole  # only asked for
     from click.testing import CliRunner
 
@@ -67,5 +69,6 @@ def test_a_bundle_is_evaluated_without_torch_and_agrees_with_its_run(runtime_bun
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), str(plant_csv), "--series-column", "machine", "-o", str(tmp_path / "run_eval")])
     assert result.exit_code == 0, result.output
     by_run = json.loads((tmp_path / "run_eval" / "evaluation.json").read_text())
-    for key in ("f1", "far", "events_detected", "alarm_policy_f1", "alarm_policy_events_detected"):
+    for key in ("f1", "far", "events_detected", "alarm_policy_f1", "alarm_policy_events_detected", "alarm_policy_false_alarms_per_day",
+                "unscored_rows"):
         assert by_run[key] == pytest.approx(whole[key], abs=0.002), key  # ONNX through the runtime's streams = training's scorer

@@ -38,6 +38,9 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     at_own = next(row for row in metrics["threshold_sweep"] if row["multiple"] == 1.0)
     assert at_own["f1"] == metrics["alarm_policy_f1"] and at_own["events_detected"] == metrics["alarm_policy_events_detected"]
     assert metrics["events"] == 4 and metrics["events_detected"] >= 3
+    assert [e["detected"] for e in metrics["events_detail"]].count(True) == metrics["events_detected"] and "policy delay" in result.output
+    assert metrics["unscored_rows"] == 2 * 19  # each machine's first window - 1 rows
+    assert metrics["alarm_policy_false_alarms_per_day"] is not None and metrics["false_alarms_per_day_before_first_anomaly"] is not None
     # what a gateway would raise with the runtime's default alarm policy: never more events than the raw threshold flags
     assert 0 < metrics["alarm_policy_events_detected"] <= metrics["events_detected"]
     assert metrics["alarm_policy_far"] <= metrics["far"] + 0.01 and "alarm_policy_f1" in result.output

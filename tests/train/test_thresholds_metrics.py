@@ -83,6 +83,25 @@ def test_event_metrics_and_delay():
     assert m["event_f1"] == pytest.approx(2 * precision * 0.5 / (precision + 0.5))
 
 
+def test_unscored_rows_are_counted_apart_and_false_alarms_per_day_are_onsets_on_normal_rows():
+    labels = np.array([0] * 10 + [1] * 5 + [0] * 10)
+    preds = np.zeros(25, np.int8)
+    preds[[5, 6, 12, 13, 14, 15, 20, 21]] = 1  # a false alarm, the event's alarm (held one row past it), a second false alarm
+    scores = np.where(preds == 1, 2.0, 0.5)
+    scores[:3] = np.nan  # before the first window
+    time = 1_700_000_000 + np.arange(25) * 10.0
+    m = evaluate([SeriesResult(labels, preds, scores, time, "m1")])
+    assert (m["rows"], m["unscored_rows"], m["unscored_anomalous_rows"]) == (22, 3, 0)
+    tp, fp, fn, tn = 3, 5, 2, 12
+    assert m["far"] == pytest.approx(fp / (fp + tn)) and m["f1"] == pytest.approx(tp / (tp + (fn + fp) / 2))
+    assert m["false_alarms_per_day"] == pytest.approx(2 / (17 * 10 / 86_400))  # onsets at rows 5 and 20 over 17 scored normal rows
+    assert m["false_alarms_per_day_before_first_anomaly"] == pytest.approx(1 / (7 * 10 / 86_400))
+    assert m["events_detail"] == [{"series": "m1", "first": "2023-11-14T22:15:00.000Z", "last": "2023-11-14T22:15:40.000Z", "rows": 5,
+                                   "detected": True, "delay_rows": 2, "delay_seconds": 20.0}]
+    untimed = evaluate([SeriesResult(labels, preds)])
+    assert untimed["false_alarms_per_day"] is None and untimed["events_detail"][0]["first"] == 10 and untimed["unscored_rows"] == 0
+
+
 def test_the_threshold_sweep_shows_what_other_thresholds_would_raise(rng):
     from edge_runtime.detection_metrics import THRESHOLD_MULTIPLES, ScoredSeries, evaluate_scored
 
