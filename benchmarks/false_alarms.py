@@ -40,7 +40,7 @@ def measure(seed: int, machines: int, train_rows: int, days: float, target: floa
     with create_backend(bundle) as backend:
         for series in read_csv(work / "unseen.csv", bundle.features, "machine"):
             _, scores, _ = window_scores(series, backend)
-            alarm = Alarm(a.on_k, a.on_n, a.off_m, a.deadband)
+            alarm = Alarm(*a.policy())
             raises += sum(alarm.update(float(s), bundle.threshold) == "alarm_raised" for s in scores)
             windows += len(scores)
     info = bundle.manifest["threshold"]

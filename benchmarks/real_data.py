@@ -36,7 +36,7 @@ import pandas as pd
 from benchmarks.common import train_with_defaults, write_results
 from edge_runtime.backends import create_backend
 from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import ScoredSeries, decisions, evaluate, threshold_sweep
+from edge_runtime.detection_metrics import ALARM_POLICY_KEYS, ScoredSeries, evaluate_models
 from edge_runtime.offline import labelled_parts
 from edge_runtime.tables import read_csv
 from train.data import SensorTable, read_table
@@ -53,13 +53,11 @@ def cut(table: SensorTable, rows: slice) -> SensorTable:
 
 def run_one(path: Path, label_column: str, train: SensorTable, test_from: int, seed: int, work: Path, pooled: list) -> dict:
     """Train with the defaults, export, score the rows from ``test_from`` on through ONNX as ``linewatch evaluate`` does;
-    adds ``(parts, 1.0, stride)`` to ``pooled``, the scores divided by the experiment's own threshold.
+    adds ``(parts, threshold, stride)`` to ``pooled``.
     """
     detector, bundle, caught = train_with_defaults(train, seed, work)
     with create_backend(bundle) as backend:
-        parts = [replace(p, window_scores=p.window_scores / bundle.threshold)  # one scale for every experiment's scores
-                 for p in labelled_parts(backend, [str(path)], None, None, label_column, test_from)]
-    pooled.append((parts, 1.0, bundle.stride))
+        pooled.append((labelled_parts(backend, [str(path)], None, None, label_column, test_from), bundle.threshold, bundle.stride))
     info = bundle.manifest["threshold"]
     return {"window": bundle.window, "stride": bundle.stride, "threshold_windows": info["windows"], "source": info.get("source"),
             "supported": info.get("supported"), "epochs": len(detector.history_.train_loss), "warnings": caught}
@@ -73,26 +71,22 @@ def missed(path: Path, label_column: str, test_from: int, pooled: list) -> None:
         pooled.append(([never], 1.0, 1))
 
 
-def summary(results: list) -> dict:
-    """The pooled numbers the table shows."""
-    m = evaluate(results)
+def summary(metrics: dict, prefix: str = "") -> dict:
+    """The pooled numbers the table shows, of the raw threshold or (``prefix="alarm_policy_"``) of the alarm policy."""
+    m = {key: metrics[prefix + key] for key in ALARM_POLICY_KEYS}
     return {"f1": round(m["f1"], 3), "far": round(m["far"], 4), "mar": round(m["mar"], 4), "events_detected": m["events_detected"],
-            "events": m["events"], "series_alarming_before_anomaly": m["series_with_early_false_alarm"], "roc_auc": round(m["roc_auc"], 3),
+            "events": metrics["events"], "series_alarming_before_anomaly": m["series_with_early_false_alarm"],
             "false_alarms_per_day_before_first_anomaly": round(m["false_alarms_per_day_before_first_anomaly"], 1),
-            "unscored_rows": m["unscored_rows"]}
+            "roc_auc": round(metrics["roc_auc"], 3), "unscored_rows": metrics["unscored_rows"]}
 
 
 def pooled_results(pooled: list) -> dict:
     """The raw threshold's, the alarm policy's and the threshold sweep's pooled numbers over every experiment."""
-    a = AlarmConfig()
-    policy = (a.on_k, a.on_n, a.off_m, a.deadband)
-    decided = [decisions(parts, threshold, stride, policy) for parts, threshold, stride in pooled]
-    raw = summary([r for d in decided for r in d[0]])
-    alarmed = summary([r for d in decided for r in d[1]])
-    sweep = [{**row, "far": round(row["far"], 4), "mar": round(row["mar"], 4), "f1": round(row["f1"], 3)}
-             for row in threshold_sweep(pooled, policy)]
+    metrics = evaluate_models(pooled, AlarmConfig().policy(), sweep=True)
+    sweep = [{**row, "far": round(row["far"], 4), "mar": round(row["mar"], 4), "f1": round(row["f1"], 3)} for row in metrics["threshold_sweep"]]
     within = [row for row in sweep if row["far"] <= FAR_TARGET]
-    return {"raw": raw, "alarm_policy": alarmed, "threshold_sweep": sweep, "best_multiple": max(sweep, key=lambda r: r["f1"]),
+    return {"raw": summary(metrics), "alarm_policy": summary(metrics, "alarm_policy_"), "threshold_sweep": sweep,
+            "best_multiple": max(sweep, key=lambda r: r["f1"]),
             f"best_multiple_far_within_{FAR_TARGET:g}": max(within, key=lambda r: r["f1"]) if within else None}
 
 

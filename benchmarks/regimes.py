@@ -61,7 +61,7 @@ def false_alarms(detector: AutoencoderDetector, table) -> tuple[int, list]:
     policy, raises, trace = AlarmConfig(), 0, []
     for series in table.series:
         scored = detector.score_series(series)
-        alarm = Alarm(policy.on_k, policy.on_n, policy.off_m, policy.deadband)
+        alarm = Alarm(*policy.policy())
         raises += sum(alarm.update(float(s), detector.threshold_) == "alarm_raised" for s in scored.window_scores if s == s)
         if not trace:
             trace = [scored.windows.ends, scored.window_scores]

@@ -27,7 +27,7 @@ from benchmarks.common import train_with_defaults, write_results
 from benchmarks.real_data import SKAB_TRAIN_ROWS, cut, summary
 from edge_runtime.backends import create_backend
 from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import decisions, evaluate
+from edge_runtime.detection_metrics import evaluate_models
 from edge_runtime.offline import labelled_parts
 from train.data import read_table
 
@@ -55,10 +55,9 @@ def measure(paths: list[Path], conditional: bool, seed: int, work: Path) -> dict
     seconds = time.perf_counter() - started
     with create_backend(bundle) as backend:
         parts = labelled_parts(backend, [str(p) for p in paths], None, None, "anomaly", SKAB_TRAIN_ROWS)
-    a = AlarmConfig()
-    raw, alarmed = decisions(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband))
-    ranking = evaluate(raw)
-    return {"raw": summary(raw), "alarm": summary(alarmed), "roc_auc": round(ranking["roc_auc"], 3), "pr_auc": round(ranking["pr_auc"], 3),
+    metrics = evaluate_models([(parts, bundle.threshold, bundle.stride)], AlarmConfig().policy())
+    return {"raw": summary(metrics), "alarm": summary(metrics, "alarm_policy_"), "roc_auc": round(metrics["roc_auc"], 3),
+            "pr_auc": round(metrics["pr_auc"], 3),
             "window": bundle.window, "stride": bundle.stride,
             "threshold_windows": bundle.manifest["threshold"]["windows"], "train_seconds": round(seconds, 1), "warnings": caught}
 

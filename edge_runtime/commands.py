@@ -56,28 +56,30 @@ def inspect(bundle_path):
     click.echo("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
 
 
-def evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows: int = 0, train_until=None,
-                    sweep: bool = False) -> None:
-    """``linewatch evaluate`` on a bundle, without torch: ONNX Runtime and the runtime's own stream assembly, one
-    confusion matrix pooled over every series of every file, the raw threshold and the default alarm policy
-    (and with ``sweep`` that policy at multiples of the threshold).
+def evaluate_bundles(groups, output, series_column, time_column, label_column, train_rows: int = 0, train_until=None,
+                     sweep: bool = False) -> None:
+    """``linewatch evaluate`` on bundles, ``(bundle, data files)`` each, without torch: ONNX Runtime and the runtime's own
+    stream assembly, one confusion matrix pooled over every series of every file of every bundle, the raw threshold
+    and the default alarm policy (and with ``sweep`` that policy at multiples of the thresholds).
     """
     from edge_runtime.backends import create_backend
     from edge_runtime.bundle import load_bundle
     from edge_runtime.config import AlarmConfig
-    from edge_runtime.detection_metrics import evaluate_scored, format_metrics
+    from edge_runtime.detection_metrics import evaluate_models, format_metrics
     from edge_runtime.offline import labelled_parts
     from edge_runtime.timeparse import to_seconds
 
+    models = []
     try:
-        bundle = load_bundle(target)
         until = None if train_until is None else to_seconds(train_until)
-        with create_backend(bundle) as backend:
-            parts = labelled_parts(backend, list(data), series_column, time_column, label_column, train_rows, until)
+        for target, data in groups:
+            bundle = load_bundle(target)
+            with create_backend(bundle) as backend:
+                parts = labelled_parts(backend, list(data), series_column, time_column, label_column, train_rows, until)
+            models.append((parts, bundle.threshold, bundle.stride))
     except (LinewatchError, ValueError) as error:
         raise _fail(error) from None
-    a = AlarmConfig()
-    metrics = evaluate_scored(parts, bundle.threshold, bundle.stride, (a.on_k, a.on_n, a.off_m, a.deadband), sweep)
+    metrics = evaluate_models(models, AlarmConfig().policy(), sweep)
     if output:
         Path(output).mkdir(parents=True, exist_ok=True)
         (Path(output) / "evaluation.json").write_text(json.dumps(metrics, indent=2))

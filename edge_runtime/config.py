@@ -91,6 +91,10 @@ class AlarmConfig:
     off_m: int = setting(3, lo=1)  # clear after m consecutive windows below threshold * (1 - deadband) (off-delay)
     deadband: float = setting(0.1, lo=0, hi=0.99)
 
+    def policy(self) -> tuple[int, int, int, float]:
+        """``(on_k, on_n, off_m, deadband)``: the arguments of :class:`edge_runtime.alarms.Alarm` and of the offline replay."""
+        return self.on_k, self.on_n, self.off_m, self.deadband
+
 
 @dataclass
 class CommissioningConfig:

@@ -8,7 +8,7 @@ others: it is known to flatter (a random detector reaches 0.82 on SKAB).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -267,16 +267,24 @@ def threshold_sweep(models: list[tuple[list[ScoredSeries], float, int]], policy:
     return sweep
 
 
-def evaluate_scored(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float],
+def evaluate_models(models: list[tuple[list[ScoredSeries], float, int]], policy: tuple[int, int, int, float],
                     sweep: bool = False) -> dict:
-    """The metrics of one model's scored series: one rule for ``evaluate`` on a run and on a bundle.
+    """The metrics of one or more models' scored series, ``(parts, threshold, stride)`` per model, one confusion matrix
+    pooled over all of them (SKAB's protocol: a model per experiment); one rule for ``evaluate`` on runs and on bundles.
 
-    ``sweep`` adds ``threshold_sweep``: the alarm policy's metrics at every multiple of ``threshold``.
+    Several models are first put on one scale, each score divided by its model's threshold (every threshold becomes 1),
+    so that ROC and PR AUC rank all rows together; ``models`` says how many were pooled, ``threshold`` is the one
+    model's own. ``sweep`` adds ``threshold_sweep``: the alarm policy's metrics at every multiple of the thresholds.
     """
-    metrics = evaluate_both(*decisions(parts, threshold, stride, policy))
-    metrics["threshold"] = threshold
+    if len(models) > 1:
+        models = [([replace(p, window_scores=np.asarray(p.window_scores) / threshold) for p in parts], 1.0, stride)
+                  for parts, threshold, stride in models]
+    decided = [decisions(parts, threshold, stride, policy) for parts, threshold, stride in models]
+    metrics = evaluate_both([r for raw, _ in decided for r in raw], [r for _, alarmed in decided for r in alarmed])
+    metrics["models"] = len(models)
+    metrics["threshold"] = models[0][1] if len(models) == 1 else None
     if sweep:
-        metrics["threshold_sweep"] = threshold_sweep([(parts, threshold, stride)], policy)
+        metrics["threshold_sweep"] = threshold_sweep(models, policy)
     return metrics
 
 
@@ -304,7 +312,8 @@ def format_metrics(metrics: dict) -> list[str]:
                   f"  {'multiple':>8} {'threshold':>10} {'F1':>6} {'FAR %':>6} {'MAR %':>6} {'events':>7} {'early':>5} {'FA/day':>7}"]
         for row in metrics["threshold_sweep"]:
             per_day = row["false_alarms_per_day"]
-            lines.append(f"  {row['multiple']:>8.3g} {row['multiple'] * metrics['threshold']:>10.4g} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} "
+            threshold = "-" if metrics["threshold"] is None else f"{row['multiple'] * metrics['threshold']:.4g}"  # several models: one each
+            lines.append(f"  {row['multiple']:>8.3g} {threshold:>10} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} "
                          f"{row['mar'] * 100:>6.1f} {row['events_detected']:>7} {row['series_with_early_false_alarm']:>5} "
                          f"{'-' if per_day is None else f'{per_day:.3g}':>7}")
     return lines

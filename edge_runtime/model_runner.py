@@ -55,7 +55,7 @@ class ModelRunner:
         self.reloads_refused = 0
         self.lock = threading.Lock()  # held while scoring and while swapping bundles
         a = config.alarm
-        self.streams = StreamRegistry(self.bundle, lambda: Alarm(a.on_k, a.on_n, a.off_m, a.deadband), runtime.reorder_s,
+        self.streams = StreamRegistry(self.bundle, lambda: Alarm(*a.policy()), runtime.reorder_s,
                                       runtime.max_streams)
         self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s,
                              sink.post if sink is not None else None)

@@ -40,30 +40,53 @@ def export(run_dir, output, fp16, int8, tensorrt, max_batch, units, name, tolera
 
 
 @click.command()
-@click.argument("target", metavar="BUNDLE_OR_RUN", type=click.Path(exists=True, file_okay=False))
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("items", metavar="BUNDLE_OR_RUN DATA... [BUNDLE_OR_RUN DATA...]...", nargs=-1, required=True,
+                type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
-              help="Folder for evaluation.json (a run also gets report.html; default RUN/evaluation, nothing for a bundle).")
+              help="Folder for evaluation.json (one run also gets report.html; default: the first run's evaluation/, "
+                   "nothing for bundles).")
 @click.option("--series-column", default=None, help="Column that splits a file into series, e.g. machine.")
 @click.option("--time-column", default=None, help="Time column (default: time/timestamp/datetime).")
 @click.option("--label-column", default=None, help="0/1 label column (default: label or anomaly).")
-@click.option("--features", default=None, help="Run only: comma-separated feature columns.")
-@click.option("--train-rows", type=int, default=0, help="Bundle: evaluate each series after its first N rows (SKAB's protocol: 400).")
-@click.option("--train-until", default=None, help="Bundle: evaluate rows after this time (ISO 8601 or epoch seconds).")
+@click.option("--features", default=None, help="Runs only: comma-separated feature columns.")
+@click.option("--train-rows", type=int, default=0, help="Bundles: evaluate each series after its first N rows (SKAB's protocol: 400).")
+@click.option("--train-until", default=None, help="Bundles: evaluate rows after this time (ISO 8601 or epoch seconds).")
 @click.option("--sweep", is_flag=True, help="Also show the alarm policy at multiples of the threshold (1/8 .. 8x).")
-def evaluate(target, data, output, series_column, time_column, label_column, features, train_rows, train_until, sweep):
-    """Score labelled DATA files with BUNDLE_OR_RUN and pool one confusion matrix over them.
+def evaluate(items, output, series_column, time_column, label_column, features, train_rows, train_until, sweep):
+    """Score labelled DATA files with each BUNDLE_OR_RUN before them and pool one confusion matrix over all.
 
-    A bundle is evaluated without torch, through ONNX Runtime and the runtime's own stream
-    assembly; a run directory through training's scorer, with an HTML report. Both report the raw
-    threshold and what the runtime's default alarm policy would raise (``alarm_policy_*``);
-    ``--sweep`` adds what that policy would raise at other thresholds.
+    Each folder (a bundle or a run) scores the files that follow it, so a model per experiment
+    (SKAB's protocol) is ``evaluate b1 1.csv b2 2.csv ...``; pooled models' scores are divided by
+    their thresholds. Bundles are evaluated without torch, through ONNX Runtime and the runtime's
+    own stream assembly; runs through training's scorer, one run with an HTML report. Both report
+    the raw threshold and what the runtime's default alarm policy would raise
+    (``alarm_policy_*``); ``--sweep`` adds what that policy would raise at other thresholds.
     """
-    if (Path(target) / "bundle.json").exists():
-        from edge_runtime.commands import evaluate_bundle
+    groups = model_groups(items)
+    bundles = [(Path(target) / "bundle.json").exists() for target, _ in groups]
+    if all(bundles):
+        from edge_runtime.commands import evaluate_bundles
 
-        evaluate_bundle(target, data, output, series_column, time_column, label_column, train_rows, train_until, sweep)
+        evaluate_bundles(groups, output, series_column, time_column, label_column, train_rows, train_until, sweep)
+    elif not any(bundles):
+        from train.cli import evaluate_runs
+
+        evaluate_runs(groups, output, time_column, label_column, series_column, features, sweep)
     else:
-        from train.cli import evaluate_run
+        raise click.UsageError("pool bundles with bundles and runs with runs (export the runs to evaluate them with the bundles)")
 
-        evaluate_run(target, data, output, time_column, label_column, series_column, features, sweep)
+
+def model_groups(items: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    """``BUNDLE_OR_RUN DATA... [BUNDLE_OR_RUN DATA...]`` as ``(folder, files)`` pairs: each folder scores the files after it."""
+    groups: list[tuple[str, list[str]]] = []
+    for item in items:
+        if Path(item).is_dir():
+            groups.append((item, []))
+        elif not groups:
+            raise click.UsageError(f"{item}: a data file before any bundle or run; give the folder that scores it first")
+        else:
+            groups[-1][1].append(item)
+    for folder, files in groups:
+        if not files:
+            raise click.UsageError(f"{folder}: no data file follows it")
+    return groups

@@ -166,23 +166,37 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
                    f"did not decide the epoch count; train again with a larger --epochs", err=True)
 
 
-def evaluate_run(run_dir, data, output, time_column, label_column, series_column, features, sweep: bool = False) -> None:
-    """``linewatch evaluate`` on a run directory: metrics table, evaluation.json and an HTML report."""
-    from edge_runtime.detection_metrics import format_metrics
+def evaluate_runs(groups, output, time_column, label_column, series_column, features, sweep: bool = False) -> None:
+    """``linewatch evaluate`` on run directories, ``(run_dir, data files)`` each: metrics pooled over all of them,
+    ``evaluation.json``, and for one run an HTML report.
+    """
+    from edge_runtime.config import AlarmConfig
+    from edge_runtime.detection_metrics import evaluate_models, format_metrics
     from train.detector import AutoencoderDetector
-    from train.evaluation import evaluate_detector
+    from train.evaluation import evaluate_detector, scored_parts
     from train.report import write_evaluation_report
 
     try:
-        detector = AutoencoderDetector.load(run_dir)
-        table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
-        metrics, scored = evaluate_detector(detector, table, sweep)
+        if len(groups) == 1:
+            run_dir, data = groups[0]
+            detector = AutoencoderDetector.load(run_dir)
+            table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
+            metrics, scored = evaluate_detector(detector, table, sweep)
+        else:
+            models = []
+            for run_dir, data in groups:
+                detector = AutoencoderDetector.load(run_dir)
+                table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
+                models.append((scored_parts(detector, table)[0], detector.threshold_, detector.stride))
+            metrics = evaluate_models(models, AlarmConfig().policy(), sweep)
     except DataError as error:
         raise click.ClickException(str(error)) from None
-    out = Path(output or Path(run_dir) / "evaluation")
+    out = Path(output or Path(groups[0][0]) / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-    report = write_evaluation_report(out, metrics, scored, detector, Path(run_dir))
     for line in format_metrics(metrics):
         click.echo(line)
-    click.echo(f"report: {report}")
+    if len(groups) == 1:
+        click.echo(f"report: {write_evaluation_report(out, metrics, scored, detector, Path(groups[0][0]))}")
+    else:
+        click.echo(f"{len(groups)} runs pooled (scores over each run's threshold); no HTML report: evaluate a run alone for one; {out / 'evaluation.json'}")

@@ -103,7 +103,7 @@ def test_unscored_rows_are_counted_apart_and_false_alarms_per_day_are_onsets_on_
 
 
 def test_the_threshold_sweep_shows_what_other_thresholds_would_raise(rng):
-    from edge_runtime.detection_metrics import THRESHOLD_MULTIPLES, ScoredSeries, evaluate_scored
+    from edge_runtime.detection_metrics import THRESHOLD_MULTIPLES, ScoredSeries, evaluate_models
 
     stride, n_windows = 2, 300
     ends = np.arange(n_windows) * stride + 9
@@ -113,7 +113,7 @@ def test_the_threshold_sweep_shows_what_other_thresholds_would_raise(rng):
     scores[150:201] = 3.0
     part = ScoredSeries("s", np.arange(len(labels), dtype=float), labels, ends, scores, np.zeros(len(labels), np.int64))
     policy = (2, 3, 3, 0.1)
-    metrics = evaluate_scored([part], 10.0, stride, policy, sweep=True)
+    metrics = evaluate_models([([part], 10.0, stride)], policy, sweep=True)
     sweep = {row["multiple"]: row for row in metrics["threshold_sweep"]}
     assert sorted(sweep) == sorted(THRESHOLD_MULTIPLES) and min(sweep) == 0.125 and max(sweep) == 8
     at_own = sweep[1.0]
