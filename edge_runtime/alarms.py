@@ -22,6 +22,11 @@ class Alarm:
         self.active = False
         self.below = 0
 
+    @property
+    def rising(self) -> bool:
+        """Not raised yet, but one of the last ``on_n`` windows exceeded the threshold: on its way to raising."""
+        return not self.active and self.recent != 0
+
     def state(self) -> tuple[int, bool, int]:
         """Everything :meth:`update` changes, for :meth:`restore`."""
         return self.recent, self.active, self.below

@@ -80,12 +80,15 @@ class ModelRunner:
         return DriftRule(float(reference), d.windows, d.raise_share, d.clear_share)
 
     def recommission(self, keys: list[str] | None) -> list[str]:
-        """Commission these streams again (every stream when None); a stream in alarm is refused. Returns those restarted."""
+        """Commission these streams again (every stream when None); a stream in alarm or rising to one is refused, so that
+        a threshold never follows a fault's scores up. Returns those restarted.
+        """
         if self.commissioning is None:
             return []
         with self.lock:
             candidates = keys if keys is not None else [state.key for state in self.streams] + list(self.commissioning.learned)
-            chosen = [k for k in dict.fromkeys(candidates) if not (k in self.streams.states and self.streams[k].alarm.active)]
+            chosen = [k for k in dict.fromkeys(candidates)
+                      if not (k in self.streams.states and (self.streams[k].alarm.active or self.streams[k].alarm.rising))]
             self.commissioning.restart(chosen)
         return chosen
 

@@ -92,7 +92,7 @@ class Runtime:
         stream = request.get("stream")
         for runner in models:
             restarted = runner.recommission(None if stream is None else [str(stream)])
-            log.info("commissioning %s again for %d stream(s) on request (streams in alarm are kept)", runner.config.name, len(restarted))
+            log.info("commissioning %s again for %d stream(s) on request (streams in alarm or rising to one are kept)", runner.config.name, len(restarted))
         self.control_requests += 1  # counted once carried out (and saved), so a watcher of the count sees the result
         self.status_changed.set()
 

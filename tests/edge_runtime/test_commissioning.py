@@ -95,3 +95,17 @@ def test_learning_uses_the_training_rule_and_never_goes_below_the_bundle(tmp_pat
     reread = Commissioning("pumps", "abc", 0.5, 10.0, 100, 1.0, 1, 1.0, path)
     assert reread.learned["m1"]["threshold"] == results[99]
     assert Commissioning("pumps", "other-bundle", 0.5, 10.0, 100, 1.0, 1, 1.0, path).learned == {}  # another model starts over
+
+
+def test_a_request_never_recommissions_a_stream_in_alarm_or_rising_to_one(runtime_bundle, tmp_path):
+    runner = commissioning_runtime(1, runtime_bundle, tmp_path).models[0]  # never started: no broker needed
+    for key in ("l1/quiet", "l1/rising", "l1/alarm"):
+        runner.commissioning.learned[key] = {"threshold": 1.0}
+        runner.streams.get(key)
+    threshold = runner.threshold
+    runner.streams["l1/rising"].alarm.update(2 * threshold, threshold)  # one window above: on its way to raising
+    for _ in range(2):
+        runner.streams["l1/alarm"].alarm.update(2 * threshold, threshold)
+    assert runner.streams["l1/rising"].alarm.rising and runner.streams["l1/alarm"].alarm.active
+    assert runner.recommission(None) == ["l1/quiet"]
+    assert sorted(runner.commissioning.learned) == ["l1/alarm", "l1/rising"]

@@ -162,6 +162,13 @@ def test_the_detector_calibrates_out_of_fold_or_on_separate_data_and_says_which(
     later = SensorTable(plant_table.features, [s for s in plant_table.series][:1])
     detector.calibrate_on(later)
     assert detector.calibration_source_ == "calibration data"
+    windows = detector.threshold_info_.windows
+    assert 0 < windows < info.windows
+    for method, parameter in (("pot", 1e-3), ("percentile", 99.0), ("sigma", 3.0), ("fpr", 0.01)):  # every unsupervised method
+        detector.threshold, detector.threshold_param = method, parameter
+        detector.calibrate_on(later)
+        assert (detector.threshold_info_.method, detector.threshold_info_.windows) == (method, windows)
+        assert detector.threshold_ == detector.threshold_info_.value > 0
     short = SensorTable(plant_table.features, [type(s)(s.name, s.time[:120], s.values[:120]) for s in plant_table.series])
     with pytest.warns(UserWarning, match="out-of-fold calibration skipped"):
         fallback = tiny_detector("dense", window=20, max_windows=100).fit(short)
