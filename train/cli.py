@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -136,7 +137,11 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     )
     started = time.perf_counter()
     try:
-        detector.fit(table)
+        with warnings.catch_warnings(record=True) as caught:  # said as "warning: ..." lines, not with Python's file and line
+            warnings.simplefilter("always", UserWarning)
+            detector.fit(table)
+        for warning in caught:
+            click.echo(f"warning: {warning.message}", err=True)
         if calibration_data is not None and not supervised:
             detector.calibrate_on(read([calibration_data], time_column, label_column, series_column, ",".join(detector.features_),
                                        detector.conditions_))

@@ -77,3 +77,13 @@ def test_a_failed_split_names_its_cause_and_ignore_labels_trains_anyway(tmp_path
     result = CliRunner().invoke(main, ["train", str(path), "--window", "20", "--quiet", "--ignore-labels", "--epochs", "3", "-o", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("trained dense on ")  # --quiet: the result line (and warnings) only
+
+
+def test_training_warnings_are_said_as_warning_lines(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "short.csv"
+    path.write_text("time,a,b\n" + "\n".join(f"{i},{(i * 7) % 11 / 10},{(i * 3) % 7 / 10}" for i in range(400)) + "\n")
+    result = CliRunner().invoke(main, ["train", str(path), "--window", "50", "--stride", "10", "--epochs", "3", "--quiet", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "warning: out-of-fold calibration skipped" in result.output and "--window (such as 25)" in result.output
+    assert "UserWarning" not in result.output
