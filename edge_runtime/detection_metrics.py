@@ -242,7 +242,6 @@ def evaluate_both(raw: list[SeriesResult], alarmed: list[SeriesResult]) -> dict:
         metrics[f"alarm_policy_{key}"] = with_policy[key]
     for event, by_policy in zip(metrics["events_detail"], with_policy["events_detail"]):
         event["alarm_policy_detected"], event["alarm_policy_delay_seconds"] = by_policy["detected"], by_policy["delay_seconds"]
-    metrics["events_detail"] = metrics.pop("events_detail")  # last, after the alarm policy's keys
     return metrics
 
 
@@ -285,6 +284,7 @@ def evaluate_models(models: list[tuple[list[ScoredSeries], float, int]], policy:
     metrics["threshold"] = models[0][1] if len(models) == 1 else None
     if sweep:
         metrics["threshold_sweep"] = threshold_sweep(models, policy)
+    metrics["events_detail"] = metrics.pop("events_detail")  # the long list last
     return metrics
 
 
@@ -303,8 +303,8 @@ def format_metrics(metrics: dict) -> list[str]:
                   f"  {'series':<24} {'first':<24} {'rows':>6} {'raw delay':>10} {'policy delay':>12}"]
         for event in events_detail[:EVENTS_SHOWN]:
             lines.append(f"  {str(event['series'])[-24:]:<24} {event['first']!s:<24} {event['rows']:>6} "
-                         f"{_delay(event['detected'], event['delay_seconds'], event['delay_rows']):>10} "
-                         f"{_delay(event.get('alarm_policy_detected'), event.get('alarm_policy_delay_seconds'), None):>12}")
+                         f"{delay_text(event['detected'], event['delay_seconds'], event['delay_rows']):>10} "
+                         f"{delay_text(event.get('alarm_policy_detected'), event.get('alarm_policy_delay_seconds')):>12}")
         if len(events_detail) > EVENTS_SHOWN:
             lines.append(f"  ... {len(events_detail) - EVENTS_SHOWN} more in evaluation.json")
     if "threshold_sweep" in metrics:
@@ -319,9 +319,10 @@ def format_metrics(metrics: dict) -> list[str]:
     return lines
 
 
-def _delay(detected: bool | None, seconds: float | None, rows: int | None) -> str:
+def delay_text(detected: bool | None, seconds: float | None, rows: int | None = None) -> str:
+    """An event's detection as text: its delay in seconds (or rows), ``missed``, or ``-`` when not evaluated."""
     if detected is None:
         return "-"
     if not detected:
         return "missed"
-    return f"{seconds:g} s" if seconds is not None else f"{rows} rows"
+    return f"{seconds:g} s" if seconds is not None else f"{rows} rows" if rows is not None else "detected"

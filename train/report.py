@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edge_runtime.bundle import threshold_notes  # noqa: E402
+from edge_runtime.detection_metrics import delay_text  # noqa: E402
 from train.trainer import TrainingHistory  # noqa: E402
 
 LOSS_CURVE_PNG = "loss_curve.png"
@@ -134,8 +135,8 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
         _threshold_sweep(metrics["threshold_sweep"], threshold, out_dir / "threshold_sweep.png")
         figures.append("threshold_sweep.png")
     table = html_table([(k, _fmt(v)) for k, v in metrics.items() if not isinstance(v, list)])
-    events = html_table([(e["series"], e["first"], e["last"], e["rows"], _delay_text(e["detected"], e["delay_seconds"]),
-                          _delay_text(e["alarm_policy_detected"], e["alarm_policy_delay_seconds"])) for e in metrics["events_detail"]],
+    events = html_table([(e["series"], e["first"], e["last"], e["rows"], delay_text(e["detected"], e["delay_seconds"], e["delay_rows"]),
+                          delay_text(e["alarm_policy_detected"], e["alarm_policy_delay_seconds"])) for e in metrics["events_detail"]],
                         ("series", "first", "last", "rows", "delay (raw threshold)", "delay (alarm policy)"))
     images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
     notes = threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_)
@@ -150,10 +151,6 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
     path = out_dir / "report.html"
     path.write_text(html_page("linewatch evaluation", body))
     return path
-
-
-def _delay_text(detected: bool, seconds: float | None) -> str:
-    return "missed" if not detected else f"{seconds:g} s" if seconds is not None else "detected"
 
 
 def _fmt(value) -> str:
