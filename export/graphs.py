@@ -84,11 +84,16 @@ def onnx_fp16(source: Path, path: Path) -> None:
 
 
 def onnx_int8(source: Path, path: Path, log: Path) -> None:
-    """INT8 weights through ONNX Runtime dynamic quantisation (activations quantised at run time)."""
+    """INT8 weights through ONNX Runtime dynamic quantisation (activations quantised at run time).
+
+    Weights get one scale per output channel: a sensor the model reconstructs almost perfectly is
+    read against its own small normal error, so a tensor-wide scale's rounding shows up there first
+    (per channel, the LSTM and PCA graphs of the default plant pass the int8 tolerance; per tensor none did).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with captured_output(log):
-        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def _topological_sort(graph) -> None:

@@ -60,6 +60,17 @@ def test_failed_parity_says_by_how_much_and_writes_nothing(kind_bundles, tmp_pat
     assert not (tmp_path / "strict").exists() and not (tmp_path / "strict.partial").exists()
 
 
+def test_a_failed_int8_artifact_says_which_tolerance_would_pass(kind_bundles, tmp_path):
+    import re
+
+    run_dir = kind_bundles["conv"][1].parent / "run_conv"
+    with pytest.raises(ParityError, match="--fp16 keeps parity") as failure:
+        export_run(run_dir, tmp_path / "strict", int8=True, tolerances={"int8": 1e-5}, echo=lambda *_: None)
+    needed = float(re.search(r"--tolerance int8=([\d.e-]+)", str(failure.value)).group(1))
+    bundle = load_bundle(export_run(run_dir, tmp_path / "b", int8=True, tolerances={"int8": needed}, echo=lambda *_: None))
+    assert bundle.artifact("onnx", "int8")["parity"]["passed"]
+
+
 def test_compare_reports_max_errors():
     ref = (np.array([1.0, 2.0]), np.array([[1.0], [2.0]]))
     got = (np.array([1.0, 2.2]), np.array([[1.0], [2.0]]))
