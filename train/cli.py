@@ -178,30 +178,25 @@ def evaluate_runs(groups, output, time_column, label_column, series_column, feat
     from edge_runtime.config import AlarmConfig
     from edge_runtime.detection_metrics import evaluate_models, format_metrics
     from train.detector import AutoencoderDetector
-    from train.evaluation import evaluate_detector, scored_parts
+    from train.evaluation import scored_parts
     from train.report import write_evaluation_report
 
+    models = []
     try:
-        if len(groups) == 1:
-            run_dir, data = groups[0]
+        for run_dir, data in groups:
             detector = AutoencoderDetector.load(run_dir)
             table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
-            metrics, scored = evaluate_detector(detector, table, sweep)
-        else:
-            models = []
-            for run_dir, data in groups:
-                detector = AutoencoderDetector.load(run_dir)
-                table = read(data, time_column, label_column, series_column, features or ",".join(detector.features_), detector.conditions_)
-                models.append((scored_parts(detector, table)[0], detector.threshold_, detector.stride))
-            metrics = evaluate_models(models, AlarmConfig().policy(), sweep)
+            parts, scored = scored_parts(detector, table)
+            models.append((parts, detector.threshold_, detector.stride))
     except DataError as error:
         raise click.ClickException(str(error)) from None
+    metrics = evaluate_models(models, AlarmConfig().policy(), sweep)
     out = Path(output or Path(groups[0][0]) / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     for line in format_metrics(metrics):
         click.echo(line)
-    if len(groups) == 1:
+    if len(groups) == 1:  # ``detector`` and ``scored`` are the one run's
         click.echo(f"report: {write_evaluation_report(out, metrics, scored, detector, Path(groups[0][0]))}")
     else:
         click.echo(f"{len(groups)} runs pooled (scores over each run's threshold); no HTML report: evaluate a run alone for one; {out / 'evaluation.json'}")
