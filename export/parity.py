@@ -94,12 +94,12 @@ def check(name: str, reference: tuple, candidate: tuple, precision: str, thresho
     report["calibration"] = calibration_effect(reference[0], candidate[0], threshold)
     if not report["passed"]:
         s = report["score"]
-        needed = rtol * report["worst_over_tolerance"]  # the atol scales with rtol too; rounded up to two digits
-        step = 10.0 ** (math.floor(math.log10(needed)) - 1)
-        needed = math.ceil(needed / step) * step
-        advice = ("; int8 rounding shows most in the sensors the model reconstructs best, each read against its own small "
-                  f"normal error: --fp16 keeps parity, or accept these deviations with --tolerance int8={needed:g}"
-                  if precision == "int8" else "")
+        advice = ""
+        if precision == "int8":
+            needed = rtol * report["worst_over_tolerance"]  # the atol scales with rtol too; rounded up to two digits
+            step = 10.0 ** (math.floor(math.log10(needed)) - 1)
+            advice = ("; int8 rounding shows most in the sensors the model reconstructs best, each read against its own small "
+                      f"normal error: --fp16 keeps parity, or accept these deviations with --tolerance int8={math.ceil(needed / step) * step:g}")
         raise ParityError(
             f"{name}: parity failed: worst error is {report['worst_over_tolerance']:.3g}x the {precision} tolerance "
             f"(rtol {rtol:g}); score max abs {s['max_abs']:.3g}, max rel {s['max_rel']:.3g}{advice}"

@@ -310,9 +310,7 @@ class AutoencoderDetector:
             halves = ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half)))
             crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.scale_for(every[levels]))[0]
                                  for levels, scored in halves]).numpy()
-        info = self.calibrate(crossed)
-        self.calibration_quantiles_ = quantiles(scores)  # what drift is measured against: the deployed scores
-        return info
+        return self.calibrate(crossed, baseline=scores)  # drift is measured against the deployed scores
 
     def calibration_rate(self) -> float:
         """The per-window exceedance rate the threshold aims at: ``threshold_param``, or for ``conformal``
@@ -338,13 +336,18 @@ class AutoencoderDetector:
         self._check_fitted()
         return {**self.threshold_info_.to_dict(), "source": self.calibration_source_}
 
-    def calibrate(self, normal_scores: np.ndarray, labels: np.ndarray | None = None, method: str | None = None) -> Threshold:
-        """Set ``threshold_`` from scores (normal ones, or labelled for ``f1``/``youden``)."""
+    def calibrate(self, normal_scores: np.ndarray, labels: np.ndarray | None = None, method: str | None = None,
+                  baseline: np.ndarray | None = None) -> Threshold:
+        """Set ``threshold_`` from scores (normal ones, or labelled for ``f1``/``youden``), and the calibration quantiles
+        (the drift baseline) from ``baseline`` when given, else from the normal ones among ``normal_scores``.
+        """
         method = method or self.threshold
         info = fit_threshold(method, normal_scores, labels, self.calibration_rate() if method == self.threshold else self.threshold_param)
         self.threshold_info_ = info
         self.threshold_ = info.value
-        self.calibration_quantiles_ = quantiles(normal_scores if labels is None else normal_scores[np.asarray(labels) == 0])
+        if baseline is None:
+            baseline = normal_scores if labels is None else normal_scores[np.asarray(labels) == 0]
+        self.calibration_quantiles_ = quantiles(baseline)
         return info
 
     # -- scoring -------------------------------------------------------------------------
