@@ -149,7 +149,8 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
             "outputs": [{"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch"]},
                         {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", f]}],
             "score": "the largest channel error: each feature's mean squared reconstruction error over the standardised window "
-                     "(and the model term), divided by its mean on normal calibration windows; feature_error holds the features' "
+                     "(and the model term), divided by its mean on normal calibration windows and by its tail factor (how far it "
+                     "strays against another stretch's mean, relative to the other channels); feature_error holds the features' "
                      "errors in those units (1 is typical); higher is more anomalous",
         },
         "threshold": {**detector.threshold_record(), "calibration_quantiles": detector.calibration_quantiles_},

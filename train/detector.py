@@ -308,7 +308,7 @@ class AutoencoderDetector:
         crossed = scores  # a single window leaves nothing to cross-fit
         if half:
             halves = ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half)))
-            crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.scale_for(every[levels]))[0]
+            crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.weights_for(every[levels]))[0]
                                  for levels, scored in halves]).numpy()
         return self.calibrate(crossed, baseline=scores)  # drift is measured against the deployed scores
 

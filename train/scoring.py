@@ -6,8 +6,11 @@ module computes, and this module is what the export stage traces into ``.pt2`` a
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+TAIL_QUANTILE = 0.99  # of a channel's errors against another stretch's level: its tail factor (weights_for)
 
 
 class WindowScorer(nn.Module):
@@ -16,12 +19,13 @@ class WindowScorer(nn.Module):
     Normalises with the training statistics (stored as buffers), runs the model, and takes the
     mean squared reconstruction error over time per feature and the model's score term (the
     VAE's KL, PCA's T²): one error per *channel*. Each channel is divided by its level on normal
-    data the model did not train on (``channel_scale``, set by :meth:`set_normal_level` at
-    calibration), so ``feature_error`` reads "times this sensor's normal error" (1 is typical),
-    and ``score`` is the largest channel: a window is as anomalous as its most departed sensor.
-    Each sensor is measured against its own normal error, so a sensor the model reconstructs
-    well is not drowned by a noisy one, and a fault in a few sensors is not diluted by the
-    others (README, "Scoring"). Higher score means more anomalous.
+    data the model did not train on and by its tail factor (``channel_scale``, set by
+    :meth:`set_normal_level` at calibration, see :meth:`weights_for`), so ``feature_error`` reads
+    "times this sensor's normal error" (1 is typical; an unsteady sensor's reads less), and
+    ``score`` is the largest channel: a window is as anomalous as its most departed sensor. Each sensor is
+    measured against its own normal error, so a sensor the model reconstructs well is not
+    drowned by a noisy one, and a fault in a few sensors is not diluted by the others (README,
+    "Scoring"). Higher score means more anomalous.
 
     A conditional scorer (``conditions``: ``("numeric", 0)`` or ``("categorical", k)`` per condition)
     takes windows with one more channel per condition, ``[B, W, F + C]``: the condition at the
@@ -78,7 +82,7 @@ class WindowScorer(nn.Module):
 
     def combine(self, channel_errors: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Channel errors -> ``(score, feature_error)``, each channel relative to its normal level
-        (``channel_scale``, or ``scale`` from :meth:`scale_for` to try other levels).
+        (``channel_scale``, or ``scale`` from :meth:`weights_for` to try other windows' levels).
         """
         relative = channel_errors * (self.channel_scale if scale is None else scale)
         return relative.amax(dim=1), relative[:, : self.n_features]
@@ -95,10 +99,35 @@ class WindowScorer(nn.Module):
         floor = 1e-3 * level.max().clamp_min(1e-12)
         return torch.where(level > 0, 1.0 / torch.maximum(level, floor), torch.zeros_like(level)).float()
 
+    @classmethod
+    def weights_for(cls, channel_errors: torch.Tensor) -> torch.Tensor:
+        """Each channel's weight in the score from chronological normal windows ``[N, F + 1]``: one over
+        its level (:meth:`scale_for`) and over its tail factor.
+
+        The tail factor compares how far each channel strays when its level was learned on another
+        stretch of normal operation: the ``TAIL_QUANTILE`` of its errors when each half of the windows
+        is measured against the other half's level, relative to the median of that over the channels.
+        A sensor whose normal level moves from one stretch to the next (a slow temperature) then counts
+        for less, instead of setting a threshold that blinds every other sensor; a steady sensor keeps
+        its sensitivity, a typical one its plain level, and a single channel is left as it is.
+        """
+        weights = cls.scale_for(channel_errors)
+        half = len(channel_errors) // 2
+        if not half:
+            return weights
+        strayed = torch.cat([channel_errors[:half] * cls.scale_for(channel_errors[half:]),
+                             channel_errors[half:] * cls.scale_for(channel_errors[:half])])
+        tail = torch.from_numpy(np.quantile(strayed.double().numpy(), TAIL_QUANTILE, axis=0)).float()  # torch.quantile caps at 2**24 values
+        active = (weights > 0) & (tail > 0)
+        if not active.any():
+            return weights
+        relative = tail / tail[active].median()
+        return torch.where(active, weights / relative, weights)
+
     @torch.no_grad()
     def set_normal_level(self, channel_errors: torch.Tensor) -> None:
-        """Measure each channel against its level on the normal windows ``[N, F + 1]`` from now on."""
-        self.channel_scale.copy_(self.scale_for(channel_errors))
+        """Weigh each channel by :meth:`weights_for` the normal windows ``[N, F + 1]`` from now on."""
+        self.channel_scale.copy_(self.weights_for(channel_errors))
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a batch of raw windows."""

@@ -185,7 +185,8 @@ def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path,
     events = collector.events()
     ends = [iso_seconds(e["window_end"]) for e in events]
     assert ends == sorted(ends) and len({e["id"] for e in events}) == len(events)
-    assert [e["kind"] for e in events][:2] == ["alarm_raised", "alarm_cleared"]
+    alarms = [e["kind"] for e in events if e["kind"].startswith("alarm_")]  # a drift event may come between them
+    assert alarms[:2] == ["alarm_raised", "alarm_cleared"]
 
 
 def _wait(predicate, timeout: float) -> bool:

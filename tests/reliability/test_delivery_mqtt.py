@@ -18,7 +18,7 @@ pytest.importorskip("torch")  # the bundle is trained here
 from edge_runtime.delivery import MAX_INFLIGHT  # noqa: E402
 from edge_runtime.event_schema import validate_event  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
-from helpers import all_stored, feed, flapping_config, wait_for  # noqa: E402
+from helpers import FLAP_THRESHOLD, all_stored, feed, flapping_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, FaultProxy, Mosquitto  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def run_config(path, port: int, bundle, outbox) -> None:
     path.write_text(
         f'[broker]\nport = {port}\nclient_id = "lw-kill"\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
         f'[runtime]\noutbox = "{outbox}"\nlatency_budget_ms = 50\nmax_past_s = 1e10\n'
-        f'[[models]]\nname = "pumps"\nbundle = "{bundle}"\n[models.alarm]\non_k = 1\non_n = 1\noff_m = 1\ndeadband = 0.0\n'
+        f'[[models]]\nname = "pumps"\nbundle = "{bundle}"\nthreshold = {FLAP_THRESHOLD}\n[models.alarm]\non_k = 1\non_n = 1\noff_m = 1\ndeadband = 0.0\n'
         f'[[models.inputs]]\ntopic = "plant/{{line}}/{{machine}}/telemetry"\nqos = 0\n'  # QoS 0: no PUBACK from a frozen link
     )
 

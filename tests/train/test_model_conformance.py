@@ -145,10 +145,27 @@ def test_vae_score_includes_its_kl_term():
 
 def test_score_is_the_channel_most_above_its_normal_level():
     scorer = WindowScorer(build_model("dense", 10, 2), torch.zeros(2), torch.ones(2))
-    scorer.set_normal_level(torch.tensor([[1.0, 10.0, 0.0], [3.0, 30.0, 0.0]]))  # normal levels 2 and 20; no score term
+    scorer.set_normal_level(torch.tensor([[2.0, 20.0, 0.0]]))  # normal levels 2 and 20; no score term
     score, feature_error = scorer.combine(torch.tensor([[4.0, 20.0, 5.0], [1.0, 50.0, 0.0]]))
     torch.testing.assert_close(feature_error, torch.tensor([[2.0, 1.0], [0.5, 2.5]]))
     torch.testing.assert_close(score, torch.tensor([2.0, 2.5]))  # a quiet sensor doubling outranks a noisy one at its usual error
+
+
+def test_a_channel_whose_level_moves_between_stretches_of_normal_operation_counts_for_less():
+    from train.scoring import TAIL_QUANTILE
+
+    steady = torch.full((200,), 2.0) * torch.linspace(0.5, 1.5, 200)[torch.randperm(200, generator=torch.Generator().manual_seed(0))]
+    moving = torch.cat([torch.full((100,), 1.0), torch.full((100,), 10.0)])  # its level rises tenfold halfway
+    errors = torch.stack([steady, steady.flip(0), moving, torch.zeros(200)], dim=1)
+    weights, level = WindowScorer.weights_for(errors), WindowScorer.scale_for(errors)
+    strayed = torch.cat([errors[:100] * WindowScorer.scale_for(errors[100:]), errors[100:] * WindowScorer.scale_for(errors[:100])])
+    tail = torch.quantile(strayed[:, :3].double(), TAIL_QUANTILE, dim=0).float()
+    torch.testing.assert_close(weights[:3], level[:3] / (tail / tail.median()))
+    torch.testing.assert_close(weights[:2], level[:2], rtol=0.05, atol=0)  # the steady sensors keep their plain levels
+    assert 5 < float(level[2] / weights[2]) < 9 and weights[3] == 0  # the moving one counts several times less; no score term
+    one = errors[:, 2:3]
+    assert torch.equal(WindowScorer.weights_for(one), WindowScorer.scale_for(one))  # a single channel is left as it is
+    assert torch.equal(WindowScorer.weights_for(errors[:1]), WindowScorer.scale_for(errors[:1]))  # one window: no halves
 
 
 def test_a_channel_reconstructed_almost_perfectly_is_not_blown_up():
