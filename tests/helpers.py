@@ -67,7 +67,7 @@ def run_without_torch(code: str, blocked: tuple[str, ...] = ("torch", "train", "
     return subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=blocked) + code], capture_output=True, text=True, timeout=120)
 
 
-# the flapping feed's normal windows score up to about 100 on the tiny test bundles, its scaled ones above 5,000
+# the flapping feed's normal windows score up to about 100 on the runtime test bundle (conftest), its scaled ones above 5,000
 FLAP_THRESHOLD = 1000.0
 
 
