@@ -304,10 +304,9 @@ class AutoencoderDetector:
         every = torch.from_numpy(errors)  # plain data, no autograd graph is built on it
         self.scorer_.set_normal_level(every)
         scores = self.scorer_.combine(every)[0].numpy()
-        half = len(every) // 2
+        halves = self.scorer_.crossed_halves(len(every))
         crossed = scores  # a single window leaves nothing to cross-fit
-        if half:
-            halves = ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half)))
+        if halves:
             crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.weights_for(every[levels]))[0]
                                  for levels, scored in halves]).numpy()
         return self.calibrate(crossed, baseline=scores)  # drift is measured against the deployed scores

@@ -99,6 +99,15 @@ class WindowScorer(nn.Module):
         floor = 1e-3 * level.max().clamp_min(1e-12)
         return torch.where(level > 0, 1.0 / torch.maximum(level, floor), torch.zeros_like(level)).float()
 
+    @staticmethod
+    def crossed_halves(n_windows: int) -> tuple[tuple[slice, slice], ...]:
+        """``(levels, scored)`` slice pairs that measure each half of ``n_windows`` chronological windows against the
+        other half's statistics (none for a single window): the one split the tail factor and the cross-fitted
+        threshold share.
+        """
+        half = n_windows // 2
+        return ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))) if half else ()
+
     @classmethod
     def weights_for(cls, channel_errors: torch.Tensor) -> torch.Tensor:
         """Each channel's weight in the score from chronological normal windows ``[N, F + 1]``: one over
@@ -112,11 +121,10 @@ class WindowScorer(nn.Module):
         its sensitivity, a typical one its plain level, and a single channel is left as it is.
         """
         weights = cls.scale_for(channel_errors)
-        half = len(channel_errors) // 2
-        if not half:
+        halves = cls.crossed_halves(len(channel_errors))
+        if not halves:
             return weights
-        strayed = torch.cat([channel_errors[:half] * cls.scale_for(channel_errors[half:]),
-                             channel_errors[half:] * cls.scale_for(channel_errors[:half])])
+        strayed = torch.cat([channel_errors[scored] * cls.scale_for(channel_errors[levels]) for levels, scored in halves])
         tail = torch.from_numpy(np.quantile(strayed.double().numpy(), TAIL_QUANTILE, axis=0)).float()  # torch.quantile caps at 2**24 values
         active = (weights > 0) & (tail > 0)
         if not active.any():
