@@ -34,6 +34,24 @@ def test_conformal_keeps_its_rate_on_new_normal_data_at_any_sample_size(rng, n):
     assert rate - 1 / (n + 1) - 0.01 <= np.mean(exceed) <= rate + 0.005  # at most the rate, and no more than 1/(n+1) below it
 
 
+def _mean_exceedance(rng, method: str, parameter: float, n: int, sets: int = 200) -> float:
+    """Average share of fresh normal scores above the threshold ``method`` sets on ``n`` normal scores (gamma, skewed)."""
+    exceed = []
+    for _ in range(sets):
+        calibration, fresh = rng.gamma(2.0, 1.0, n), rng.gamma(2.0, 1.0, 2000)
+        exceed.append((fresh > fit_threshold(method, calibration, parameter=parameter).value).mean())
+    return float(np.mean(exceed))
+
+
+def test_the_other_methods_finite_sample_behaviour_at_a_one_percent_target(rng):
+    # the plug-in quantiles (percentile, fpr) and POT promise more than small samples give, and converge with n
+    for method, parameter in (("percentile", 99.0), ("fpr", 0.01), ("pot", 0.01)):
+        assert _mean_exceedance(rng, method, parameter, 200) > 0.011, method  # measured 1.24-1.48 %
+        assert abs(_mean_exceedance(rng, method, parameter, 2000) - 0.01) < 0.002, method  # measured 1.00-1.12 %
+    # mean + 3 sigma is no rate at all: on skewed scores it stays above 1 % however many there are
+    assert _mean_exceedance(rng, "sigma", 3.0, 2000) > 0.012  # measured 1.43 %
+
+
 def test_conformal_says_when_the_sample_cannot_support_the_rate(rng):
     scores = rng.normal(0, 1, 99)
     threshold = fit_threshold("conformal", scores, parameter=1e-3)
