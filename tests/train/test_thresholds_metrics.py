@@ -48,7 +48,7 @@ def test_the_other_methods_finite_sample_behaviour_at_a_one_percent_target(rng):
     for method, parameter in (("percentile", 99.0), ("fpr", 0.01), ("pot", 0.01)):
         assert _mean_exceedance(rng, method, parameter, 200) > 0.011, method  # measured 1.24-1.48 %
         assert abs(_mean_exceedance(rng, method, parameter, 2000) - 0.01) < 0.002, method  # measured 1.00-1.12 %
-    # mean + 3 sigma is no rate at all: on skewed scores it stays above 1 % however many there are
+    # mean + 3 sigma is no rate at all: on skewed scores it stays above 1 % with many of them too
     assert _mean_exceedance(rng, "sigma", 3.0, 2000) > 0.012  # measured 1.43 %
 
 
