@@ -66,7 +66,7 @@ class FakeLink:
         with self.lock:
             return [orjson.loads(p) for _, _, p, q in self.sent if q == qos]
 
-    def wait_sent(self, count: int, timeout: float = 10.0) -> bool:
+    def wait_sent(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until ``count`` QoS 1 messages were published."""
         with self.changed:
             return self.changed.wait_for(lambda: len([s for s in self.sent if s[3] == 1]) >= count, timeout)
@@ -83,6 +83,21 @@ def make_sink(path, modulus: int = 65535, connected: bool = True, **kwargs):
 
 def batch(first: int, count: int, durable: bool = True, topic: str = "ev") -> list:
     return [(topic, orjson.dumps({"n": n}), time.perf_counter(), durable) for n in range(first, first + count)]
+
+
+def ack_each_send_until(link: FakeLink, sink: Sink, count: int, window: int | None = None) -> None:
+    """Acknowledge what the sink sends, as the broker would, until ``count`` events went out.
+
+    A stall fails with the sink's state, so that a slow machine and a stuck sink can be told apart.
+    """
+    while len(link.events()) < count:
+        sent = len(link.events())
+        assert link.wait_sent(sent + 1), (f"no event sent after {sent}: sink alive {sink.thread.is_alive()}, in flight "
+                                          f"{sink.inflight_count}, unsent in memory {len(sink.unsent)}, read up to seq "
+                                          f"{sink.loaded}, more on disk {sink.on_disk}, outbox depth {sink.outbox.depth()}")
+        if window is not None:
+            assert len(link.held) <= window  # never more than the window in flight
+        link.ack_all()
 
 
 def stop(sink: Sink) -> int:
@@ -135,10 +150,7 @@ def test_disconnected_events_wait_and_go_in_order_once_through_a_bounded_window(
     assert link.sent == []
     link.connected = True
     sink.wake()
-    while len(link.events()) < 300:
-        assert link.wait_sent(len(link.events()) + 1, timeout=5)
-        assert len(link.held) <= 8  # never more than the window in flight
-        link.ack_all()
+    ack_each_send_until(link, sink, 300, window=8)
     assert wait_for(lambda: sink.outbox.depth() == 0)
     assert [e["n"] for e in link.events()] == list(range(300))
     assert link.max_held <= 8
@@ -153,9 +165,7 @@ def test_a_restart_sends_the_previous_runs_rows_first_in_order_once(tmp_path):
     assert stop(sink) == 1500
     sink, link = make_sink(path)
     sink.submit(batch(1500, 20))
-    while len(link.events()) < 1520:
-        assert link.wait_sent(len(link.events()) + 1, timeout=5)
-        link.ack_all()
+    ack_each_send_until(link, sink, 1520)
     assert [e["n"] for e in link.events()] == list(range(1520))
     assert wait_for(lambda: sink.outbox.depth() == 0)
     stop(sink)
