@@ -72,6 +72,7 @@ class Link:
         self.on_message_cb, self.on_connected_cb, self.on_acked_cb = on_message, on_connected, on_acked
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # connected, and the broker answered every subscription (SUBACK)
         self.last_error = ""
         self.ever_connected = False
         self.stopping = False
@@ -166,6 +167,14 @@ class Link:
         """Block until connected or ``timeout`` seconds pass."""
         return self.connected.wait(timeout)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Block until connected and every subscription answered by the broker, or ``timeout`` seconds pass.
+
+        Only then does a message published by another client surely reach this one: the broker may
+        handle a publish that arrives before the SUBSCRIBE without delivering it here.
+        """
+        return self.subscribed.wait(timeout)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connack = "refused" if reason_code.is_failure else "accepted"
         if reason_code.is_failure:
@@ -176,10 +185,14 @@ class Link:
             self._failed(*refused_by_broker(reason_code, self.config))
             return
         self.logged_cause = ""
+        self.subscribed.clear()
+        self.pending_subscriptions.clear()  # a SUBACK the last connection never got will not come on this one
         if self.subscriptions:
             result, mid = client.subscribe(list(self.subscriptions))
             if result == mqtt.MQTT_ERR_SUCCESS:
                 self.pending_subscriptions[mid] = [topic for topic, _ in self.subscriptions]
+        if not self.pending_subscriptions:
+            self.subscribed.set()
         self.publish_status("online", retain=True)
         self.ever_connected = True
         self.connected_since = time.perf_counter()
@@ -207,11 +220,14 @@ class Link:
                 self.refused_filters.add(topic)
                 log.error("the broker refused the subscription to %s (%s): no samples will arrive on it; check the broker's "
                           "ACL for client %s (logged once per filter)", topic, code, self.config.client_id)
+        if not self.pending_subscriptions and self.connected.is_set():
+            self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if client is not self.client:
             return  # the MQTT 5 client replaced by a fallback
         self.connected.clear()
+        self.subscribed.clear()
         self.connected_since = None
         if self.connack is None and not self.stopping:
             self._failed(*closed_before_connack(self.config))

@@ -236,8 +236,8 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         runtime = Runtime(config)
         runtime.start()
         stack.callback(runtime.stop)
-        if not runtime.link.wait_connected(15):
-            raise click.ClickException(f"the runtime could not connect to the broker: {runtime.link.last_error}")
+        if not runtime.link.wait_subscribed(15):  # samples published before the broker took the subscription would be lost
+            raise click.ClickException(f"the runtime could not connect and subscribe to the broker: {runtime.link.last_error}")
         state = LiveState(threshold=runtime.models[0].threshold)
         listener = _subscribe(port, state, stack)
         send = _edge_node(port, sorted(test_frame.machine.unique()), stack) if sparkplug else _json_sender(port, qos, stack)

@@ -41,7 +41,7 @@ def test_a_stream_learns_its_threshold_keeps_it_across_a_restart_and_then_alarms
     runtime = commissioning_runtime(broker.port, runtime_bundle, tmp_path)
     runtime.start()
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for topic, payload in normal:
             publisher.publish(topic, payload, qos=1)
         assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["commissioned"] == 1, 20)
@@ -57,7 +57,7 @@ def test_a_stream_learns_its_threshold_keeps_it_across_a_restart_and_then_alarms
     restarted = commissioning_runtime(broker.port, runtime_bundle, tmp_path)
     restarted.start()
     try:
-        assert restarted.link.wait_connected(5)
+        assert restarted.link.wait_subscribed(5)
         assert restarted.snapshot()["models"]["pumps"]["commissioned"] == 1  # read back: no second commissioning
         for topic, payload in fault:
             publisher.publish(topic, payload, qos=1)

@@ -81,7 +81,7 @@ def test_runtime_scores_conditional_windows_and_counts_unseen_ones(score_unseen,
     publisher = client(broker.port)
     m1 = frame[frame.machine == "m1"].iloc[:400]
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for i, row in enumerate(m1.itertuples(index=False)):
             recipe = "D" if i >= 300 else row.recipe  # the last 100 samples under an unknown product
             sample = {"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}, "setpoint": row.setpoint, "recipe": recipe}
@@ -115,7 +115,7 @@ def test_conditions_from_their_own_retained_topics_feed_tag_streams(broker, regi
     runtime = Runtime(runtime_config(broker.port, bundle, tmp_path, inputs=inputs, publish_scores=True))
     runtime.start()
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         model = runtime.models[0]
         assert wait_for(lambda: runtime.snapshot()["accepted"] >= 2)  # both retained conditions taken
         for i, row in enumerate(m1.itertuples(index=False)):

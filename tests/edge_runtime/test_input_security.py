@@ -63,7 +63,7 @@ def test_a_filtering_acl_on_the_input_shows_as_a_silent_subscription(mosquitto_p
     try:
         with caplog.at_level(logging.WARNING, "linewatch.runtime"):
             runtime.start()
-            assert runtime.link.wait_connected(5)
+            assert runtime.link.wait_subscribed(5)
             for i in range(50):
                 publisher.publish("plant/l1/m1/telemetry", orjson.dumps({"ts": 1.7e9 + i, **{f: 1.0 for f in FEATURES}}), qos=1)
             assert wait_for(lambda: runtime.snapshot()["subscriptions_silent"] == 1, 10)
@@ -76,16 +76,19 @@ def test_a_filtering_acl_on_the_input_shows_as_a_silent_subscription(mosquitto_p
         broker.stop()
 
 
-def test_a_suback_failure_is_counted_and_logged_once_per_filter(runtime_bundle, tmp_path, caplog):
+def test_a_suback_failure_is_counted_and_logged_once_per_filter_and_answers_the_subscription(runtime_bundle, tmp_path, caplog):
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
     runtime = Runtime(runtime_config(1883, runtime_bundle, tmp_path))
     link = runtime._link()  # never connected: the SUBACK is handed over as paho would
     link.pending_subscriptions = {7: ["plant/+/+/telemetry"], 8: ["plant/+/+/telemetry"]}
+    link.connected.set()
     with caplog.at_level(logging.ERROR, "linewatch.mqtt"):
         link._on_subscribe(link.client, None, 7, [ReasonCode(PacketTypes.SUBACK, identifier=0x87)], None)
+        assert not link.subscribed.is_set()  # SUBSCRIBE 8 still unanswered
         link._on_subscribe(link.client, None, 8, [ReasonCode(PacketTypes.SUBACK, identifier=0x87)], None)
+    assert link.wait_subscribed(0)  # answered, if refused: waiting longer would not bring samples
     assert link.refused_filters == {"plant/+/+/telemetry"}
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 1 and "Not authorized" in logged[0] and "ACL" in logged[0]
@@ -99,7 +102,7 @@ def test_an_oversized_packet_never_reaches_an_mqtt5_runtime(broker, runtime_bund
     publisher = client(broker.port)
     try:
         runtime.start()
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         good = orjson.dumps({"ts": 1.7e9, **{f: 1.0 for f in FEATURES}})
         publisher.publish("plant/l1/m1/telemetry", b"[" + b"1," * 500_000 + b"1]", qos=1)  # 1 MB
         publisher.publish("plant/l1/m2/telemetry", good, qos=1)

@@ -18,7 +18,7 @@ pytest.importorskip("torch")  # the bundle is trained here
 
 from edge_runtime.event_schema import validate_event  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
-from helpers import runtime_config  # noqa: E402
+from helpers import runtime_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, Mosquitto, client, free_port, make_pki, tls_listener  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402
 
@@ -104,7 +104,7 @@ def test_json_samples_raise_and_clear_alarms_for_injected_faults(broker, runtime
     collector = Collector(broker.port, "linewatch/#")
     publisher = client(broker.port)
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for row in plant.itertuples(index=False):
             payload = {"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}}
             publisher.publish(f"plant/l1/{row.machine}/telemetry", orjson.dumps(payload), qos=1)
@@ -131,7 +131,7 @@ def test_tag_and_chunk_payloads_raise_alarms(broker, runtime_bundle, tmp_path, p
     publisher = client(broker.port)
     m1, m2 = plant[plant.machine == "m1"], plant[plant.machine == "m2"]
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for row in m1.itertuples(index=False):
             for f in FEATURES:
                 publisher.publish(f"plant/m1/tags/{f}", orjson.dumps({"ts": row.ts, "value": getattr(row, f)}), qos=1)
@@ -165,7 +165,8 @@ def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path,
     runtime.start()
     assert runtime.link.wait_connected(5)
     broker.stop()
-    assert runtime.link.connected.wait(0) is False or _wait(lambda: runtime.link.connected.is_set() is False, 5) is not False
+    assert wait_for(lambda: not runtime.link.connected.is_set(), 5)
+    assert not runtime.link.subscribed.is_set()  # a new connection must subscribe again before samples can arrive
     for topic, payload in fault_payloads(plant):  # samples reach the runtime while the broker is down
         runtime._on_message(topic, payload, time.perf_counter())
     runtime.stop()  # events stay in the outbox across the restart
@@ -176,8 +177,9 @@ def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path,
     restarted = Runtime(runtime_config(port, runtime_bundle, tmp_path))
     restarted.start()
     try:
+        assert restarted.link.wait_subscribed(10)
         assert collector.wait_for(lambda c: len(c.events()) >= depth, timeout=15)
-        assert _wait(lambda: restarted.snapshot()["outbox_depth"] == 0, 10)
+        assert wait_for(lambda: restarted.snapshot()["outbox_depth"] == 0, 10)
     finally:
         restarted.stop()
         collector.close()
@@ -187,15 +189,6 @@ def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path,
     assert ends == sorted(ends) and len({e["id"] for e in events}) == len(events)
     alarms = [e["kind"] for e in events if e["kind"].startswith("alarm_")]  # a drift event may come between them
     assert alarms[:2] == ["alarm_raised", "alarm_cleared"]
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_bad_input_is_counted_reported_and_survived(broker, runtime_bundle, tmp_path, plant):
@@ -216,7 +209,7 @@ def test_bad_input_is_counted_reported_and_survived(broker, runtime_bundle, tmp_
         b'{"ts": 1, "current": NaN}',
     ]
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for payload in bad:
             publisher.publish("plant/l1/m9/telemetry", payload, qos=1)
         for topic, payload in fault_payloads(plant):
@@ -251,7 +244,7 @@ def test_poison_from_one_stream_never_costs_another_a_window(broker, runtime_bun
     ]
     good = fault_payloads(plant, "m1") + fault_payloads(plant, "m2")
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for k, (topic, payload) in enumerate(good):
             publisher.publish(topic, payload, qos=1)
             if k % 100 == 0 and poison:
@@ -281,7 +274,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
     status = Collector(broker.port, "linewatch/lw-test/status")
     payloads = fault_payloads(plant)
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for topic, payload in payloads[:500]:
             publisher.publish(topic, payload, qos=1)
         wait_until_quiet(runtime, 500)
@@ -291,7 +284,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         manifest = json.loads((bundle / "bundle.json").read_text())
         manifest["threshold"]["value"] *= 2  # a recalibrated bundle with the same input spec
         (bundle / "bundle.json").write_text(json.dumps(manifest))
-        assert _wait(lambda: runner.bundle.model_id != before_id, 5)
+        assert wait_for(lambda: runner.bundle.model_id != before_id, 5)
         assert runner.streams["l1/m1"].ring is stream and stream.filled == filled
         assert status.wait_for(lambda c: c.on("linewatch/lw-test/status")[-1]["bundles"][0]["id"] == runner.bundle.model_id, 5)
         assert runner.threshold == pytest.approx(2 * json.loads((runtime_bundle / "bundle.json").read_text())["threshold"]["value"])
@@ -310,12 +303,12 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         tiny_detector("pca", window=10, stride=5).fit(plant_table).save(tmp_path / "run10")
         shutil.rmtree(bundle)
         export_run(tmp_path / "run10", bundle, echo=lambda *_: None)
-        assert _wait(lambda: runner.bundle.window == 10, 5)
+        assert wait_for(lambda: runner.bundle.window == 10, 5)
         assert len(runner.streams) == 0
         scored = runner.scored
         for topic, payload in payloads[600:700]:
             publisher.publish(topic, payload, qos=1)
-        assert _wait(lambda: runner.scored >= scored + (100 - 10) // 5 + 1, 10)
+        assert wait_for(lambda: runner.scored >= scored + (100 - 10) // 5 + 1, 10)
     finally:
         runtime.stop()
         status.close()
@@ -328,7 +321,7 @@ def test_graceful_shutdown_scores_pending_windows_and_exposes_metrics(broker, ru
     runtime.start()
     publisher = client(broker.port)
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         for topic, payload in fault_payloads(plant)[:1000]:
             publisher.publish(topic, payload, qos=1)
         wait_until_quiet(runtime, 1000)

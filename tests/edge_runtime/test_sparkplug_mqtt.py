@@ -48,7 +48,7 @@ def test_alarms_from_a_sparkplug_stream_equal_those_from_json(broker, runtime_bu
     publisher = client(broker.port)
     node = None
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         node = EdgeNode("127.0.0.1", broker.port, "plant", "sp", {"m1": METRICS}).start()
         for k, row in enumerate(machine.itertuples(index=False)):
             values = [getattr(row, f) for f in FEATURES]
@@ -81,7 +81,7 @@ def test_a_sequence_gap_asks_for_a_rebirth_and_restarts_the_stream(broker, runti
     commands = Collector(broker.port, "spBv1.0/plant/NCMD/#")
     node = None
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         node = EdgeNode("127.0.0.1", broker.port, "plant", "sp", {"m1": METRICS}).start()
         publish_rows(node, machine, slice(0, 30))  # window 20, stride 5: windows end at samples 20, 25, 30
         assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["scored"] == 3)
@@ -109,7 +109,7 @@ def test_data_before_birth_is_never_scored_and_malformed_protobuf_is_survived(br
     commands = Collector(broker.port, "spBv1.0/plant/NCMD/#")
     raw = client(broker.port)
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         stranger = EdgeNodeWriter("plant", "ghost")  # never births
         stranger.define("m1", METRICS)
         for row in machine.iloc[:30].itertuples(index=False):
@@ -139,7 +139,7 @@ def test_events_are_published_as_a_sparkplug_edge_node(broker, runtime_bundle, t
     runtime.start()
     publisher = client(broker.port)
     try:
-        assert runtime.link.wait_connected(5) and runtime.sparkplug.node.connected.wait(5)
+        assert runtime.link.wait_subscribed(5) and runtime.sparkplug.node.connected.wait(5)
         for row in machine.itertuples(index=False):
             publisher.publish("plant/l1/m1/telemetry", orjson.dumps({"ts": row.ts, **{f: getattr(row, f) for f in FEATURES}}), qos=1)
         assert scada.wait_for(lambda c: len(c.events("alarm_raised")) >= 1, 30)
@@ -171,7 +171,7 @@ def test_sparkplug_node_replays_a_csv_with_gaps_and_answers_rebirths(broker, run
     runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[1:]))
     runtime.start()
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         result = CliRunner().invoke(main, ["sparkplug-node", str(plant_csv), "--broker", f"127.0.0.1:{broker.port}", "--group", "plant",
                                            "--node", "sim", "--bundle", str(runtime_bundle), "--rate", "2000", "--gap-every", "2000"])
         assert result.exit_code == 0, result.output

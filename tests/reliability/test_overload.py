@@ -52,7 +52,7 @@ def test_events_flow_again_within_seconds_after_an_overload(broker, fast_bundle,
     collector = Collector(broker.port, "linewatch/events/#")
     runtime.start()
     try:
-        assert runtime.link.wait_connected(5)
+        assert runtime.link.wait_subscribed(5)
         before = rss_mb()
         flood = subprocess.run([sys.executable, str(FLOOD), str(broker.port), "400", "1", "10", "12", str(RATE_HZ), ",".join(FEATURES)],
                                capture_output=True, text=True, timeout=60)
