@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port  # noqa: F401
+from helpers import wait_for
 
 MOSQUITTO = find_mosquitto()
 
@@ -65,9 +66,12 @@ class Collector:
         self.lock = threading.Lock()
         self.client = client(port)
         self.client.on_message = self._on_message
+        answered = threading.Semaphore(0)
+        self.client.on_subscribe = lambda *args: answered.release()
         for topic in topics:
             self.client.subscribe(topic, qos=1)
-        time.sleep(0.2)
+        for topic in topics:  # every SUBACK back: from here on no event published for these topics is missed
+            assert answered.acquire(timeout=10), f"the broker did not answer the subscription to {topic}"
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -91,12 +95,7 @@ class Collector:
 
     def wait_for(self, predicate, timeout: float = 10.0) -> bool:
         """Poll until ``predicate(self)`` is true."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.05)
-        return predicate(self)
+        return wait_for(lambda: predicate(self), timeout)
 
     def close(self) -> None:
         """Disconnect."""

@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -33,13 +34,11 @@ def plant(plant_csv):
 
 def wait_until_quiet(runtime: Runtime, expected: int, timeout: float = 30.0) -> None:
     """Wait until the runtime has taken ``expected`` messages (accepted or refused)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def taken() -> int:
         snap = runtime.snapshot()
-        if snap["accepted"] + sum(snap["bad_input"].values()) >= expected:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"runtime took {runtime.snapshot()} of {expected} messages")
+        return snap["accepted"] + sum(snap["bad_input"].values())
+
+    assert wait_for(lambda: taken() >= expected, timeout), f"runtime took {runtime.snapshot()} of {expected} messages"
 
 
 def fault_spans(frame: pd.DataFrame, machine: str) -> list[tuple[float, float]]:
@@ -293,7 +292,7 @@ def test_hot_reload_keeps_stream_state_and_swaps_the_model(broker, runtime_bundl
         wait_until_quiet(runtime, 600)
         (bundle / "model.onnx").write_bytes(b"tampered")  # a broken bundle is refused, the old one keeps running
         (bundle / "bundle.json").touch()
-        time.sleep(0.6)
+        assert wait_for(lambda: runner.reloads_refused == 1, 10)
         assert runner.bundle.threshold == pytest.approx(runner.threshold)
         assert runner.streams["l1/m1"].ring is stream
         # a bundle with another input spec (window 10): streams restart, scoring goes on
@@ -349,14 +348,15 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
     collector = Collector(broker.port, "linewatch/lw-cli/status")
     process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
+    logged: list[str] = []
+    threading.Thread(target=lambda: logged.extend(process.stdout), daemon=True).start()  # lines as they come
     try:
         assert collector.wait_for(lambda c: any(s["state"] == "online" for s in c.on("linewatch/lw-cli/status")), 20)
         process.send_signal(signal.SIGHUP)  # reload: same bundle, stream state kept
-        time.sleep(1.0)
+        assert wait_for(lambda: any("reloaded pumps" in line for line in logged), 20), "".join(logged)
     finally:
         process.terminate()
         assert process.wait(15) == 0
-    assert "reloaded pumps" in process.stdout.read()
     assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "offline", 5)
     # killed without a chance to say goodbye: the broker publishes the last will
     process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.DEVNULL,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
+
 pytest.importorskip("torch")
 
 
@@ -66,8 +68,7 @@ def test_ctrl_c_stops_the_demo_and_its_broker(tmp_path):
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 130
     assert "everything the demo started has been stopped" in process.stdout.read()
-    time.sleep(0.5)
-    assert processes_mentioning(str(out)) == []
+    assert wait_for(lambda: processes_mentioning(str(out)) == [], 10), processes_mentioning(str(out))
 
 
 @pytest.mark.slow
