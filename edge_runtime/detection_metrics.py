@@ -109,7 +109,11 @@ def evaluate(results: list[SeriesResult]) -> dict:
     scored normal rows, i.e. per machine-day when a series is a machine) and
     ``false_alarms_per_day_before_first_anomaly`` (the same on the rows before each series' first
     anomaly, all of a series without one: normal operation nothing has disturbed yet); both need
-    times and are None without. Ranking: ``roc_auc``, ``pr_auc``; and ``point_adjusted_f1``.
+    times and are None without. Where the false-alarm rate comes from: ``far_before_first_anomaly``
+    and ``far_after_last_anomaly``, the FAR over the scored normal rows before each series' first
+    anomaly and after its last one ends (None without such rows): a machine that does not return to
+    the state it was trained on after a fault shows in the second. Ranking: ``roc_auc``, ``pr_auc``;
+    and ``point_adjusted_f1``.
     """
     tp = fp = fn = tn = unscored = unscored_anomalous = 0
     n_events = detected = early = 0
@@ -118,6 +122,7 @@ def evaluate(results: list[SeriesResult]) -> dict:
     detail: list[dict] = []
     adjusted_tp = adjusted_fn = 0
     onsets = onsets_early = 0
+    flagged_before = normal_before = flagged_after = normal_after = 0
     normal_seconds = early_seconds = 0.0
     timed = all(r.time is not None for r in results)
     all_scores, all_labels = [], []
@@ -137,13 +142,19 @@ def evaluate(results: list[SeriesResult]) -> dict:
             early += 1
         clock = np.arange(len(y), dtype=np.float64) if r.time is None else np.asarray(r.time, dtype=np.float64)
         before_first = np.arange(len(y)) < (series_events[0][0] if series_events else len(y))
+        after_last = np.arange(len(y)) >= (series_events[-1][1] if series_events else len(y))
+        normal = scored & ~y
+        flagged_before += int((normal & p & before_first).sum())
+        normal_before += int((normal & before_first).sum())
+        flagged_after += int((normal & p & after_last).sum())
+        normal_after += int((normal & after_last).sum())
         false_onsets = p & ~np.r_[False, p[:-1]] & ~y
         onsets += int(false_onsets.sum())
         onsets_early += int((false_onsets & before_first).sum())
         if timed and len(clock) > 1:
             period = float(np.median(np.diff(clock)))
-            normal_seconds += period * int((scored & ~y).sum())
-            early_seconds += period * int((scored & ~y & before_first).sum())
+            normal_seconds += period * int(normal.sum())
+            early_seconds += period * int((normal & before_first).sum())
         flagged = np.flatnonzero(p)
         spans = [(clock[start], clock[stop - 1]) for start, stop in series_events]
         first_alarm, _ = match_alarms(spans, clock[flagged])
@@ -178,6 +189,8 @@ def evaluate(results: list[SeriesResult]) -> dict:
         "f1": _safe(tp, tp + (fn + fp) / 2),
         "far": _safe(fp, fp + tn),
         "mar": _safe(fn, fn + tp),
+        "far_before_first_anomaly": flagged_before / normal_before if normal_before else None,
+        "far_after_last_anomaly": flagged_after / normal_after if normal_after else None,
         "events": n_events,
         "events_detected": detected,
         "event_recall": event_recall,
@@ -215,8 +228,8 @@ class ScoredSeries:
     run_of_row: np.ndarray
 
 
-ALARM_POLICY_KEYS = ("f1", "far", "mar", "events_detected", "series_with_early_false_alarm", "false_alarms_per_day",
-                     "false_alarms_per_day_before_first_anomaly")
+ALARM_POLICY_KEYS = ("f1", "far", "far_before_first_anomaly", "far_after_last_anomaly", "mar", "events_detected",
+                     "series_with_early_false_alarm", "false_alarms_per_day", "false_alarms_per_day_before_first_anomaly")
 
 
 def decisions(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float]

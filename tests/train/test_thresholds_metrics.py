@@ -114,6 +114,13 @@ def test_unscored_rows_are_counted_apart_and_false_alarms_per_day_are_onsets_on_
     assert m["far"] == pytest.approx(fp / (fp + tn)) and m["f1"] == pytest.approx(tp / (tp + (fn + fp) / 2))
     assert m["false_alarms_per_day"] == pytest.approx(2 / (17 * 10 / 86_400))  # onsets at rows 5 and 20 over 17 scored normal rows
     assert m["false_alarms_per_day_before_first_anomaly"] == pytest.approx(1 / (7 * 10 / 86_400))
+    assert m["far_before_first_anomaly"] == pytest.approx(2 / 7)  # rows 5, 6 of the scored normal rows 3..9
+    assert m["far_after_last_anomaly"] == pytest.approx(3 / 10)  # rows 15, 20, 21 of rows 15..24
+    quiet = SeriesResult(np.zeros(13, np.int8), np.r_[np.ones(1), np.zeros(12)].astype(np.int8))  # no anomaly: all "before"
+    pooled = evaluate([SeriesResult(labels, preds, scores, time, "m1"), quiet])
+    assert pooled["far_before_first_anomaly"] == pytest.approx((2 + 1) / (7 + 13))
+    assert pooled["far_after_last_anomaly"] == pytest.approx(3 / 10)
+    assert evaluate([quiet])["far_after_last_anomaly"] is None
     assert m["events_detail"] == [{"series": "m1", "first": "2023-11-14T22:15:00.000Z", "last": "2023-11-14T22:15:40.000Z", "rows": 5,
                                    "detected": True, "delay_rows": 2, "delay_seconds": 20.0}]
     untimed = evaluate([SeriesResult(labels, preds)])
