@@ -226,8 +226,8 @@ class Link:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if client is not self.client:
             return  # the MQTT 5 client replaced by a fallback
+        self.subscribed.clear()  # first: whoever sees the link disconnected also sees it unsubscribed
         self.connected.clear()
-        self.subscribed.clear()
         self.connected_since = None
         if self.connack is None and not self.stopping:
             self._failed(*closed_before_connack(self.config))
