@@ -111,9 +111,9 @@ def evaluate(results: list[SeriesResult]) -> dict:
     anomaly, all of a series without one: normal operation nothing has disturbed yet); both need
     times and are None without. Where the false-alarm rate comes from: ``far_before_first_anomaly``
     and ``far_after_last_anomaly``, the FAR over the scored normal rows before each series' first
-    anomaly and after its last one ends (None without such rows): a machine that does not return to
-    the state it was trained on after a fault shows in the second. Ranking: ``roc_auc``, ``pr_auc``;
-    and ``point_adjusted_f1``.
+    anomaly and after its last one ends (None without such rows): the second holds the alarm that
+    lasts while windows still span the fault, and a machine that does not return to the state it
+    was trained on. Ranking: ``roc_auc``, ``pr_auc``; and ``point_adjusted_f1``.
     """
     tp = fp = fn = tn = unscored = unscored_anomalous = 0
     n_events = detected = early = 0
