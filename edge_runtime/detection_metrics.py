@@ -322,11 +322,13 @@ def format_metrics(metrics: dict) -> list[str]:
             lines.append(f"  ... {len(events_detail) - EVENTS_SHOWN} more in evaluation.json")
     if "threshold_sweep" in metrics:
         lines += ["threshold sweep (the alarm policy at multiples of the threshold):",
-                  f"  {'multiple':>8} {'threshold':>10} {'F1':>6} {'FAR %':>6} {'MAR %':>6} {'events':>7} {'early':>5} {'FA/day':>7}"]
+                  f"  {'multiple':>8} {'threshold':>10} {'F1':>6} {'FAR %':>6} {'before':>6} {'after':>6} {'MAR %':>6} {'events':>7} "
+                  f"{'early':>5} {'FA/day':>7}"]
         for row in metrics["threshold_sweep"]:
             per_day = row["false_alarms_per_day"]
             threshold = "-" if metrics["threshold"] is None else f"{row['multiple'] * metrics['threshold']:.4g}"  # several models: one each
-            lines.append(f"  {row['multiple']:>8.3g} {threshold:>10} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} "
+            before, after = (("-" if row[key] is None else f"{row[key] * 100:.1f}") for key in ("far_before_first_anomaly", "far_after_last_anomaly"))
+            lines.append(f"  {row['multiple']:>8.3g} {threshold:>10} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} {before:>6} {after:>6} "
                          f"{row['mar'] * 100:>6.1f} {row['events_detected']:>7} {row['series_with_early_false_alarm']:>5} "
                          f"{'-' if per_day is None else f'{per_day:.3g}':>7}")
     return lines

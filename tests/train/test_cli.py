@@ -37,6 +37,9 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     assert "threshold sweep" in result.output and len(metrics["threshold_sweep"]) == 13
     at_own = next(row for row in metrics["threshold_sweep"] if row["multiple"] == 1.0)
     assert at_own["f1"] == metrics["alarm_policy_f1"] and at_own["events_detected"] == metrics["alarm_policy_events_detected"]
+    assert at_own["far_after_last_anomaly"] == metrics["alarm_policy_far_after_last_anomaly"]
+    split = f"{at_own['far'] * 100:.1f} {at_own['far_before_first_anomaly'] * 100:>6.1f} {at_own['far_after_last_anomaly'] * 100:>6.1f}"
+    assert split in result.output  # the sweep table shows where the normal rows it flags lie
     assert metrics["events"] == 4 and metrics["events_detected"] >= 3
     assert [e["detected"] for e in metrics["events_detail"]].count(True) == metrics["events_detected"] and "policy delay" in result.output
     assert metrics["unscored_rows"] == 2 * 19  # each machine's first window - 1 rows
