@@ -66,6 +66,11 @@ class FakeLink:
         with self.lock:
             return [orjson.loads(p) for _, _, p, q in self.sent if q == qos]
 
+    def wait_held(self, timeout: float = 30.0) -> bool:
+        """Wait until some QoS 1 message waits for its acknowledgement."""
+        with self.changed:
+            return self.changed.wait_for(lambda: bool(self.held), timeout)
+
     def wait_sent(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until ``count`` QoS 1 messages were published."""
         with self.changed:
@@ -86,15 +91,16 @@ def batch(first: int, count: int, durable: bool = True, topic: str = "ev") -> li
 
 
 def ack_each_send_until(link: FakeLink, sink: Sink, count: int, window: int | None = None) -> None:
-    """Acknowledge what the sink sends, as the broker would, until ``count`` events went out.
+    """Acknowledge what the sink sends, as the broker would, until ``count`` events went out and all are acknowledged.
 
-    A stall fails with the sink's state, so that a slow machine and a stuck sink can be told apart.
+    Waits for something to acknowledge, not for one more send: a sink whose window is full of
+    unacknowledged events sends nothing more until they are acknowledged. A sink that sends
+    nothing with room in its window fails with its state.
     """
-    while len(link.events()) < count:
-        sent = len(link.events())
-        assert link.wait_sent(sent + 1), (f"no event sent after {sent}: sink alive {sink.thread.is_alive()}, in flight "
-                                          f"{sink.inflight_count}, unsent in memory {len(sink.unsent)}, read up to seq "
-                                          f"{sink.loaded}, more on disk {sink.on_disk}, outbox depth {sink.outbox.depth()}")
+    while len(link.events()) < count or link.held:
+        assert link.wait_held(), (f"nothing in flight after {len(link.events())} sent: sink alive {sink.thread.is_alive()}, in flight "
+                                  f"{sink.inflight_count}, unsent in memory {len(sink.unsent)}, read up to seq "
+                                  f"{sink.loaded}, more on disk {sink.on_disk}, outbox depth {sink.outbox.depth()}")
         if window is not None:
             assert len(link.held) <= window  # never more than the window in flight
         link.ack_all()
