@@ -36,7 +36,7 @@ import pandas as pd
 from benchmarks.common import train_with_defaults, write_results
 from edge_runtime.backends import create_backend
 from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import ALARM_POLICY_KEYS, ScoredSeries, evaluate_models
+from edge_runtime.detection_metrics import ALARM_POLICY_KEYS, ScoredSeries, evaluate_models, far_split_text
 from edge_runtime.offline import labelled_parts
 from edge_runtime.tables import read_csv
 from train.data import SensorTable, read_table
@@ -71,21 +71,23 @@ def missed(path: Path, label_column: str, test_from: int, pooled: list) -> None:
         pooled.append(([never], 1.0, 1))
 
 
-def rounded(rate: float | None) -> float | None:
-    """A rate to four places (None stays None: no such rows)."""
-    return None if rate is None else round(rate, 4)
+RATES = ("far", "far_before_first_anomaly", "far_after_last_anomaly", "mar")
+
+
+def rounded(row: dict) -> dict:
+    """``row`` with its rates to four places (a rate without rows, None, stays None) and F1 to three."""
+    return {**row, "f1": round(row["f1"], 3), **{key: None if row[key] is None else round(row[key], 4) for key in RATES}}
 
 
 def split_far(r: dict) -> str:
     """The FAR before the first anomaly / after the last one, in percent."""
-    return " / ".join("-" if r[key] is None else f"{r[key] * 100:.1f}" for key in ("far_before_first_anomaly", "far_after_last_anomaly"))
+    return " / ".join(far_split_text(r))
 
 
 def summary(metrics: dict, prefix: str = "") -> dict:
     """The pooled numbers the table shows, of the raw threshold or (``prefix="alarm_policy_"``) of the alarm policy."""
-    m = {key: metrics[prefix + key] for key in ALARM_POLICY_KEYS}
-    return {"f1": round(m["f1"], 3), "far": round(m["far"], 4), "far_before_first_anomaly": rounded(m["far_before_first_anomaly"]),
-            "far_after_last_anomaly": rounded(m["far_after_last_anomaly"]), "mar": round(m["mar"], 4), "events_detected": m["events_detected"],
+    m = rounded({key: metrics[prefix + key] for key in ALARM_POLICY_KEYS})
+    return {**{key: m[key] for key in ("f1", *RATES)}, "events_detected": m["events_detected"],
             "events": metrics["events"], "series_alarming_before_anomaly": m["series_with_early_false_alarm"],
             "false_alarms_per_day_before_first_anomaly": round(m["false_alarms_per_day_before_first_anomaly"], 1),
             "roc_auc": round(metrics["roc_auc"], 3), "unscored_rows": metrics["unscored_rows"]}
@@ -94,8 +96,7 @@ def summary(metrics: dict, prefix: str = "") -> dict:
 def pooled_results(pooled: list) -> dict:
     """The raw threshold's, the alarm policy's and the threshold sweep's pooled numbers over every experiment."""
     metrics = evaluate_models(pooled, AlarmConfig().policy(), sweep=True)
-    sweep = [{**row, "far": round(row["far"], 4), "mar": round(row["mar"], 4), "f1": round(row["f1"], 3),
-              **{key: rounded(row[key]) for key in ("far_before_first_anomaly", "far_after_last_anomaly")}} for row in metrics["threshold_sweep"]]
+    sweep = [rounded(row) for row in metrics["threshold_sweep"]]
     within = [row for row in sweep if row["far"] <= FAR_TARGET]
     return {"raw": summary(metrics), "alarm_policy": summary(metrics, "alarm_policy_"), "threshold_sweep": sweep,
             "best_multiple": max(sweep, key=lambda r: r["f1"]),

@@ -327,11 +327,16 @@ def format_metrics(metrics: dict) -> list[str]:
         for row in metrics["threshold_sweep"]:
             per_day = row["false_alarms_per_day"]
             threshold = "-" if metrics["threshold"] is None else f"{row['multiple'] * metrics['threshold']:.4g}"  # several models: one each
-            before, after = (("-" if row[key] is None else f"{row[key] * 100:.1f}") for key in ("far_before_first_anomaly", "far_after_last_anomaly"))
+            before, after = far_split_text(row)
             lines.append(f"  {row['multiple']:>8.3g} {threshold:>10} {row['f1']:>6.3f} {row['far'] * 100:>6.1f} {before:>6} {after:>6} "
                          f"{row['mar'] * 100:>6.1f} {row['events_detected']:>7} {row['series_with_early_false_alarm']:>5} "
                          f"{'-' if per_day is None else f'{per_day:.3g}':>7}")
     return lines
+
+
+def far_split_text(metrics: dict) -> tuple[str, str]:
+    """The FAR before the first anomaly and after the last one, in percent (``-``: no such rows)."""
+    return tuple("-" if metrics[key] is None else f"{metrics[key] * 100:.1f}" for key in ("far_before_first_anomaly", "far_after_last_anomaly"))
 
 
 def delay_text(detected: bool | None, seconds: float | None, rows: int | None = None) -> str:
