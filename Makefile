@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo venv mosquitto clean proto
+.PHONY: test lint docs demo venv mosquitto clean proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,18 @@ mosquitto:
 	  else echo "mosquitto not found and apt-get unavailable: broker tests will skip (fail under CI)"; fi; \
 	fi
 
-# Layering (import-linter contracts in pyproject.toml) and lint run before the tests, in CI too.
+# Layering (import-linter contracts in pyproject.toml), lint and the docs site build run before the tests, in CI too.
 lint: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test: lint mosquitto
 	$(PY) -m pytest -q
+
+# The documentation site, served locally with live reload.
+docs: venv
+	$(VENV)/bin/mkdocs serve
 
 demo: venv
 	$(VENV)/bin/linewatch demo
@@ -45,4 +50,4 @@ clean:
 
 # Sparkplug B classes from the specification's schema (protoc from grpcio-tools, the dev extra); the result is committed.
 proto: venv
-	cd edge_runtime && ../$(PY) -m grpc_tools.protoc -I. --python_out=. sparkplug_b.proto
+	cd edge_runtime/sparkplug && ../../$(PY) -m grpc_tools.protoc -I. --python_out=. sparkplug_b.proto

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import export.results
+import linewatch.results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_results(name: str, results: dict, table_header: list[str], table_rows: list[list], notes: str = "", folder: str | None = None) -> Path:
-    """Write ``results/[folder/]<name>.json`` and ``.md`` (a table with the machine described), and print the table.
+def write_results(name: str, results: dict, table_header: list[str], table_rows: list[list], notes: str = "", folder: str | None = None,
+                  bundle_id: str | None = None) -> Path:
+    """Write ``results/[folder/]<name>.json`` and ``.md`` (a table with its commit, command, bundle and machine), and print it.
 
     ``folder`` names a device's own results (``nvidia-h200``) apart from this CPU machine's.
     """
-    return export.results.write_results(RESULTS / folder if folder else RESULTS, name, results, table_header, table_rows, notes)
+    return linewatch.results.write_results(RESULTS / folder if folder else RESULTS, name, results, table_header, table_rows, notes,
+                                           bundle_id=bundle_id)
 
 
 def train_with_defaults(table, seed: int, work: Path, **params) -> tuple:
@@ -23,7 +25,7 @@ def train_with_defaults(table, seed: int, work: Path, **params) -> tuple:
     """
     import warnings
 
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.contract.bundle import load_bundle
     from export.bundler import export_run
     from train.detector import AutoencoderDetector
     from train.windows import default_window

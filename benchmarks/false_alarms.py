@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import train_with_defaults, write_results
-from edge_runtime.alarms import Alarm
-from edge_runtime.backends import create_backend
-from edge_runtime.config import AlarmConfig
-from edge_runtime.offline import window_scores
-from edge_runtime.tables import read_csv
+from edge_runtime.contract.alarms import Alarm, AlarmConfig
+from edge_runtime.contract.tables import read_csv
+from edge_runtime.scoring.backends import create_backend
+from edge_runtime.scoring.offline import window_scores
 from train.data import read_table
 from train.simulate import simulate_plant, write_table
 

@@ -22,7 +22,7 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$RESULTS" "$WORK"
 export PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) $*"; }
-lw() { python3 -m edge_runtime "$@"; }
+lw() { python3 -m linewatch "$@"; }
 
 log install
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl

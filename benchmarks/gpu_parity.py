@@ -14,10 +14,10 @@ import argparse
 import numpy as np
 
 from benchmarks.common import write_results
-from edge_runtime.bundle import load_bundle
-from edge_runtime.errors import BackendError, BundleError
-from export.backend_bench import open_backend
-from export.bench import candidate_backends
+from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.contract.errors import BackendError, BundleError
+from linewatch.backend_bench import open_backend
+from linewatch.bench import candidate_backends
 from train.data import read_table
 from train.windows import window_view
 

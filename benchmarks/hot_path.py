@@ -15,14 +15,14 @@ import numpy as np
 import orjson
 
 from benchmarks.common import write_results
-from edge_runtime.alarms import Alarm
-from edge_runtime.badinput import BadInput
-from edge_runtime.batcher import Batcher
-from edge_runtime.bundle import load_bundle
 from edge_runtime.config import InputConfig
-from edge_runtime.ingest import Ingest
-from edge_runtime.registry import StreamRegistry
-from edge_runtime.router import Router
+from edge_runtime.contract.alarms import Alarm
+from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.ingest.badinput import BadInput
+from edge_runtime.ingest.pipeline import Ingest
+from edge_runtime.ingest.registry import StreamRegistry
+from edge_runtime.ingest.router import Router
+from edge_runtime.scoring.batcher import Batcher
 
 
 def measure(bundle_path: str, messages: int, machines: int = 8) -> dict:
@@ -72,7 +72,8 @@ def main() -> None:
             for i, x in enumerate(runs)]
     write_results("hot_path", r, ["run (fastest first)", "messages", "features", "median µs", "p90 µs", "p99 µs"], rows,
                          "Own code only: orjson decode, routing, ring-buffer write, readiness, and the copy of each ready window into the "
-                         "pending batch; paho adds ~38 µs per message.")
+                         "pending batch; paho adds ~38 µs per message.",
+                  bundle_id=load_bundle(args.bundle).model_id)
 
 
 if __name__ == "__main__":

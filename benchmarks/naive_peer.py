@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import torch
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.contract.bundle import load_bundle
 
 
 def main() -> None:

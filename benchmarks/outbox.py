@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from benchmarks.common import write_results
-from edge_runtime.outbox import SYNC_MODES, Outbox
+from edge_runtime.delivery.outbox import SYNC_MODES, Outbox
 
 PAYLOAD = orjson.dumps({"schema": "linewatch.event/1", "kind": "alarm_raised", "pad": "x" * 560})  # about an event's size
 

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import write_results
-from export import e2e
+from linewatch import e2e
 
 FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]
 
@@ -59,7 +59,7 @@ class BufferedClient(mqtt.Client):
 
 
 def buffered_client(protocol: int) -> mqtt.Client:
-    """For :func:`export.e2e.count_received`: a client on a buffered socket."""
+    """For :func:`linewatch.e2e.count_received`: a client on a buffered socket."""
     return BufferedClient(CallbackAPIVersion.VERSION2, protocol=protocol)
 
 

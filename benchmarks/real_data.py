@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import train_with_defaults, write_results
-from edge_runtime.backends import create_backend
-from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import ALARM_POLICY_KEYS, ScoredSeries, evaluate_models, far_split_text
-from edge_runtime.offline import labelled_parts
-from edge_runtime.tables import read_csv
+from edge_runtime.contract.alarms import AlarmConfig
+from edge_runtime.contract.detection_metrics import ALARM_POLICY_KEYS, ScoredSeries, evaluate_models, far_split_text
+from edge_runtime.contract.tables import read_csv
+from edge_runtime.scoring.backends import create_backend
+from edge_runtime.scoring.offline import labelled_parts
 from train.data import SensorTable, read_table
 
 SKAB_TRAIN_ROWS = 400

@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, write_results
-from edge_runtime.alarms import Alarm
-from edge_runtime.config import AlarmConfig
+from edge_runtime.contract.alarms import Alarm, AlarmConfig
 from train.data import read_table
 from train.detector import AutoencoderDetector
 from train.evaluation import evaluate_detector

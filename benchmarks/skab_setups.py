@@ -25,10 +25,10 @@ import pandas as pd
 
 from benchmarks.common import train_with_defaults, write_results
 from benchmarks.real_data import SKAB_TRAIN_ROWS, cut, summary
-from edge_runtime.backends import create_backend
-from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import evaluate_models
-from edge_runtime.offline import labelled_parts
+from edge_runtime.contract.alarms import AlarmConfig
+from edge_runtime.contract.detection_metrics import evaluate_models
+from edge_runtime.scoring.backends import create_backend
+from edge_runtime.scoring.offline import labelled_parts
 from train.data import read_table
 
 GROUPS = ("valve1", "valve2", "other")

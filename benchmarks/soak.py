@@ -30,8 +30,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import write_results
-from edge_runtime.bundle import load_bundle
-from edge_runtime.localbroker import free_port, start_mosquitto
+from edge_runtime.contract.bundle import load_bundle
+from linewatch.localbroker import free_port, start_mosquitto
 from train.simulate import simulate_plant
 
 MACHINES = 8
@@ -138,7 +138,7 @@ def soak(bundle: str, minutes: float, restart_every: float, backend: str = "onnx
         f'[[models.inputs]]\ntopic = "plant/{{line}}/{{machine}}/telemetry"\n'
     )
     with (folder / "runtime.log").open("w") as log:
-        runtime = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+        runtime = subprocess.Popen([sys.executable, "-m", "linewatch", "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log)
         return _drive(runtime, broker, subscriber, bundle, port, metrics_port, minutes, restart_every)
 
 

@@ -25,17 +25,17 @@ import numpy as np
 import orjson
 
 from benchmarks.common import write_results
-from edge_runtime.alarms import Alarm
-from edge_runtime.backends import create_backend
-from edge_runtime.batcher import Batcher
-from edge_runtime.bundle import load_bundle
-from edge_runtime.decoders import FeatureLayout, decode_json
-from edge_runtime.event_schema import make_event
-from edge_runtime.mqtt import no_delay
-from edge_runtime.outbox import Outbox
-from edge_runtime.registry import StreamState
-from edge_runtime.streams import Stream
-from export import e2e
+from edge_runtime.contract.alarms import Alarm
+from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.delivery.event_schema import make_event
+from edge_runtime.delivery.link import no_delay
+from edge_runtime.delivery.outbox import Outbox
+from edge_runtime.ingest.decoders import FeatureLayout, decode_json
+from edge_runtime.ingest.registry import StreamState
+from edge_runtime.ingest.streams import Stream
+from edge_runtime.scoring.backends import create_backend
+from edge_runtime.scoring.batcher import Batcher
+from linewatch import e2e
 
 
 def per_op(run: Callable[[int], None], ops: int, blocks: int = 15) -> dict:
@@ -74,11 +74,11 @@ def sparkplug_costs(bundle, now: float) -> dict:
     """A Sparkplug B NDATA with every feature by alias: protobuf parse alone, the consumer (sequence, aliases, values,
     times), and the stream's aligner taking the sample.
     """
-    from edge_runtime.alignment import TagAligner
-    from edge_runtime.badinput import BadInput
-    from edge_runtime.sparkplug import decode
-    from edge_runtime.sparkplug_input import SparkplugInput
-    from edge_runtime.topics import parse_sparkplug
+    from edge_runtime.ingest.alignment import TagAligner
+    from edge_runtime.ingest.badinput import BadInput
+    from edge_runtime.ingest.topics import parse_sparkplug
+    from edge_runtime.sparkplug.codec import decode
+    from edge_runtime.sparkplug.input import SparkplugInput
 
     step = e2e.Step("stages", "sparkplug", 1.0, 1, 256, 1, 0, len(bundle.features))
     nodes = e2e.edge_nodes(step, bundle.features)
@@ -177,7 +177,8 @@ def main() -> None:
                   f"Dense bundle, window {result['window']} x {result['features']} features; the runtime's own functions timed alone, "
                   "one thread, nothing else loaded. Per message the runtime pays paho receive + decode + stream push; per window the "
                   "copy, inference, decision, encode and publish (alarm transitions also the outbox write). Command: "
-                  "`python -m benchmarks.stages BUNDLE`.")
+                  "`python -m benchmarks.stages BUNDLE`.",
+                  bundle_id=load_bundle(args.bundle).model_id)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import sys
-from pathlib import Path
 
 import click
 
-from edge_runtime.bundle import CONDITION_NAME, threshold_notes
-from edge_runtime.errors import LinewatchError
+from edge_runtime.contract.bundle import CONDITION_NAME, threshold_notes
+from edge_runtime.contract.errors import LinewatchError
 
 
 def _fail(error: Exception) -> click.ClickException:
@@ -22,7 +20,7 @@ def _fail(error: Exception) -> click.ClickException:
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
 def inspect(bundle_path):
     """Summarise BUNDLE, verify every artifact's hash, and show the parity table."""
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.contract.bundle import load_bundle
 
     try:
         bundle = load_bundle(bundle_path)
@@ -56,37 +54,6 @@ def inspect(bundle_path):
     click.echo("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
 
 
-def evaluate_bundles(groups, output, series_column, time_column, label_column, train_rows: int = 0, train_until=None,
-                     sweep: bool = False) -> None:
-    """``linewatch evaluate`` on bundles, ``(bundle, data files)`` each, without torch: ONNX Runtime and the runtime's own
-    stream assembly, one confusion matrix pooled over every series of every file of every bundle, the raw threshold
-    and the default alarm policy (and with ``sweep`` that policy at multiples of the thresholds).
-    """
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.config import AlarmConfig
-    from edge_runtime.detection_metrics import evaluate_models, format_metrics
-    from edge_runtime.offline import labelled_parts
-    from edge_runtime.timeparse import to_seconds
-
-    models = []
-    try:
-        until = None if train_until is None else to_seconds(train_until)
-        for target, data in groups:
-            bundle = load_bundle(target)
-            with create_backend(bundle) as backend:
-                parts = labelled_parts(backend, list(data), series_column, time_column, label_column, train_rows, until)
-            models.append((parts, bundle.threshold, bundle.stride))
-    except (LinewatchError, ValueError) as error:
-        raise _fail(error) from None
-    metrics = evaluate_models(models, AlarmConfig().policy(), sweep)
-    if output:
-        Path(output).mkdir(parents=True, exist_ok=True)
-        (Path(output) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-    for line in format_metrics(metrics):
-        click.echo(line)
-
-
 @click.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
@@ -101,10 +68,10 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
 
     Writes file, series, time (as the input wrote it), score and flag (1 above the threshold) per row.
     """
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.offline import score_series
-    from edge_runtime.tables import read_csv
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.contract.tables import read_csv
+    from edge_runtime.scoring.backends import create_backend
+    from edge_runtime.scoring.offline import score_series
 
     try:
         bundle = load_bundle(bundle_path)
@@ -168,47 +135,3 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
         runtime.serve()
     except LinewatchError as error:
         raise _fail(error) from None
-
-
-@click.command("sparkplug-node")
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="HOST:PORT of the MQTT broker.")
-@click.option("--group", default="plant", show_default=True, help="Sparkplug group id.")
-@click.option("--node", default="sim", show_default=True, help="Sparkplug edge node id.")
-@click.option("--features", default=None, help="Columns to publish as metrics, comma-separated.")
-@click.option("--bundle", "bundle_path", default=None, type=click.Path(exists=True, file_okay=False), help="...or the features of this bundle.")
-@click.option("--series-column", default="machine", show_default=True, help="Column whose values are the devices (absent: one device per file).")
-@click.option("--time-column", default=None, help="Time column (default: time/timestamp/datetime).")
-@click.option("--rate", default=500.0, show_default=True, help="DATA messages per second.")
-@click.option("--gap-every", default=0, show_default=True, help="Leave out every Nth DATA message: a sequence gap (0: none).")
-def sparkplug_node(data, broker, group, node, features, bundle_path, series_column, time_column, rate, gap_every):
-    """Replay CSV files as a Sparkplug B edge node whose devices are the series (e.g. `linewatch simulate` output):
-    NBIRTH/DBIRTH with aliases, alias-only DDATA in time order, rebirths on request, NDEATH at the end.
-    """
-    from edge_runtime import sparkplug_b_pb2 as pb
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.sparkplug_node import EdgeNode, replay
-    from edge_runtime.tables import csv_header, read_csv
-
-    if bool(features) == bool(bundle_path):
-        raise click.UsageError("give --features or --bundle (one of them)")
-    try:
-        names = features.split(",") if features else load_bundle(bundle_path).features
-        series = [s for path in data for s in read_csv(path, names, series_column if series_column in csv_header(path) else None, time_column)]
-    except LinewatchError as error:
-        raise _fail(error) from None
-    rows = sorted(((float(t), s.name, [None if v != v else float(v) for v in values]) for s in series for t, values in zip(s.time, s.values)),
-                  key=lambda row: row[0])
-    host, _, port = broker.rpartition(":")
-    devices = {s.name: [(name, pb.Double) for name in names] for s in series}
-    try:
-        edge = EdgeNode(host or "127.0.0.1", int(port), group, node, devices).start()
-    except (OSError, ValueError) as error:
-        raise click.ClickException(f"--broker {broker}: {error}") from None
-    try:
-        with click.progressbar(length=len(rows), label=f"spBv1.0/{group}/DDATA/{node}/<device>", file=sys.stderr) as bar:
-            sent = replay(edge, ((device, t, values) for t, device, values in rows), rate, gap_every, bar.update)
-    finally:
-        edge.stop()
-    click.echo(f"published {sent} DDATA messages for {len(devices)} device(s) as edge node {group}/{node} "
-               f"({edge.births} birth(s), {edge.rebirth_requests} rebirth request(s) answered)")

@@ -17,9 +17,11 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from edge_runtime.errors import ConfigError
-from edge_runtime.outbox import SYNC_MODES
-from edge_runtime.topics import template_for
+from edge_runtime.contract.alarms import AlarmConfig
+from edge_runtime.contract.errors import ConfigError
+from edge_runtime.contract.settings import setting
+from edge_runtime.delivery.outbox import SYNC_MODES
+from edge_runtime.ingest.topics import template_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,29 +33,24 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
 
-def setting(default, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None, above: float | None = None):
-    """A dataclass field with its rule: one of ``choices``, or ``lo <= value <= hi`` and ``value > above``."""
-    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "above": above})
-
-
 @dataclass
 class BrokerConfig:
     """MQTT broker connection."""
 
-    host: str = "127.0.0.1"
-    port: int = setting(1883, lo=1, hi=65535)
-    client_id: str = "linewatch"
-    keepalive: int = setting(30, lo=0, hi=65535)
-    protocol: str = setting("auto", choices=("auto", "5", "3.1.1"))  # auto: MQTT 5, falling back to 3.1.1
-    username: str = ""
-    password_file: str = ""
-    password_env: str = ""
-    tls: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    reconnect_min_s: float = setting(0.5, above=0)
-    reconnect_max_s: float = setting(30.0, above=0)
+    host: str = setting("127.0.0.1", help="MQTT broker address")
+    port: int = setting(1883, lo=1, hi=65535, help="8883 for TLS by convention")
+    client_id: str = setting("linewatch", help="also names the status and error topics")
+    keepalive: int = setting(30, lo=0, hi=65535, help="seconds between keep-alive pings")
+    protocol: str = setting("auto", choices=("auto", "5", "3.1.1"), help="auto: MQTT 5, falling back to 3.1.1")
+    username: str = setting("", help="empty: no authentication")
+    password_file: str = setting("", help="file holding the password (never put it on the command line)")
+    password_env: str = setting("", help="or: name of an environment variable holding it")
+    tls: bool = setting(False, help="TLS on; needs ca_file unless the system store trusts the broker")
+    ca_file: str = setting("", help="CA certificate (PEM) that signed the broker's certificate")
+    cert_file: str = setting("", help="client certificate (PEM), with key_file, for mutual TLS")
+    key_file: str = setting("", help="the client certificate's private key (PEM), with cert_file")
+    reconnect_min_s: float = setting(0.5, above=0, help="reconnect backoff starts here (rounded up to 1 s by paho)")
+    reconnect_max_s: float = setting(30.0, above=0, help="...and doubles up to this")
 
     def password(self) -> str | None:
         """The password from ``password_file`` or ``password_env``, or None."""
@@ -73,61 +70,47 @@ class BrokerConfig:
 class InputConfig:
     """One subscription: a topic template and the payload shape it carries."""
 
-    topic: str = "plant/{line}/{machine}/telemetry"
-    format: str = setting("json", choices=PAYLOAD_FORMATS)
-    time_key: str = "ts"
-    qos: int = setting(0, lo=0, hi=2)  # subscription QoS; sensor streams are usually QoS 0
-    staleness_s: float = setting(5.0, above=0)  # tag and sparkplug formats: last value older than this is missing at a grid tick
-    rebirth_interval_s: float = setting(10.0, above=0)  # sparkplug format: at most one rebirth request per node this often
-    condition: str = ""  # condition format: the conditional model's condition this topic carries (its value holds until changed)
-
-
-@dataclass
-class AlarmConfig:
-    """Alarm semantics in the spirit of ISA-18.2."""
-
-    on_k: int = setting(2, lo=1)  # raise when k of the last n windows exceed the threshold (on-delay)
-    on_n: int = setting(3, lo=1, hi=64)
-    off_m: int = setting(3, lo=1)  # clear after m consecutive windows below threshold * (1 - deadband) (off-delay)
-    deadband: float = setting(0.1, lo=0, hi=0.99)
-
-    def policy(self) -> tuple[int, int, int, float]:
-        """``(on_k, on_n, off_m, deadband)``: the arguments of :class:`edge_runtime.alarms.Alarm` and of the offline replay."""
-        return self.on_k, self.on_n, self.off_m, self.deadband
+    topic: str = setting("plant/{line}/{machine}/telemetry", help="topic template; its {fields} become the stream key ({tag} names a feature in tag topics)")
+    format: str = setting("json", choices=PAYLOAD_FORMATS, help="payload shape: json, tag (one scalar per topic), chunk (many samples), condition, sparkplug")
+    time_key: str = setting("ts", help="JSON key of the sample time (epoch seconds or ISO 8601)")
+    qos: int = setting(0, lo=0, hi=2, help="subscription QoS; sensor streams are usually QoS 0")
+    staleness_s: float = setting(5.0, above=0, help="tag and sparkplug formats: last value older than this is missing at a grid tick")
+    rebirth_interval_s: float = setting(10.0, above=0, help="sparkplug format: at most one rebirth request per node this often")
+    condition: str = setting("", help="condition format: the conditional model's condition this topic carries (its value holds until changed)")
 
 
 @dataclass
 class CommissioningConfig:
-    """Per-stream thresholds learned at the edge (see edge_runtime.commissioning)."""
+    """Per-stream thresholds learned at the edge (see edge_runtime.scoring.commissioning)."""
 
-    enabled: bool = False
-    period_s: float = setting(3600.0, lo=0)  # of each stream's sample time, without alarms, before its threshold is set
-    min_windows: int = setting(200, lo=10)  # ...and at least this many windows
-    false_alarms_per_day: float = setting(1.0, above=0)  # the target, as in training
+    enabled: bool = setting(False, help="each stream learns its own threshold from its first scores, without alarming")
+    period_s: float = setting(3600.0, lo=0, help="of each stream's sample time, without alarms, before its threshold is set")
+    min_windows: int = setting(200, lo=10, help="...and at least this many windows")
+    false_alarms_per_day: float = setting(1.0, above=0, help="the target, as in training")
 
 
 @dataclass
 class DriftConfig:
-    """Drift events (see edge_runtime.drift)."""
+    """Drift events (see edge_runtime.scoring.drift)."""
 
-    enabled: bool = True
-    windows: int = setting(100, lo=10)  # recent windows the share of high scores is taken over
-    raise_share: float = setting(0.5, above=0.1, hi=1)  # share above the calibration 90th percentile that is drift
-    clear_share: float = setting(0.2, above=0, hi=1)
+    enabled: bool = setting(True, help="publish a drift event when recent scores depart from the calibration ones")
+    windows: int = setting(100, lo=10, help="recent windows the share of high scores is taken over")
+    raise_share: float = setting(0.5, above=0.1, hi=1, help="drift is raised at this share above the calibration 90th percentile (normal: 0.1)")
+    clear_share: float = setting(0.2, above=0, hi=1, help="drift is cleared when the share falls to this")
 
 
 @dataclass
 class ModelConfig:
     """One bundle and the inputs that feed it."""
 
-    name: str = "model"
-    bundle: str = ""
-    backend: str = setting("onnxruntime", choices=BACKENDS)
-    precision: str = setting("fp32", choices=PRECISIONS)
-    allow_fallback: bool = False  # a GPU provider that fails to initialise may run on the next one (CPU) instead of failing
-    score_unseen_conditions: bool = False  # a conditional model decides windows whose conditions it never saw too (still counted)
-    threshold: float | None = setting(None, lo=0)
-    event_topic: str = "linewatch/events/{stream}"
+    name: str = setting("model", help="required when several models are configured; must be unique")
+    bundle: str = setting("", help="required: bundle folder written by `linewatch export`")
+    backend: str = setting("onnxruntime", choices=BACKENDS, help="onnxruntime | onnxruntime-cuda | onnxruntime-tensorrt | tensorrt")
+    precision: str = setting("fp32", choices=PRECISIONS, help="which artifact: fp32 | fp16 | int8")
+    allow_fallback: bool = setting(False, help="a GPU provider that fails to initialise may run on the next one (CPU) instead of failing")
+    score_unseen_conditions: bool = setting(False, help="a conditional model decides windows whose conditions it never saw too (still counted)")
+    threshold: float | None = setting(None, lo=0, help="override the bundle's calibrated threshold (absent: the bundle's)")
+    event_topic: str = setting("linewatch/events/{stream}", help="{stream} and {model} are filled in")
     inputs: list[InputConfig] = field(default_factory=lambda: [InputConfig()])
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
     commissioning: CommissioningConfig = field(default_factory=CommissioningConfig)
@@ -138,44 +121,45 @@ class ModelConfig:
 class RuntimeConfig:
     """Latency budget, batching, health and storage."""
 
-    latency_budget_ms: float = setting(100.0, above=0)  # a ceiling: windows decided later are counted as deadline misses
-    max_queue_delay_ms: float = setting(0.0, lo=0, hi=10_000)  # wait up to this long for a fuller batch (0: score at once)
-    max_batch: int = setting(64, lo=1)
-    queue_windows: int = setting(1024, lo=1)
-    metrics_port: int = setting(0, lo=0, hi=65535)  # 0: no metrics endpoint
-    metrics_host: str = "127.0.0.1"
-    outbox: str = "linewatch-outbox.sqlite"
-    thresholds_file: str = "linewatch-thresholds.json"  # thresholds learned by commissioning, kept across restarts
-    control_topic: str = "linewatch/{client_id}/commission"  # {"model": ..., "stream": ...}: commission again
-    outbox_max_events: int = setting(100_000, lo=1)  # beyond this (or outbox_max_mb) the oldest events are dropped, counted
-    outbox_max_mb: float = setting(64.0, above=0)
-    outbox_sync: str = setting("full", choices=SYNC_MODES)  # full: a stored event survives a power cut; normal: a crash only
-    delivery_queue: int = setting(256, lo=1)  # scored batches waiting for the sink; beyond, telemetry is dropped and scoring waits
-    max_streams: int = setting(10_000, lo=1)  # per model; a new stream key beyond this is refused and counted
-    stream_idle_s: float = setting(3600.0, lo=0)  # forget a stream that sent no sample for this long (0: never)
-    status_topic: str = "linewatch/{client_id}/status"
-    error_topic: str = "linewatch/{client_id}/errors"
-    errors_per_second: float = setting(5.0, lo=0)
-    max_payload_bytes: int = setting(65536, lo=1, hi=268_435_455)  # MQTT's largest packet
-    max_future_s: float = setting(60.0, lo=0)  # sample times further ahead of the gateway's clock are refused
-    max_past_s: float = setting(604800.0, above=0)  # ...and further behind it (7 days: sensors that buffer through an outage)
-    reorder_s: float = setting(0.0, lo=0)  # hold samples this long (sample time) to put out-of-order ones back in order; 0: drop them
-    publish_scores: bool = False
-    # with publish_scores: "window" publishes one score event per window; "grouped" one linewatch.scores/1 message per
-    # stream per scored batch (chunked payloads complete many windows of one stream at once)
-    score_events: str = setting("window", choices=("window", "grouped"))
-    reload_poll_s: float = setting(2.0, above=0)
-    shutdown_timeout_s: float = setting(10.0, above=0)
-    silent_after_s: float = setting(300.0, lo=0)  # warn when a subscription delivered nothing for this long (0: never)
+    latency_budget_ms: float = setting(100.0, above=0, help="a ceiling: windows decided later are counted as deadline misses")
+    max_queue_delay_ms: float = setting(0.0, lo=0, hi=10_000, help="wait up to this long for a fuller batch (0: score at once)")
+    max_batch: int = setting(64, lo=1, help="most windows per inference call")
+    queue_windows: int = setting(1024, lo=1, help="pending windows per model before the stalest are shed")
+    metrics_port: int = setting(0, lo=0, hi=65535, help="0: no metrics endpoint")
+    metrics_host: str = setting("127.0.0.1", help="address the metrics endpoint listens on (loopback by default)")
+    outbox: str = setting("linewatch-outbox.sqlite", help="durable event outbox (SQLite): alarm transitions wait here for their PUBACK")
+    thresholds_file: str = setting("linewatch-thresholds.json", help="thresholds learned by commissioning, kept across restarts")
+    control_topic: str = setting("linewatch/{client_id}/commission", help="{'model': ..., 'stream': ...}: commission again")
+    outbox_max_events: int = setting(100_000, lo=1, help="beyond this (or outbox_max_mb) the oldest events are dropped, counted")
+    outbox_max_mb: float = setting(64.0, above=0, help="size limit of the outbox in MB; beyond it the oldest events are dropped, counted")
+    outbox_sync: str = setting("full", choices=SYNC_MODES, help="full: a stored event survives a power cut; normal: a crash only")
+    delivery_queue: int = setting(256, lo=1, help="scored batches waiting for the sink; beyond, telemetry is dropped and scoring waits")
+    max_streams: int = setting(10_000, lo=1, help="per model; a new stream key beyond this is refused and counted")
+    stream_idle_s: float = setting(3600.0, lo=0, help="forget a stream that sent no sample for this long (0: never)")
+    status_topic: str = setting("linewatch/{client_id}/status", help="retained online/offline status, with last will")
+    error_topic: str = setting("linewatch/{client_id}/errors", help="bad input reports (rate-limited)")
+    errors_per_second: float = setting(5.0, lo=0, help="most bad-input reports published per second")
+    max_payload_bytes: int = setting(65536, lo=1, hi=268_435_455, help="MQTT's largest packet")
+    max_future_s: float = setting(60.0, lo=0, help="sample times further ahead of the gateway's clock are refused")
+    max_past_s: float = setting(604800.0, above=0, help="...and further behind it (7 days: sensors that buffer through an outage)")
+    reorder_s: float = setting(0.0, lo=0, help="hold samples this long (sample time) to put out-of-order ones back in order "
+                                                "(adds that much latency); 0: a sample not newer than the last is dropped")
+    publish_scores: bool = setting(False, help="true: publish a 'score' event for every window too (QoS 0, not stored)")
+    score_events: str = setting("window", choices=("window", "grouped"),
+                                help="with publish_scores: 'window' publishes one score event per window; 'grouped' one "
+                                     "linewatch.scores/1 message per stream per scored batch (chunks complete many windows at once)")
+    reload_poll_s: float = setting(2.0, above=0, help="how often the bundle's files are checked for changes (SIGHUP reloads at once)")
+    shutdown_timeout_s: float = setting(10.0, above=0, help="the whole shutdown (scoring, flushing, going offline) ends within this")
+    silent_after_s: float = setting(300.0, lo=0, help="warn when a subscription delivered nothing for this long (0: never)")
 
 
 @dataclass
 class SparkplugConfig:
-    """linewatch's events also as a Sparkplug B edge node (see edge_runtime.sparkplug_events)."""
+    """linewatch's events also as a Sparkplug B edge node (see edge_runtime.sparkplug.events)."""
 
-    enabled: bool = False
-    group: str = "linewatch"
-    edge_node: str = "{client_id}"
+    enabled: bool = setting(False, help="publish events also as a Sparkplug B edge node (its own connection; JSON events stay the record)")
+    group: str = setting("linewatch", help="Sparkplug group id of linewatch's edge node")
+    edge_node: str = setting("{client_id}", help="devices: one per model and stream, metrics score, threshold, alarm, drift")
 
 
 @dataclass
@@ -387,3 +371,30 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         else:
             data.setdefault(section, {})[key] = value
     return parse_config(data, path.parent)
+
+
+SECTIONS = (("broker", BrokerConfig), ("runtime", RuntimeConfig), ("sparkplug", SparkplugConfig), ("models", ModelConfig),
+            ("models.alarm", AlarmConfig), ("models.commissioning", CommissioningConfig), ("models.drift", DriftConfig),
+            ("models.inputs", InputConfig))
+
+
+def reference() -> list[tuple[str, str, str, object, str, str]]:
+    """Every setting as ``(section, key, type, default, rule, help)``, from the dataclasses' own fields and metadata:
+    the one source of the configuration reference and of the keys ``gateway.example.toml`` must show.
+    """
+    rows = []
+    for section, cls in SECTIONS:
+        hints = typing.get_type_hints(cls)
+        for spec in fields(cls):
+            if "help" not in spec.metadata:
+                continue  # a nested table: it has its own section
+            rule = spec.metadata
+            parts = []
+            if rule.get("choices"):
+                parts.append(" | ".join(map(str, rule["choices"])))
+            parts += [f"≥ {rule['lo']:g}"] if rule.get("lo") is not None else []
+            parts += [f"≤ {rule['hi']:g}"] if rule.get("hi") is not None else []
+            parts += [f"> {rule['above']:g}"] if rule.get("above") is not None else []
+            type_name = getattr(hints[spec.name], "__name__", str(hints[spec.name]))
+            rows.append((section, spec.name, type_name, spec.default, ", ".join(parts), rule["help"]))
+    return rows

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from edge_runtime.badinput import KINDS, NOTES
-from edge_runtime.linkerrors import REASONS
+from edge_runtime.delivery.linkerrors import REASONS
+from edge_runtime.ingest.badinput import KINDS, NOTES
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 

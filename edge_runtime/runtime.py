@@ -12,16 +12,17 @@ from datetime import datetime, timezone
 import orjson
 
 from edge_runtime import __version__
-from edge_runtime.badinput import BadInput
 from edge_runtime.config import Config
-from edge_runtime.delivery import Sink
-from edge_runtime.errors import ConfigError
+from edge_runtime.contract.errors import ConfigError
+from edge_runtime.delivery.link import Link
+from edge_runtime.delivery.outbox import Outbox
+from edge_runtime.delivery.sink import Sink
+from edge_runtime.ingest.badinput import BadInput
+from edge_runtime.ingest.router import Router
 from edge_runtime.metrics import Metrics
-from edge_runtime.model_runner import ModelRunner
-from edge_runtime.mqtt import Link
-from edge_runtime.outbox import Outbox
-from edge_runtime.router import Router
-from edge_runtime.sparkplug_events import SparkplugEvents
+from edge_runtime.scoring.model_runner import ModelRunner
+from edge_runtime.sparkplug.events import SparkplugEvents
+from edge_runtime.throttle import Throttle
 
 log = logging.getLogger("linewatch.runtime")
 
@@ -49,7 +50,7 @@ class Runtime:
                              self.ingest_lock)
         self.accepting = False
         self.watch_errors = 0
-        self.silent: set[str] = set()  # subscriptions warned about as silent
+        self.silent = Throttle()  # subscriptions warned about as silent
         self.status_changed = threading.Event()  # the retained status needs publishing again (commissioning)
         self.commissioned = 0
         self.control_requests = 0
@@ -235,13 +236,12 @@ class Runtime:
             return
         for topic, latest in self.router.latest_by_subscription().items():
             silent = latest is None or now - latest >= limit
-            if silent and topic not in self.silent:
-                self.silent.add(topic)
+            if silent and self.silent.due(topic):
                 log.warning("no message on %s for %.0f s while connected: check the broker's ACL for client %s (a denied "
                             "subscription is granted and then filtered) and that publishers use this topic",
                             topic, limit, self.config.broker.client_id)
             elif not silent:
-                self.silent.discard(topic)
+                self.silent.forget(topic)
 
     def stop(self) -> None:
         """Graceful shutdown within ``shutdown_timeout_s`` in total: stop taking samples, score what is

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_runtime.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, describe_artifact, load_bundle, write_manifest
-from edge_runtime.conditions import CONDITION_MARGIN
+from edge_runtime.contract.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES, SCHEMA_VERSION, describe_artifact, load_bundle, write_manifest
+from edge_runtime.contract.conditions import CONDITION_MARGIN
 from export import graphs, parity
 from train.detector import AutoencoderDetector
 
@@ -104,8 +104,8 @@ def _build(detector, staging: Path, windows: np.ndarray, fp16: bool, int8: bool,
 
 def _add_engines(folder: Path, manifest: dict, detector, reference, fp16: bool, max_batch: int, windows: np.ndarray, tolerances, echo) -> None:
     """Build FP32 (and FP16) engines on this GPU, check their parity through the runtime backend."""
-    from edge_runtime.backends import TensorRTBackend, import_tensorrt
-    from edge_runtime.bundle import Bundle
+    from edge_runtime.contract.bundle import Bundle
+    from edge_runtime.scoring.backends import TensorRTBackend, import_tensorrt
     from export.tensorrt_build import build_engine, tensorrt_major
 
     major = tensorrt_major(import_tensorrt())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_runtime.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES
+from edge_runtime.contract.bundle import CONDITION_NAME, INPUT_NAME, OUTPUT_NAMES
 from export.quiet import captured_output
 
 MAX_BATCH = 4096

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_runtime.bundle import OUTPUT_NAMES
+from edge_runtime.contract.bundle import OUTPUT_NAMES
 
 # Relative tolerance per precision; the absolute tolerance is the same fraction of the median
 # reference score (both outputs are in score units), so near-zero values do not dominate.

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_runtime.backends import import_tensorrt, local_gpu
-from edge_runtime.bundle import INPUT_NAME
-from edge_runtime.errors import BackendError
+from edge_runtime.contract.bundle import INPUT_NAME
+from edge_runtime.contract.errors import BackendError
+from edge_runtime.scoring.backends import import_tensorrt, local_gpu
 
 
 def tensorrt_major(trt) -> int:

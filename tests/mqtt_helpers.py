@@ -13,8 +13,8 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_runtime.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port  # noqa: F401
 from helpers import wait_for
+from linewatch.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port  # noqa: F401
 
 MOSQUITTO = find_mosquitto()
 

@@ -161,7 +161,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         f"{time.perf_counter() - started:.1f} s on {h.device} ({len(h.train_loss)} epochs, best {h.best_epoch}, "
         f"val loss {min(h.val_loss):.4g}); threshold {detector.threshold_:.4g} ({threshold}) -> {run_dir}"
     )
-    from edge_runtime.bundle import threshold_notes
+    from edge_runtime.contract.bundle import threshold_notes
 
     for line in threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_):
         if line.startswith("warning") or not quiet:
@@ -175,8 +175,8 @@ def evaluate_runs(groups, output, time_column, label_column, series_column, feat
     """``linewatch evaluate`` on run directories, ``(run_dir, data files)`` each: metrics pooled over all of them,
     ``evaluation.json``, and for one run an HTML report.
     """
-    from edge_runtime.config import AlarmConfig
-    from edge_runtime.detection_metrics import evaluate_models, format_metrics
+    from edge_runtime.contract.alarms import AlarmConfig
+    from edge_runtime.contract.detection_metrics import evaluate_models, format_metrics
     from train.detector import AutoencoderDetector
     from train.evaluation import scored_parts
     from train.report import write_evaluation_report

@@ -1,6 +1,6 @@
 """Reading sensor tables (CSV or Parquet) and cutting them into gap-free segments.
 
-The gap rule is the one the runtime applies to a live stream (see ``edge_runtime.streams``):
+The gap rule is the one the runtime applies to a live stream (see ``edge_runtime.ingest.streams``):
 a missing value is held from the last observation for at most ``max_gap`` seconds; a longer
 gap, in a column or in the time axis, ends the segment. Windows never span a segment boundary.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge_runtime.conditions import category_code, category_codes
-from edge_runtime.tables import TIME_COLUMNS, find_time_column, sniff_delimiter
-from edge_runtime.timeparse import to_seconds
+from edge_runtime.contract.conditions import category_code, category_codes
+from edge_runtime.contract.tables import TIME_COLUMNS, find_time_column, sniff_delimiter
+from edge_runtime.contract.timeparse import to_seconds
 from train.errors import DataError
 
 LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")
@@ -92,7 +92,7 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], p
 
 
 def _to_seconds(column: pd.Series, path: Path) -> np.ndarray:
-    """Times in epoch seconds by the runtime's rule (:func:`edge_runtime.timeparse.to_seconds`)."""
+    """Times in epoch seconds by the runtime's rule (:func:`edge_runtime.contract.timeparse.to_seconds`)."""
     if pd.api.types.is_numeric_dtype(column):
         seconds = column.to_numpy(dtype=np.float64)
         bad = ~np.isfinite(seconds)

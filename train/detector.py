@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_runtime.conditions import CONDITION_MARGIN
-from edge_runtime.conditions import unseen as unseen_conditions
-from edge_runtime.conformal import window_rate
-from edge_runtime.rowscores import spread_to_rows
+from edge_runtime.contract.conditions import CONDITION_MARGIN
+from edge_runtime.contract.conditions import unseen as unseen_conditions
+from edge_runtime.contract.conformal import window_rate
+from edge_runtime.contract.rowscores import spread_to_rows
 from train import rundir
 from train.data import Condition, SensorTable, Series, infer_sample_period
 from train.errors import DataError, NotFittedError

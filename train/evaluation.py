@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.config import AlarmConfig
-from edge_runtime.detection_metrics import ScoredSeries, evaluate_models
+from edge_runtime.contract.alarms import AlarmConfig
+from edge_runtime.contract.detection_metrics import ScoredSeries, evaluate_models
 from train.data import SensorTable
 from train.detector import AutoencoderDetector, SeriesScores
 from train.errors import DataError
@@ -23,7 +23,7 @@ def scored_parts(detector: AutoencoderDetector, table: SensorTable) -> tuple[lis
 
 
 def evaluate_detector(detector: AutoencoderDetector, table: SensorTable, sweep: bool = False) -> tuple[dict, list[SeriesScores]]:
-    """Metrics (see :func:`edge_runtime.detection_metrics.evaluate_models`; ``sweep`` adds the threshold sweep) and
+    """Metrics (see :func:`edge_runtime.contract.detection_metrics.evaluate_models`; ``sweep`` adds the threshold sweep) and
     per-series scores on labelled data, with the runtime's default alarm policy: what a gateway would raise.
     """
     parts, scored = scored_parts(detector, table)

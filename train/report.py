@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edge_runtime.bundle import threshold_notes  # noqa: E402
-from edge_runtime.detection_metrics import delay_text  # noqa: E402
+from edge_runtime.contract.bundle import threshold_notes  # noqa: E402
+from edge_runtime.contract.detection_metrics import delay_text  # noqa: E402
 from train.trainer import TrainingHistory  # noqa: E402
 
 LOSS_CURVE_PNG = "loss_curve.png"

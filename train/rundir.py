@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import read_json_object
+from edge_runtime.contract.bundle import read_json_object
 from train.errors import DataError
 
 FORMAT = "linewatch.run"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.conformal import conformal
+from edge_runtime.contract.conformal import conformal
 
 UNSUPERVISED = ("conformal", "pot", "percentile", "sigma", "fpr")
 SUPERVISED = ("f1", "youden")

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.commissioning import Commissioning  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
+from edge_runtime.scoring.commissioning import Commissioning  # noqa: E402
 from helpers import runtime_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, client  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402

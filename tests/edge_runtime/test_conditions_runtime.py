@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.decoders import BadSample, FeatureLayout, decode_json  # noqa: E402
-from edge_runtime.errors import BundleError  # noqa: E402
+from edge_runtime.contract.errors import BundleError  # noqa: E402
+from edge_runtime.ingest.decoders import BadSample, FeatureLayout, decode_json  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import runtime_config, tiny_detector, wait_for  # noqa: E402
 from mqtt_helpers import Collector, client  # noqa: E402
@@ -55,7 +55,7 @@ def test_json_payloads_carry_the_conditions_after_the_features():
 def test_score_reads_the_conditions_from_the_csv_and_leaves_unseen_ones_unscored(regime, tmp_path):
     from click.testing import CliRunner
 
-    from edge_runtime.cli import main
+    from linewatch.cli import main
 
     frame, bundle, root = regime
     changed = frame.drop(columns=["ts"]).copy()
@@ -151,7 +151,7 @@ def test_inputs_without_conditions_need_condition_topics(broker, regime, tmp_pat
 
 
 def test_condition_payloads_decode_bare_json_and_object_values():
-    from edge_runtime.decoders import decode_condition
+    from edge_runtime.ingest.decoders import decode_condition
 
     codes = {"A": 0.0, "B": 1.0}
     assert [decode_condition(p, codes) for p in (b"B", b'"B"', b'{"value": "A"}', b"Z")] == [1.0, 1.0, 0.0, -1.0]

@@ -5,9 +5,9 @@ import math
 import orjson
 import pytest
 
-from edge_runtime.decoders import BadSample, FeatureLayout, check_time, decode_chunk, decode_json, decode_tag
-from edge_runtime.tables import find_time_column, read_csv, sniff_delimiter
-from edge_runtime.timeparse import to_seconds
+from edge_runtime.contract.tables import find_time_column, read_csv, sniff_delimiter
+from edge_runtime.contract.timeparse import to_seconds
+from edge_runtime.ingest.decoders import BadSample, FeatureLayout, check_time, decode_chunk, decode_json, decode_tag
 
 LAYOUT = FeatureLayout(["a", "b"])
 NOW = 1_700_000_000.0

@@ -15,15 +15,15 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.alarms import Alarm
-from edge_runtime.badinput import KINDS, NOTES, BadInput
-from edge_runtime.bundle import Bundle
 from edge_runtime.config import InputConfig
-from edge_runtime.decoders import BadSample, FeatureLayout, decode_chunk, decode_json, decode_tag
-from edge_runtime.event_schema import F32_MAX
-from edge_runtime.ingest import Ingest
-from edge_runtime.registry import StreamRegistry
-from edge_runtime.router import Router
+from edge_runtime.contract.alarms import Alarm
+from edge_runtime.contract.bundle import Bundle
+from edge_runtime.delivery.event_schema import F32_MAX
+from edge_runtime.ingest.badinput import KINDS, NOTES, BadInput
+from edge_runtime.ingest.decoders import BadSample, FeatureLayout, decode_chunk, decode_json, decode_tag
+from edge_runtime.ingest.pipeline import Ingest
+from edge_runtime.ingest.registry import StreamRegistry
+from edge_runtime.ingest.router import Router
 from helpers import IN_CI
 
 EXAMPLES = int(os.environ.get("LINEWATCH_FUZZ_EXAMPLES", "3400"))

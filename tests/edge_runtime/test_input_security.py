@@ -89,7 +89,7 @@ def test_a_suback_failure_is_counted_and_logged_once_per_filter_and_answers_the_
         assert not link.subscribed.is_set()  # SUBSCRIBE 8 still unanswered
         link._on_subscribe(link.client, None, 8, [ReasonCode(PacketTypes.SUBACK, identifier=0x87)], None)
     assert link.wait_subscribed(0)  # answered, if refused: waiting longer would not bring samples
-    assert link.refused_filters == {"plant/+/+/telemetry"}
+    assert set(link.refused_filters) == {"plant/+/+/telemetry"}
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 1 and "Not authorized" in logged[0] and "ACL" in logged[0]
     runtime.release()
@@ -116,7 +116,7 @@ def test_an_oversized_packet_never_reaches_an_mqtt5_runtime(broker, runtime_bund
 def check(config_text: str, tmp_path) -> subprocess.CompletedProcess:
     path = tmp_path / "gw.toml"
     path.write_text(config_text)
-    return subprocess.run([sys.executable, "-m", "edge_runtime", "run", "-c", str(path), "--check"], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "linewatch", "run", "-c", str(path), "--check"], capture_output=True, text=True, timeout=120)
 
 
 def test_check_refuses_what_run_would_break_on(runtime_bundle, tmp_path):
@@ -137,9 +137,9 @@ def test_check_refuses_what_run_would_break_on(runtime_bundle, tmp_path):
 def test_a_gpu_provider_that_falls_back_to_the_cpu_is_an_error_unless_allowed(runtime_bundle, monkeypatch, caplog):
     import onnxruntime as ort
 
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.errors import BackendError
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.contract.errors import BackendError
+    from edge_runtime.scoring.backends import create_backend
 
     # the build claims CUDA, as one with CUDA libraries that then fail to initialise does: the session runs on the CPU
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])

@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.badinput import BadInput  # noqa: E402
-from edge_runtime.batcher import WindowBatch  # noqa: E402
-from edge_runtime.event_schema import validate_event, validate_scores  # noqa: E402
+from edge_runtime.delivery.event_schema import validate_event, validate_scores  # noqa: E402
+from edge_runtime.ingest.badinput import BadInput  # noqa: E402
 from edge_runtime.metrics import Metrics  # noqa: E402
-from edge_runtime.model_runner import ModelRunner  # noqa: E402
+from edge_runtime.scoring.batcher import WindowBatch  # noqa: E402
+from edge_runtime.scoring.model_runner import ModelRunner  # noqa: E402
 from helpers import runtime_config  # noqa: E402
 
 

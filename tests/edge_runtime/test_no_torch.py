@@ -7,11 +7,11 @@ import pytest
 import edge_runtime
 from helpers import run_without_torch
 
-MODULES = sorted(f"edge_runtime.{m.name}" for m in pkgutil.iter_modules(edge_runtime.__path__) if m.name != "__main__")
+MODULES = sorted(m.name for m in pkgutil.walk_packages(edge_runtime.__path__, "edge_runtime."))
 
 
 def test_every_edge_runtime_module_imports_with_torch_blocked():
-    assert len(MODULES) >= 20  # the package really was listed
+    assert len(MODULES) >= 40 and "edge_runtime.ingest.streams" in MODULES  # every room really was listed
     result = run_without_torch(
         f"import importlib\nfor name in {MODULES!r}:\n    importlib.import_module(name)\n"
         "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'train', 'export', 'pandas', 'scipy'))\n"
@@ -23,15 +23,15 @@ def test_every_edge_runtime_module_imports_with_torch_blocked():
 
 def test_runtime_side_needs_no_torch():
     result = run_without_torch(
-        "import edge_runtime, edge_runtime.cli\n"
+        "import edge_runtime, linewatch.cli\n"
         "from click.testing import CliRunner\n"
-        "r = CliRunner().invoke(edge_runtime.cli.main, ['--help'])\n"
+        "r = CliRunner().invoke(linewatch.cli.main, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "assert 'run' in r.output and 'train' in r.output\n"
-        "r = CliRunner().invoke(edge_runtime.cli.main, ['run', '--help'])\n"
+        "r = CliRunner().invoke(linewatch.cli.main, ['run', '--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "for command in (['train', 'x.csv', '-o', 'y'], ['export', 'run', '-o', 'b'], ['demo'], ['simulate', '-o', 'p.csv']):\n"
-        "    r = CliRunner().invoke(edge_runtime.cli.main, command)\n"
+        "    r = CliRunner().invoke(linewatch.cli.main, command)\n"
         "    assert r.exit_code == 1, r.output\n"
         "    print(r.output)\n"
         "assert 'torch' not in sys.modules\n"
@@ -45,11 +45,11 @@ def test_a_bundle_is_evaluated_without_torch_and_agrees_with_its_run(runtime_bun
 
     blocked = ("torch", "train", "pandas", "scipy", "matplotlib", "onnx")  # a gateway: the runtime's dependencies only
     result = run_without_torch(
-        "from click.testing import CliRunner\nimport edge_runtime.cli, json\n"
-        f"r = CliRunner().invoke(edge_runtime.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
+        "from click.testing import CliRunner\nimport linewatch.cli, json\n"
+        f"r = CliRunner().invoke(linewatch.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
         f"'machine', '-o', {str(tmp_path / 'bundle_eval')!r}])\n"
         "assert r.exit_code == 0, r.output\n"
-        f"r = CliRunner().invoke(edge_runtime.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
+        f"r = CliRunner().invoke(linewatch.cli.main, ['evaluate', {str(runtime_bundle)!r}, {str(plant_csv)!r}, '--series-column', "
         f"'machine', '--train-rows', '1500', '--sweep', '-o', {str(tmp_path / 'protocol')!r}])\n"
         "assert r.exit_code == 0, r.output\n"
         "assert 'threshold sweep' in r.output\n"
@@ -63,7 +63,7 @@ def test_a_bundle_is_evaluated_without_torch_and_agrees_with_its_run(runtime_bun
     assert len(protocol["threshold_sweep"]) == 13 and "threshold_sweep" not in whole  # only asked for
     from click.testing import CliRunner
 
-    from edge_runtime.cli import main
+    from linewatch.cli import main
 
     run_dir = runtime_bundle.parent / "run"
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), str(plant_csv), "--series-column", "machine", "-o", str(tmp_path / "run_eval")])
@@ -79,7 +79,7 @@ def test_several_models_pool_into_one_confusion_matrix_each_scoring_the_files_af
 
     from click.testing import CliRunner
 
-    from edge_runtime.cli import main
+    from linewatch.cli import main
 
     header, *lines = plant_csv.read_text().splitlines()
     machine = header.split(",").index("machine")

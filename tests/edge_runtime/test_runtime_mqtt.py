@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.event_schema import validate_event  # noqa: E402
+from edge_runtime.delivery.event_schema import validate_event  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import runtime_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, Mosquitto, client, free_port, make_pki, tls_listener  # noqa: E402
@@ -56,11 +56,11 @@ def iso_seconds(text: str) -> float:
 
 def expected_alarms(bundle_dir, frame: pd.DataFrame, machine: str) -> list[tuple[str, str]]:
     """(kind, window_end) of the alarm transitions the runtime must publish, computed offline."""
-    from edge_runtime.alarms import Alarm
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.event_schema import iso
-    from edge_runtime.streams import READY, Stream
+    from edge_runtime.contract.alarms import Alarm
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.contract.timeparse import iso
+    from edge_runtime.ingest.streams import READY, Stream
+    from edge_runtime.scoring.backends import create_backend
 
     bundle = load_bundle(bundle_dir)
     part = frame[frame.machine == machine]
@@ -343,10 +343,10 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
         f'[broker]\nport = {broker.port}\nclient_id = "lw-cli"\n[runtime]\noutbox = "ob.sqlite"\n'
         f'[[models]]\nname = "pumps"\nbundle = "{runtime_bundle}"\n[[models.inputs]]\ntopic = "plant/{{line}}/{{machine}}/telemetry"\n'
     )
-    check = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "-c", str(config), "--check"], capture_output=True, text=True, timeout=60)
+    check = subprocess.run([sys.executable, "-m", "linewatch", "run", "-c", str(config), "--check"], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and "is valid" in check.stdout, check.stderr
     collector = Collector(broker.port, "linewatch/lw-cli/status")
-    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "linewatch", "run", "-c", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     logged: list[str] = []
     threading.Thread(target=lambda: logged.extend(process.stdout), daemon=True).start()  # lines as they come
@@ -359,7 +359,7 @@ def test_run_command_serves_until_sigterm(broker, runtime_bundle, tmp_path):
         assert process.wait(15) == 0
     assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "offline", 5)
     # killed without a chance to say goodbye: the broker publishes the last will
-    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "linewatch", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         assert collector.wait_for(lambda c: c.on("linewatch/lw-cli/status")[-1]["state"] == "online", 20)

@@ -5,11 +5,11 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.alarms import CLEARED, RAISED, Alarm
 from edge_runtime.config import parse_config
-from edge_runtime.errors import ConfigError
-from edge_runtime.streams import ACCEPTED, CLOCK_STEP, LATE, READY, RESTARTED, TOO_FAST, Stream
-from edge_runtime.topics import TopicTemplate
+from edge_runtime.contract.alarms import CLEARED, RAISED, Alarm
+from edge_runtime.contract.errors import ConfigError
+from edge_runtime.ingest.streams import ACCEPTED, CLOCK_STEP, LATE, READY, RESTARTED, TOO_FAST, Stream
+from edge_runtime.ingest.topics import TopicTemplate
 
 
 def test_ring_buffer_windows_are_contiguous_views_in_order():
@@ -157,8 +157,8 @@ def test_reference_config_parses():
 
 
 def test_batcher_sheds_the_stalest_window_under_overload():
-    from edge_runtime.batcher import Batcher
-    from edge_runtime.registry import StreamState
+    from edge_runtime.ingest.registry import StreamState
+    from edge_runtime.scoring.batcher import Batcher
 
     batcher = Batcher(window=2, n_features=1, max_batch=2, capacity=3, score=lambda batch, n: None)
     for i in range(5):  # the scoring thread is not running: nothing drains the pending batch
@@ -174,7 +174,7 @@ def test_batcher_sheds_the_stalest_window_under_overload():
 
 
 def test_error_reports_keep_their_rate_in_any_second_and_count_what_they_drop():
-    from edge_runtime.badinput import BadInput
+    from edge_runtime.ingest.badinput import BadInput
 
     now, sent = [0.0], []
     bad = BadInput(sent.append, per_second=5.0, clock=lambda: now[0])
@@ -197,8 +197,8 @@ def test_error_reports_keep_their_rate_in_any_second_and_count_what_they_drop():
 def test_manifest_values_are_range_checked(runtime_bundle, change, message):
     import json
 
-    from edge_runtime.bundle import validate_manifest
-    from edge_runtime.errors import BundleError
+    from edge_runtime.contract.bundle import validate_manifest
+    from edge_runtime.contract.errors import BundleError
 
     manifest = json.loads((runtime_bundle / "bundle.json").read_text())
     validate_manifest(manifest)
@@ -210,8 +210,8 @@ def test_manifest_values_are_range_checked(runtime_bundle, change, message):
 def test_the_batcher_never_waits_when_it_need_not_and_batches_grow_with_the_load():
     import threading
 
-    from edge_runtime.batcher import Batcher
-    from edge_runtime.registry import StreamState
+    from edge_runtime.ingest.registry import StreamState
+    from edge_runtime.scoring.batcher import Batcher
 
     sizes, busy, release = [], threading.Event(), threading.Event()
 
@@ -240,8 +240,8 @@ def test_the_batcher_never_waits_when_it_need_not_and_batches_grow_with_the_load
 def test_a_queue_delay_waits_for_a_fuller_batch_but_never_past_a_full_one():
     import threading
 
-    from edge_runtime.batcher import Batcher
-    from edge_runtime.registry import StreamState
+    from edge_runtime.ingest.registry import StreamState
+    from edge_runtime.scoring.batcher import Batcher
 
     sizes, scored = [], threading.Event()
     batcher = Batcher(window=2, n_features=1, max_batch=4, capacity=8, score=lambda batch, n: (sizes.append(n), scored.set()),
@@ -257,7 +257,7 @@ def test_a_queue_delay_waits_for_a_fuller_batch_but_never_past_a_full_one():
 
 
 def test_drift_is_reported_once_cleared_once_and_a_slow_degradation_still_alarms():
-    from edge_runtime.drift import DRIFT, DRIFT_CLEARED, DriftRule, DriftWatch
+    from edge_runtime.scoring.drift import DRIFT, DRIFT_CLEARED, DriftRule, DriftWatch
 
     rng = np.random.default_rng(1)
     rule, watch = DriftRule(reference=1.0, windows=50, raise_share=0.5, clear_share=0.2), DriftWatch()
@@ -279,7 +279,7 @@ def test_drift_is_reported_once_cleared_once_and_a_slow_degradation_still_alarms
 def test_iso_writes_what_datetime_writes_for_any_time():
     from datetime import datetime, timezone
 
-    from edge_runtime.event_schema import iso
+    from edge_runtime.contract.timeparse import iso
 
     rng = np.random.default_rng(0)
     times = [0.0, -0.0005, -1.9999996, 1.9999996, 1.0005, 1767225599.9995, 1767225599.9999996, 253402300799.999]

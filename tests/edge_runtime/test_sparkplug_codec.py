@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime import sparkplug_b_pb2 as pb
-from edge_runtime.badinput import BadInput
-from edge_runtime.decoders import BadSample, FeatureLayout
-from edge_runtime.sparkplug import EdgeNodeWriter, decode, metric_value, rebirth_request, set_value
-from edge_runtime.sparkplug_input import SparkplugInput
-from edge_runtime.topics import SparkplugTemplate, parse_sparkplug
+from edge_runtime.ingest.badinput import BadInput
+from edge_runtime.ingest.decoders import BadSample, FeatureLayout
+from edge_runtime.ingest.topics import SparkplugTemplate, parse_sparkplug
+from edge_runtime.sparkplug import sparkplug_b_pb2 as pb
+from edge_runtime.sparkplug.codec import EdgeNodeWriter, decode, metric_value, rebirth_request, set_value
+from edge_runtime.sparkplug.input import SparkplugInput
 from helpers import need
 
 NOW = 1.8e9
@@ -56,9 +56,9 @@ def test_malformed_protobuf_is_refused_as_such():
 
 
 def test_the_generated_classes_match_the_schema(tmp_path):
-    """edge_runtime/sparkplug_b_pb2.py is what protoc makes of sparkplug_b.proto (`make proto`)."""
+    """edge_runtime/sparkplug/sparkplug_b_pb2.py is what protoc makes of sparkplug_b.proto (`make proto`)."""
     need(_has_grpc_tools(), "needs grpcio-tools (the dev extra)")
-    source = Path(__file__).parents[2] / "edge_runtime"
+    source = Path(__file__).parents[2] / "edge_runtime" / "sparkplug"
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{source}", f"--python_out={tmp_path}", "sparkplug_b.proto"], check=True)
     assert (tmp_path / "sparkplug_b_pb2.py").read_text() == (source / "sparkplug_b_pb2.py").read_text()
 
@@ -194,7 +194,7 @@ def test_a_categorical_condition_travels_as_a_string_metric():
                                                   ({"edge_node": ""}, "sparkplug.edge_node")])
 def test_sparkplug_ids_are_checked_at_load(section, message):
     from edge_runtime.config import parse_config
-    from edge_runtime.errors import ConfigError
+    from edge_runtime.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         parse_config({"sparkplug": section, "models": [{"name": "m", "bundle": "b", "inputs": [{"topic": "spBv1.0/g", "format": "sparkplug"}]}]})
@@ -202,7 +202,7 @@ def test_sparkplug_ids_are_checked_at_load(section, message):
 
 def test_a_sparkplug_input_needs_the_namespace_and_one_group():
     from edge_runtime.config import parse_config
-    from edge_runtime.errors import ConfigError
+    from edge_runtime.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match="spBv1.0/<group id>"):
         parse_config({"models": [{"name": "m", "bundle": "b", "inputs": [{"topic": "spBv1.0/{group}", "format": "sparkplug"}]}]})

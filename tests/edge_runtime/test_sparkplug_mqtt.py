@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime import sparkplug_b_pb2 as pb  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
-from edge_runtime.sparkplug import EdgeNodeWriter  # noqa: E402
-from edge_runtime.sparkplug_node import EdgeNode  # noqa: E402
+from edge_runtime.sparkplug import sparkplug_b_pb2 as pb  # noqa: E402
+from edge_runtime.sparkplug.codec import EdgeNodeWriter  # noqa: E402
+from edge_runtime.sparkplug.node import EdgeNode  # noqa: E402
 from helpers import runtime_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, client  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402
@@ -130,7 +130,7 @@ def test_data_before_birth_is_never_scored_and_malformed_protobuf_is_survived(br
 
 def test_events_are_published_as_a_sparkplug_edge_node(broker, runtime_bundle, tmp_path, machine):
     from edge_runtime.config import SparkplugConfig
-    from edge_runtime.sparkplug import decode, rebirth_request
+    from edge_runtime.sparkplug.codec import decode, rebirth_request
 
     config = runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[:1])
     config.sparkplug = SparkplugConfig(enabled=True, group="lw")
@@ -166,7 +166,7 @@ def iso_ms(text: str) -> float:
 def test_sparkplug_node_replays_a_csv_with_gaps_and_answers_rebirths(broker, runtime_bundle, tmp_path, plant_csv):
     from click.testing import CliRunner
 
-    from edge_runtime.cli import main
+    from linewatch.cli import main
 
     runtime = Runtime(runtime_config(broker.port, runtime_bundle, tmp_path, inputs=INPUTS[1:]))
     runtime.start()

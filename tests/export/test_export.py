@@ -12,12 +12,12 @@ pytest.importorskip("onnx")
 
 from click.testing import CliRunner  # noqa: E402
 
-from edge_runtime.bundle import load_bundle  # noqa: E402
-from edge_runtime.cli import main  # noqa: E402
-from edge_runtime.errors import BundleError  # noqa: E402
+from edge_runtime.contract.bundle import load_bundle  # noqa: E402
+from edge_runtime.contract.errors import BundleError  # noqa: E402
 from export.bundler import export_run  # noqa: E402
 from export.parity import ParityError, compare  # noqa: E402
 from helpers import FP16_KINDS  # noqa: E402
+from linewatch.cli import main  # noqa: E402
 from train.models import MODELS  # noqa: E402
 
 
@@ -117,10 +117,10 @@ def test_runtime_loads_and_scores_a_bundle_without_torch(kind_bundles, plant_csv
     from helpers import run_without_torch
 
     result = run_without_torch(
-        f"from edge_runtime.bundle import load_bundle\n"
-        f"from edge_runtime.backends import create_backend\n"
-        f"from edge_runtime.offline import score_series\n"
-        f"from edge_runtime.tables import read_csv\n"
+        f"from edge_runtime.contract.bundle import load_bundle\n"
+        f"from edge_runtime.scoring.backends import create_backend\n"
+        f"from edge_runtime.scoring.offline import score_series\n"
+        f"from edge_runtime.contract.tables import read_csv\n"
         f"import numpy as np\n"
         f"b = load_bundle({str(kind_bundles['lstm'][1])!r})\n"
         f"series = read_csv({str(plant_csv)!r}, b.features, 'machine')\n"

@@ -34,8 +34,8 @@ def test_onnxruntime_cuda_provider_matches_cpu(runtime_bundle):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is not installed")
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.scoring.backends import create_backend
 
     bundle = load_bundle(runtime_bundle)
     windows = np.random.default_rng(0).normal(size=(64, bundle.window, len(bundle.features))).astype(np.float32) + 1.0
@@ -48,9 +48,9 @@ def test_tensorrt_engines_build_match_and_refuse_another_gpu(runtime_bundle, tmp
     import json
     import shutil
 
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.errors import BackendError
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.contract.errors import BackendError
+    from edge_runtime.scoring.backends import create_backend
     from export.bundler import export_run
 
     run_dir = runtime_bundle.parent / "run"

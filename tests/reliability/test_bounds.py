@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.alarms import Alarm  # noqa: E402
-from edge_runtime.bundle import load_bundle  # noqa: E402
-from edge_runtime.decoders import BadSample  # noqa: E402
-from edge_runtime.registry import StreamRegistry  # noqa: E402
+from edge_runtime.contract.alarms import Alarm  # noqa: E402
+from edge_runtime.contract.bundle import load_bundle  # noqa: E402
+from edge_runtime.ingest.decoders import BadSample  # noqa: E402
+from edge_runtime.ingest.registry import StreamRegistry  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import runtime_config  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("torch")  # the bundle is trained here
 
-from edge_runtime.delivery import MAX_INFLIGHT  # noqa: E402
-from edge_runtime.event_schema import validate_event  # noqa: E402
+from edge_runtime.delivery.event_schema import validate_event  # noqa: E402
+from edge_runtime.delivery.sink import MAX_INFLIGHT  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import FLAP_THRESHOLD, all_stored, feed, flapping_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, FaultProxy, Mosquitto  # noqa: E402
@@ -94,7 +94,7 @@ def test_sigkill_mid_burst_loses_no_stored_event(broker, runtime_bundle, tmp_pat
     config = tmp_path / "gw.toml"
     run_config(config, proxy.port, runtime_bundle, outbox)
     collector = Collector(broker.port, "linewatch/events/#", "linewatch/lw-kill/status")
-    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "linewatch", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     publisher = Collector(broker.port)
     try:
@@ -113,7 +113,7 @@ def test_sigkill_mid_burst_loses_no_stored_event(broker, runtime_bundle, tmp_pat
     assert len(stored) >= 150 and collector.events() == []
     proxy.close()
     run_config(config, broker.port, runtime_bundle, outbox)  # restarted, on a healthy link
-    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "linewatch", "run", "-c", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         assert collector.wait_for(lambda c: len(c.events()) >= len(stored), 30)

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("torch")  # the bundles are trained here
 
-from edge_runtime.bundle import load_bundle  # noqa: E402
-from edge_runtime.model_runner import ModelRunner  # noqa: E402
+from edge_runtime.contract.bundle import load_bundle  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
+from edge_runtime.scoring.model_runner import ModelRunner  # noqa: E402
 from helpers import runtime_config, tiny_detector, wait_for  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402
 

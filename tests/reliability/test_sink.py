@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from edge_runtime.delivery import Sink
-from edge_runtime.outbox import Outbox
+from edge_runtime.delivery.outbox import Outbox
+from edge_runtime.delivery.sink import Outgoing, Sink
 from helpers import wait_for
 
 
@@ -87,7 +87,7 @@ def make_sink(path, modulus: int = 65535, connected: bool = True, **kwargs):
 
 
 def batch(first: int, count: int, durable: bool = True, topic: str = "ev") -> list:
-    return [(topic, orjson.dumps({"n": n}), time.perf_counter(), durable) for n in range(first, first + count)]
+    return [Outgoing(topic, orjson.dumps({"n": n}), time.perf_counter(), durable) for n in range(first, first + count)]
 
 
 def ack_each_send_until(link: FakeLink, sink: Sink, count: int, window: int | None = None) -> None:

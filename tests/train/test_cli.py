@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime.cli import main
+from linewatch.cli import main
 
 
 @pytest.mark.slow

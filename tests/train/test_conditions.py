@@ -91,9 +91,9 @@ def test_conditions_only_with_the_conditional_kinds(regime_csv):
 def test_conditional_export_takes_window_and_condition_with_parity(kind, regime_csv, tmp_path):
     import onnxruntime as ort
 
-    from edge_runtime.backends import create_backend
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.errors import BackendError
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.contract.errors import BackendError
+    from edge_runtime.scoring.backends import create_backend
     from export.bundler import export_run
 
     table = read_table(regime_csv, series_column="machine", conditions=["setpoint", "recipe"])
@@ -121,7 +121,7 @@ def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_
 
     from click.testing import CliRunner
 
-    from edge_runtime.cli import main
+    from linewatch.cli import main
 
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(regime_csv), "--series-column", "machine", "--conditions", "setpoint,recipe",

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_runtime.backends import create_backend  # noqa: E402
-from edge_runtime.bundle import load_bundle  # noqa: E402
+from edge_runtime.contract.bundle import load_bundle  # noqa: E402
+from edge_runtime.scoring.backends import create_backend  # noqa: E402
 from helpers import FP16_KINDS, tiny_detector  # noqa: E402
 from train.detector import AutoencoderDetector  # noqa: E402
 from train.errors import DataError, NotFittedError  # noqa: E402

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from edge_runtime.detection_metrics import SeriesResult, evaluate, events, pr_auc, roc_auc  # noqa: E402
+from edge_runtime.contract.detection_metrics import SeriesResult, evaluate, events, pr_auc, roc_auc  # noqa: E402
 from train.thresholds import fit_threshold  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def test_conformal_says_when_the_sample_cannot_support_the_rate(rng):
     scores = rng.normal(0, 1, 99)
     threshold = fit_threshold("conformal", scores, parameter=1e-3)
     assert not threshold.supported and threshold.value == scores.max() and threshold.supported_rate == pytest.approx(0.01)
-    from edge_runtime.bundle import threshold_notes
+    from edge_runtime.contract.bundle import threshold_notes
 
     notes = threshold_notes({**threshold.to_dict(), "source": "out-of-fold"}, stride=10, sample_period=1.0)
     assert "rests on 99 out-of-fold calibration windows; it aims at 8.64 false alarms per stream and day" in notes[0]
@@ -128,7 +128,7 @@ def test_unscored_rows_are_counted_apart_and_false_alarms_per_day_are_onsets_on_
 
 
 def test_the_threshold_sweep_shows_what_other_thresholds_would_raise(rng):
-    from edge_runtime.detection_metrics import THRESHOLD_MULTIPLES, ScoredSeries, evaluate_models
+    from edge_runtime.contract.detection_metrics import THRESHOLD_MULTIPLES, ScoredSeries, evaluate_models
 
     stride, n_windows = 2, 300
     ends = np.arange(n_windows) * stride + 9

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("hdrh", reason="needs hdrhistogram (the bench extra)")
+
+from linewatch.cli import main  # noqa: E402
+
+
+def test_bench_e2e_accounts_for_every_window_of_every_format(mosquitto_path, runtime_bundle, tmp_path):
+    out = tmp_path / "e2e"
+    result = CliRunner().invoke(main, ["bench", "e2e", str(runtime_bundle), "--quick", "--formats", "json,tag,chunk,sparkplug",
+                                       "--no-peer", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "e2e.json").read_text())
+    assert data["paho_ceiling"]["received"] > 0 and data["paho_ceiling"]["receive_msg_per_s"] > 1000
+    rows = data["results"]
+    formats = ("json", "tag", "chunk", "sparkplug")
+    assert {(r["format"], r["offered_msg_per_s"]) for r in rows} == {(f, r) for f in formats for r in (600.0, 1200.0)}
+    for r in rows:  # light load on loopback: every window arrives, the latency is positive and ordered
+        assert r["windows_expected"] >= 4 * 5 and r["lost"] == 0, r
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] < 1000
+        assert r["sent"] == pytest.approx(r["offered_msg_per_s"] * r["seconds"], rel=0.05)
+    assert data["highest_held_msg_per_s"]["linewatch json"] in (600.0, 1200.0)  # light load is held
+    assert "linewatch | chunk | 1,200" in (out / "e2e.md").read_text()
+    assert (out / "e2e.png").stat().st_size > 10_000
+
+
+def test_grouped_score_messages_account_for_every_window(mosquitto_path, runtime_bundle, tmp_path):
+    out = tmp_path / "e2e"
+    result = CliRunner().invoke(main, ["bench", "e2e", str(runtime_bundle), "--quick", "--rates", "200", "--formats", "chunk,json",
+                                       "--chunk", "40", "--score-events", "grouped", "--seconds", "1", "--no-peer", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "e2e.json").read_text())
+    assert data["score_events"] == "grouped" and data["chunk"] == 40
+    assert {(r["machines"], r["offered_msg_per_s"], r["seconds"]) for r in data["results"]} == {(4, 200.0, 1.0)}  # --quick, explicit options win
+    for r in data["results"]:  # a chunk of 40 completes several windows of a stream: all arrive, grouped in one message
+        assert r["windows_expected"] >= 4 * 5 and r["lost"] == 0, r
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    chunk = next(r for r in data["results"] if r["format"] == "chunk")
+    assert chunk["event_messages"] < chunk["windows_received"]
+    assert "--score-events grouped" in (out / "e2e.md").read_text()
