@@ -66,14 +66,16 @@ def describe(m: dict) -> str:
 
 
 def commit() -> str | None:
-    """The checkout's commit (with ``+dirty`` when tracked files differ from it), or None outside a git checkout."""
+    """The checkout's commit (with ``+dirty`` when tracked files other than results differ from it), or None outside a
+    git checkout. Result files are left out: a benchmark rewrites them as it runs.
+    """
     where = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(top,exclude)benchmarks/results"],
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty else "")
