@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import sys
 
 import click
@@ -114,13 +115,17 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
     from edge_runtime.config import load_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # the outbox holds every alarm, the thresholds file what each machine learned: private to the service's user
     overrides = {"broker.host": host, "broker.port": port, "broker.client_id": client_id, "models.bundle": bundle,
                  "runtime.metrics_port": metrics_port, "runtime.latency_budget_ms": latency_budget_ms, "runtime.outbox": outbox}
     try:
         config = load_config(config_path, overrides)
         from edge_runtime.runtime import Runtime
+        from edge_runtime.state import prepare, state_directory
 
-        runtime = Runtime(config)  # loads and warms up every bundle and backend, opens the outbox, builds the router
+        state = state_directory(config.runtime.state_dir)
+        prepare(state, create=not check)  # --check proves it writable and leaves nothing behind
+        runtime = Runtime(config, check=check)  # loads and warms up every bundle and backend, opens the outbox, builds the router
         if check:
             try:
                 runtime.preflight()
@@ -130,6 +135,8 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
                                f"{len(m.inputs)} input(s), backend {m.backend}/{m.precision}")
             finally:
                 runtime.release()
+            where = "is writable" if state.exists() else "can be created (it does not exist yet)"
+            click.echo(f"state    {state} {where}; outbox {config.runtime.outbox}")
             click.echo(f"configuration {config_path} is valid")
             return
         runtime.serve()

@@ -22,6 +22,7 @@ from edge_runtime.contract.errors import ConfigError
 from edge_runtime.contract.settings import setting
 from edge_runtime.delivery.outbox import SYNC_MODES
 from edge_runtime.ingest.topics import template_for
+from edge_runtime.state import state_directory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,8 +128,12 @@ class RuntimeConfig:
     queue_windows: int = setting(1024, lo=1, help="pending windows per model before the stalest are shed")
     metrics_port: int = setting(0, lo=0, hi=65535, help="0: no metrics endpoint")
     metrics_host: str = setting("127.0.0.1", help="address the metrics endpoint listens on (loopback by default)")
-    outbox: str = setting("linewatch-outbox.sqlite", help="durable event outbox (SQLite): alarm transitions wait here for their PUBACK")
-    thresholds_file: str = setting("linewatch-thresholds.json", help="thresholds learned by commissioning, kept across restarts")
+    state_dir: str = setting("", help="absolute folder for what the runtime writes (outbox, learned thresholds); empty: "
+                                      "$STATE_DIRECTORY from systemd, else /var/lib/linewatch for root, ~/.local/state/linewatch for others")
+    outbox: str = setting("linewatch-outbox.sqlite", help="durable event outbox (SQLite): alarm transitions wait here for their "
+                                                                "PUBACK; relative to state_dir")
+    thresholds_file: str = setting("linewatch-thresholds.json", help="thresholds learned by commissioning, kept across restarts; "
+                                                                           "relative to state_dir")
     control_topic: str = setting("linewatch/{client_id}/commission", help="{'model': ..., 'stream': ...}: commission again")
     outbox_max_events: int = setting(100_000, lo=1, help="beyond this (or outbox_max_mb) the oldest events are dropped, counted")
     outbox_max_mb: float = setting(64.0, above=0, help="size limit of the outbox in MB; beyond it the oldest events are dropped, counted")
@@ -259,6 +264,16 @@ def _resolve(path: str, base: Path | None) -> str:
     return str(base / path) if path and base is not None and not Path(path).is_absolute() else path
 
 
+def _check_private(path: str, where: str) -> None:
+    """A secret's file must not be readable or writable by others (its group may read it)."""
+    if not path:
+        return
+    mode = Path(path).stat().st_mode & 0o777
+    if mode & 0o007:
+        raise ConfigError(f"{where}: {path} is open to other users (mode {mode:04o}); it holds a secret: "
+                          f"chmod 600 {path} (or 640 with the service's group)")
+
+
 def _placeholders(template: str, where: str) -> set[str]:
     """The ``{name}`` fields of a publish topic template; positional fields, formats and wildcards are refused."""
     try:
@@ -324,8 +339,11 @@ def validate(config: Config, base: Path | None = None) -> None:
     r = config.runtime
     if r.queue_windows < r.max_batch:
         raise ConfigError(f"runtime.queue_windows ({r.queue_windows}) must be at least max_batch ({r.max_batch})")
-    r.outbox = _resolve(r.outbox, base)
-    r.thresholds_file = _resolve(r.thresholds_file, base)
+    if r.state_dir and not Path(r.state_dir).is_absolute():
+        raise ConfigError(f"runtime.state_dir: {r.state_dir!r} must be an absolute path")
+    state = state_directory(r.state_dir)
+    r.outbox = _resolve(r.outbox, state)  # state lives in the state directory, never beside a read-only configuration
+    r.thresholds_file = _resolve(r.thresholds_file, state)
     b = config.broker
     if b.reconnect_max_s < b.reconnect_min_s:
         raise ConfigError("broker: reconnect_max_s must be at least reconnect_min_s")
@@ -337,6 +355,8 @@ def validate(config: Config, base: Path | None = None) -> None:
         path = getattr(b, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"broker.{key}: {path} does not exist")
+    for key in ("password_file", "key_file"):
+        _check_private(getattr(b, key), f"broker.{key}")
     if (b.ca_file or b.cert_file) and not b.tls:
         raise ConfigError("broker: ca_file/cert_file are set but tls is false")
     for i, m in enumerate(config.models):

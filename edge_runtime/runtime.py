@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import orjson
 
-from edge_runtime import __version__
+from edge_runtime import __version__, systemd
 from edge_runtime.config import Config
 from edge_runtime.contract.errors import ConfigError
 from edge_runtime.delivery.link import Link
@@ -30,14 +30,15 @@ log = logging.getLogger("linewatch.runtime")
 class Runtime:
     """Wires the pieces together; :meth:`start`, then :meth:`stop` (or :meth:`serve` until a signal)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, check: bool = False) -> None:
+        """``check``: built to be verified (``run --check``), never started: the outbox stays in memory, so nothing is written."""
         self.config = config
         r, b = config.runtime, config.broker
         self.status_topic = r.status_topic.format(client_id=b.client_id)
         self.error_topic = r.error_topic.format(client_id=b.client_id)
         self.control_topic = r.control_topic.format(client_id=b.client_id)
         self.metrics = Metrics()
-        self.outbox = Outbox(r.outbox, r.outbox_max_events, int(r.outbox_max_mb * 2**20), r.outbox_sync)
+        self.outbox = Outbox(":memory:" if check else r.outbox, r.outbox_max_events, int(r.outbox_max_mb * 2**20), r.outbox_sync)
         self.link: Link | None = None
         self.sink = Sink(self.outbox, self._publish, self.metrics.event_latency.observe, r.delivery_queue)
         self.bad = BadInput(self._publish_error, r.errors_per_second)
@@ -183,6 +184,7 @@ class Runtime:
             self.sparkplug.start()
         self.link.start()
         threading.Thread(target=self._watch, name="linewatch-reload", daemon=True).start()
+        systemd.notify("READY=1")
 
     def _bundles(self) -> list[dict]:
         """The models and bundle ids the retained status announces."""
@@ -197,9 +199,14 @@ class Runtime:
         sweep_every = min(60.0, r.stream_idle_s / 2) if r.stream_idle_s else float("inf")
         last_sweep = time.monotonic()
         poll = min(r.reload_poll_s, r.reorder_s) if r.reorder_s else r.reload_poll_s
+        watchdog = systemd.watchdog_interval()
+        if watchdog is not None:
+            poll = min(poll, watchdog)
         while not self.stopped.is_set():
             requested = self.reload_requested.wait(poll)
             self.reload_requested.clear()
+            if watchdog is not None:
+                systemd.notify("WATCHDOG=1")  # this loop turning is what proves the runtime alive
             try:
                 reloaded = [runner.reload() for runner in self.models if requested or runner.changed_on_disk()]
                 completed = sum(m.commissioning.completed for m in self.models if m.commissioning is not None)
@@ -251,6 +258,7 @@ class Runtime:
             return
         self.stopped.set()
         self.accepting = False
+        systemd.notify("STOPPING=1")
         deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
         link_share = min(2.0, self.config.runtime.shutdown_timeout_s / 5)  # kept back to publish "offline"
         for runner in self.models:

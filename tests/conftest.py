@@ -10,6 +10,23 @@ import pytest
 from helpers import DATASETS, FP16_KINDS, need, tiny_detector
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_directory(tmp_path_factory) -> Path:
+    """Every runtime the tests start keeps its state in a folder of the test session, as systemd's StateDirectory= would
+    give it (``$STATE_DIRECTORY``, inherited by the runtimes started as processes), never in /var/lib or ~/.local.
+    """
+    import os
+
+    folder = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("STATE_DIRECTORY", None)
+    else:
+        os.environ["STATE_DIRECTORY"] = previous
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     """The shared benchmark data folder (../shared/datasets)."""

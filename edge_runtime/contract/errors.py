@@ -19,3 +19,7 @@ class ConfigError(LinewatchError):
 
 class BrokerError(LinewatchError):
     """The MQTT broker refused or dropped the connection."""
+
+
+class StorageError(LinewatchError):
+    """A file or database the runtime keeps its state in cannot be opened or written (the message says where and why)."""

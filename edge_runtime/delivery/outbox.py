@@ -2,16 +2,22 @@
 (with ``synchronous=FULL``) power cuts.
 
 Only the sink's thread writes to it; the depth is kept in memory so that a metrics scrape costs
-no query.
+no query. It needs SQLite 3.31 or newer (Ubuntu 20.04 / JetPack 5 has 3.31) and uses nothing newer:
+a failed transaction is rolled back, so the next one starts clean.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
 
+from edge_runtime.contract.errors import StorageError
+from edge_runtime.state import explain
+
 SYNC_MODES = ("full", "normal")
+MIN_SQLITE = (3, 31, 0)
 DELETE_CHUNK = 500  # SQLite's default limit on bound parameters is 999 (older builds)
 
 
@@ -26,35 +32,57 @@ class Outbox:
     def __init__(self, path: str | Path, max_rows: int = 100_000, max_bytes: int = 64 << 20, sync: str = "full") -> None:
         if sync not in SYNC_MODES:
             raise ValueError(f"outbox sync must be one of {SYNC_MODES}, got {sync!r}")
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StorageError(f"outbox: SQLite {sqlite3.sqlite_version} is older than the {'.'.join(map(str, MIN_SQLITE))} "
+                               "linewatch needs; use a newer Python build or OS")
         self.path = str(path)
         self.max_rows, self.max_bytes = max_rows, max_bytes
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={sync.upper()}")
-        self.db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL)")
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self.db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+                            "payload BLOB NOT NULL)")
+            self.rows, self.bytes = self.db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
+        except (OSError, sqlite3.Error) as error:
+            raise StorageError(explain(Path(self.path), error, "outbox")) from None
         self.lock = threading.Lock()
-        self.rows, self.bytes = self.db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
         self.dropped = 0
         self.dropped_upto = 0  # the bounds drop oldest first: no row with seq <= this is left
         self.closed = False
 
     def add_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
         """Store events in one transaction (oldest rows dropped first if the bounds demand); returns their sequence numbers."""
-        with self.lock:
-            self.db.execute("BEGIN")
+        with self.lock, self._transaction():
             seqs = [self.db.execute("INSERT INTO events (topic, payload) VALUES (?, ?)", row).lastrowid for row in rows]
             self.rows += len(rows)
             self.bytes += sum(len(payload) for _, payload in rows)
             while self.rows > self.max_rows or self.bytes > self.max_bytes:
                 self._drop_oldest(max(self.rows - self.max_rows, self.rows // 10, 1))
-            self.db.execute("COMMIT")
         return seqs
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One transaction: committed, or rolled back with the in-memory counts restored (SQLite may leave a failed
+        transaction open, and every later BEGIN would then fail).
+        """
+        counts = self.rows, self.bytes, self.dropped, self.dropped_upto
+        self.db.execute("BEGIN")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.rows, self.bytes, self.dropped, self.dropped_upto = counts
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
     def _drop_oldest(self, count: int) -> None:
-        dropped = self.db.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) RETURNING seq, LENGTH(payload)",
-                                  (count,)).fetchall()
+        dropped = self.db.execute("SELECT seq, LENGTH(payload) FROM events ORDER BY seq LIMIT ?", (count,)).fetchall()
+        if dropped:
+            self.db.execute("DELETE FROM events WHERE seq <= ?", (dropped[-1][0],))  # the oldest rows: every seq up to the last
         self.rows -= len(dropped)
         self.bytes -= sum(size for _, size in dropped)
         self.dropped += len(dropped)
@@ -62,15 +90,14 @@ class Outbox:
 
     def remove_many(self, seqs: list[int]) -> None:
         """Forget acknowledged events (one transaction)."""
-        with self.lock:
-            self.db.execute("BEGIN")
+        with self.lock, self._transaction():
             for first in range(0, len(seqs), DELETE_CHUNK):
                 chunk = seqs[first : first + DELETE_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                sizes = self.db.execute(f"DELETE FROM events WHERE seq IN ({marks}) RETURNING LENGTH(payload)", chunk).fetchall()
+                sizes = self.db.execute(f"SELECT LENGTH(payload) FROM events WHERE seq IN ({marks})", chunk).fetchall()
+                self.db.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)
                 self.rows -= len(sizes)
                 self.bytes -= sum(size for (size,) in sizes)
-            self.db.execute("COMMIT")
 
     def pending(self, after: int = 0, limit: int = 500) -> list[tuple[int, str, bytes]]:
         """Events not yet acknowledged with ``seq > after``, oldest first."""

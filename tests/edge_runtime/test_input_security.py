@@ -130,7 +130,10 @@ def test_check_refuses_what_run_would_break_on(runtime_bundle, tmp_path):
     assert natural.returncode == 0, natural.stderr  # {machine} is a field of the input topic: it works now
     bad = check(base + 'event_topic = "linewatch/events/{site}"\n', tmp_path)
     assert bad.returncode != 0 and "models[0].event_topic: ['site'] cannot be filled in" in bad.stderr
-    tls = check(base.replace("[runtime]\n", "[broker]\ntls = true\ncert_file = \"gw.toml\"\nkey_file = \"gw.toml\"\n[runtime]\n"), tmp_path)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    junk.chmod(0o600)
+    tls = check(base.replace("[runtime]\n", f"[broker]\ntls = true\ncert_file = \"{junk}\"\nkey_file = \"{junk}\"\n[runtime]\n"), tmp_path)
     assert tls.returncode != 0 and "TLS setup failed" in tls.stderr
 
 

@@ -136,6 +136,7 @@ def test_every_default_follows_its_own_rule_and_event_topics_may_use_stream_fiel
 def test_password_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
+    secret.chmod(0o600)
     config = parse_config({"models": [{"bundle": "b"}], "broker": {"username": "u", "password_file": str(secret)}})
     assert config.broker.password() == "s3cret"
     monkeypatch.setenv("LW_PW", "from-env")
