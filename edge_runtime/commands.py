@@ -6,6 +6,7 @@ import contextlib
 import csv
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -142,3 +143,51 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
         runtime.serve()
     except LinewatchError as error:
         raise _fail(error) from None
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also check this configuration: state directory, bundles and backends, broker, clock.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object for tools instead of the table.")
+def doctor(config_path, as_json):
+    """Say what this machine offers (Python, ONNX Runtime providers, CUDA, TensorRT, GPU, SQLite) and what the
+    configuration will get from it. Exits 1 when something would stop `linewatch run`.
+    """
+    import json
+
+    from edge_runtime.doctor import as_dicts, blockers, diagnose
+
+    found = diagnose(config_path)
+    if as_json:
+        click.echo(json.dumps({"blockers": blockers(found), "findings": as_dicts(found)}, indent=2))
+    else:
+        for f in found:
+            click.echo(f"{f.status:<5} {f.check:<22} {f.detail}")
+        click.echo(f"{blockers(found)} blocker(s)")
+    if blockers(found):
+        sys.exit(1)
+
+
+SHIPPED = {"gateway": "gateway.example.toml", "unit": "linewatch.service", "mosquitto": "mosquitto.conf"}
+
+
+@click.group()
+def config():
+    """The reference files shipped with the runtime."""
+
+
+@config.command()
+@click.argument("which", type=click.Choice(sorted(SHIPPED)), default="gateway")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write it here instead of standard output.")
+def example(which, output):
+    """Print (or write) a shipped file: the configuration with every key at its default, the systemd unit, or mosquitto's config."""
+    from importlib.resources import files
+
+    text = (files("edge_runtime") / SHIPPED[which]).read_text()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if Path(output).exists():
+        raise click.ClickException(f"{output} exists; not overwritten")
+    Path(output).write_text(text)
+    click.echo(f"wrote {output}")

@@ -23,6 +23,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "inspect": ("edge_runtime.commands:inspect", "Summarise a bundle and verify its hashes.", None),
     "score": ("edge_runtime.commands:score", "Score a CSV file offline with a bundle.", None),
     "run": ("edge_runtime.commands:run", "Run the MQTT edge runtime.", None),
+    "doctor": ("edge_runtime.commands:doctor", "Say what this machine offers and what the configuration gets from it.", None),
+    "config": ("edge_runtime.commands:config", "Print the shipped reference files (configuration, systemd unit, mosquitto).", None),
     "sparkplug-node": ("linewatch.sparkplug_replay:sparkplug_node", "Replay CSV files as a Sparkplug B edge node.", None),
     "bench": ("linewatch.bench:bench", "Measure inference backends on this machine (latency, throughput, memory).", "bench"),
     "demo": ("linewatch.demo:demo", "The whole story on a simulated plant, end to end.", "train"),
