@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint docs demo venv mosquitto clean proto
+.PHONY: test test-fast lint docs demo venv system-packages clean proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,23 +20,32 @@ $(STAMP): $(PY) pyproject.toml
 
 venv: $(STAMP)
 
-mosquitto:
-	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
+# What the tests need from Debian: mosquitto (the broker), systemd (systemd-analyze verifies the unit), util-linux
+# (setpriv runs the runtime with file permissions binding). Installed only when missing.
+DEBIAN_NEEDS := mosquitto:/usr/sbin/mosquitto systemd:/usr/bin/systemd-analyze util-linux:/usr/bin/setpriv
+system-packages:
+	@missing=""; for need in $(DEBIAN_NEEDS); do test -x "$${need#*:}" || missing="$$missing $${need%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto from Debian"; \
+	    echo "installing from Debian:$$missing"; \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto >/dev/null; \
-	  else echo "mosquitto not found and apt-get unavailable: broker tests will skip (fail under CI)"; fi; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing$$missing and apt-get unavailable: their tests will skip (fail under CI)"; fi; \
 	fi
 
 # Layering (import-linter contracts in pyproject.toml), lint and the docs site build run before the tests, in CI too.
 lint: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/vermin --target=3.10- --violations --no-tips --quiet edge_runtime linewatch train export
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-test: lint mosquitto
+test: lint system-packages
 	$(PY) -m pytest -q
+
+# The everyday lane: everything but the slow tests (package builds and installs, long runs).
+test-fast: venv system-packages
+	$(PY) -m pytest -q -m "not slow"
 
 # The documentation site, served locally with live reload.
 docs: venv
