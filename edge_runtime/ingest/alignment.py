@@ -19,31 +19,43 @@ class TagAligner:
     stamped on it (nothing can change it any more), or else once a message newer than it arrives;
     each feature takes its latest value at or before the tick if that value is no older
     than ``staleness_s``, and is missing otherwise (then the stream's hold rule applies). After a
-    silence, at most ``max_gap`` worth of ticks is emitted and the rest skipped arithmetically; a
-    message more than that before the next tick (a clock stepped back, or a bogus future stamp
-    before it) restarts the grid at the message.
+    silence, at most ``max_gap`` worth of ticks is emitted and the rest skipped arithmetically. A
+    message more than ``max_gap`` before the next tick is refused as a straggler, unless messages
+    keep coming on that older time line for longer than ``max_gap`` with none on the current one: then
+    the clock stepped back (or a bogus future stamp came before), and the grid restarts there.
     """
 
-    __slots__ = ("values", "times", "tick", "period", "staleness", "max_ticks")
+    __slots__ = ("values", "times", "tick", "period", "staleness", "max_gap", "max_ticks", "behind_since")
 
     def __init__(self, n_features: int, period: float, staleness: float, max_gap: float) -> None:
         self.values = np.zeros(n_features, np.float32)
         self.times = np.full(n_features, -math.inf)
         self.tick: int | None = None  # index of the next tick to emit; its time is tick * period
         self.period, self.staleness = period, staleness
+        self.max_gap = max_gap
         self.max_ticks = int(max_gap / period) + 2
+        self.behind_since: float | None = None  # the oldest message of the run on an older time line
 
-    def update(self, t: float, feature: int | slice, value, emit: Callable[[float, np.ndarray, tuple], None]) -> None:
-        """Emit the grid ticks before ``t``, record the new value, and emit ``t``'s tick too once all its tags are in.
+    def update(self, t: float, feature: int | slice, value, emit: Callable[[float, np.ndarray, tuple], None]) -> bool:
+        """Emit the grid ticks before ``t``, record the new value, and emit ``t``'s tick too once all its tags are in;
+        False (nothing recorded) for a straggler from further back than ``max_gap``.
 
         ``feature`` may be ``slice(None)`` with a value per feature: all of them at once (a whole sample).
         """
         steps = t / self.period
         due = math.ceil(steps - ON_GRID)  # the first tick at or after t (within float noise): every tick before it is complete
         tick = self.tick
-        if tick is None or due < tick - self.max_ticks:
-            if tick is not None:
-                self.times[:] = -math.inf  # values stamped after t cannot be held at ticks before them
+        if tick is not None and due < tick - self.max_ticks:
+            since = self.behind_since
+            if since is None or t < since:
+                self.behind_since = t
+                return False
+            if t - since <= self.max_gap:
+                return False
+            self.times[:] = -math.inf  # a time line of its own: the clock stepped back; values stamped later cannot be held
+            tick = None
+        self.behind_since = None
+        if tick is None:
             self.tick = due
         elif due > tick:
             for k in range(tick, min(due, tick + self.max_ticks)):
@@ -56,6 +68,7 @@ class TagAligner:
         if due == self.tick and due - steps < ON_GRID and self.times.min() >= t - self.period * ON_GRID:
             emit(due * self.period, self.values.copy(), ())  # every tag stamped on this tick: waiting for the next one adds a period
             self.tick = due + 1
+        return True
 
 
 class Reorder:

@@ -18,7 +18,7 @@ from edge_runtime.ingest.badinput import BadInput
 from edge_runtime.ingest.decoders import BadSample, FeatureLayout, decode_chunk, decode_condition, decode_json, decode_tag
 from edge_runtime.ingest.registry import StreamRegistry, StreamState
 from edge_runtime.ingest.router import Route
-from edge_runtime.ingest.streams import ACCEPTED, LATE, READY, RESTARTED, TOO_FAST
+from edge_runtime.ingest.streams import ACCEPTED, LATE, READY, RESTARTED, STEPPED_READY, TOO_FAST
 from edge_runtime.ingest.topics import parse_sparkplug
 from edge_runtime.sparkplug.input import SparkplugInput
 
@@ -108,7 +108,8 @@ class Ingest:
             raise BadSample("unknown_feature", f"tag {route.tag!r}")
         t, value = decode_tag(payload, route.config.time_key, time.time(), self.window)
         state = self.streams.get(route.key, route.key_fields)
-        self.streams.aligner(state, route.config.staleness_s).update(t, j, value, self._emitter(state, route.topic, arrival))
+        if not self.streams.aligner(state, route.config.staleness_s).update(t, j, value, self._emitter(state, route.topic, arrival)):
+            self._straggler(route.topic, t)
 
     def _emitter(self, state: StreamState, topic: str, arrival: float) -> Callable[[float, np.ndarray, tuple], None]:
         """What the grid aligner calls with each tick it completes (tag and Sparkplug data): the sample, with the
@@ -141,10 +142,15 @@ class Ingest:
                 for j in [j for j in found if j >= n]:
                     state.conditions[j - n] = found.pop(j)
             if len(found) == n:  # every feature at one time, the usual DATA: one aligner step instead of one per feature
-                aligner.update(t, slice(None), [found[j] for j in range(n)], emit)
+                taken = aligner.update(t, slice(None), [found[j] for j in range(n)], emit)
             else:
-                for j, value in found.items():
-                    aligner.update(t, j, value, emit)
+                taken = all([aligner.update(t, j, value, emit) for j, value in found.items()])
+            if not taken:
+                self._straggler(route.topic, t)
+
+    def _straggler(self, topic: str, t: float) -> None:
+        """A tag or metric from further back than the gap rule: refused as late, the stream's history kept."""
+        self.bad.report("late", topic, f"t={t} is more than max_gap before the stream's time line")
 
     def _restart(self, key: str) -> None:
         """End a stream's current run (a Sparkplug death or sequence gap): no window spans what may be missing."""
@@ -187,5 +193,10 @@ class Ingest:
                 self.bad.report("rate_mismatch", topic, f"t={t} is {t - ring.last_time:.3g} s after the last sample; "
                                 f"the bundle samples every {self.streams.bundle.sample_period:g} s")
                 return
-            self.bad.note("clock_step", topic, f"t={t} is more than max_gap before the last sample: stream restarted")
+            if state.reorder is not None:
+                state.reorder.newest = t  # the reorder buffer follows the new time line
+            self.bad.note("clock_step", topic, "a window's worth of samples continued an older time line: the clock stepped back; "
+                          "stream restarted on it")
+            if result == STEPPED_READY:
+                self.on_ready(state, arrival)
         self.accepted += 1

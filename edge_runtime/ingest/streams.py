@@ -4,6 +4,12 @@ is a contiguous view, with the gap rule shared with training (``train.data.hold_
 A missing feature value is held from its last observation for at most ``max_gap`` seconds;
 a longer gap in time or in a feature restarts the stream, so no window spans a gap. Within a
 run of good samples a window is ready after ``window`` samples and then every ``stride``.
+
+A sample from further back than ``max_gap`` is a straggler (a QoS 1 redelivery, a sensor that
+buffered, a second publisher) or the first of a clock that stepped back. It is refused as late
+and held aside; only when a window's worth of samples in a row continue on that older time line
+(and none on the current one) is it a clock step: the stream restarts there with those samples.
+One straggler costs one sample, never the stream's history.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ class Push(IntEnum):
     LATE = -1  # not newer than the last sample (by at most max_gap): dropped
     RESTARTED = -2  # the sample could not be used (a feature missing for too long); stream restarted
     TOO_FAST = -3  # closer than ``min_step`` to the last sample: the stream runs faster than the bundle's period; dropped
-    CLOCK_STEP = 2  # more than ``max_gap`` before the last sample: the clock stepped back; stream restarted at this sample
+    CLOCK_STEP = 2  # a window's worth of samples continued an older time line: the clock stepped back; restarted on it
+    STEPPED_READY = 3  # the same, and a window ends at this sample
 
 
 # module-level names for the hot path: a global lookup instead of an attribute lookup per sample
 READY, ACCEPTED, LATE, RESTARTED, TOO_FAST, CLOCK_STEP = Push.READY, Push.ACCEPTED, Push.LATE, Push.RESTARTED, Push.TOO_FAST, Push.CLOCK_STEP
+STEPPED_READY = Push.STEPPED_READY
 
 
 def stream_for(key: str, bundle: Bundle) -> Stream:
@@ -45,7 +53,7 @@ class Stream:
     """One stream's ring buffer ``[2W, F]``; :meth:`push` writes a sample, :meth:`window` views the latest window."""
 
     __slots__ = ("key", "window_size", "stride", "max_gap", "gap_s", "min_step", "buffer", "times", "pos", "filled", "last_time",
-                 "held", "held_time", "full_time", "last_full", "partial_time", "late", "gaps", "too_fast", "clock_steps")
+                 "held", "held_time", "full_time", "last_full", "partial_time", "late", "gaps", "too_fast", "clock_steps", "behind")
 
     def __init__(self, key: str, window: int, stride: int, n_features: int, max_gap: float, gap_s: float | None = None,
                  min_step: float = 0.0) -> None:
@@ -62,6 +70,7 @@ class Stream:
         self.partial_time = np.full(n_features, -np.inf)
         self.pos = self.filled = self.late = self.last_full = self.gaps = self.too_fast = self.clock_steps = 0
         self.last_time = self.full_time = self.held_time = -np.inf
+        self.behind: list[tuple[float, np.ndarray, tuple]] = []  # samples on an older time line: stragglers, or a clock step
 
     def restart(self) -> None:
         """Forget the current run of samples (not the held values: they age out by the rule)."""
@@ -71,30 +80,53 @@ class Stream:
         """Add the sample ``row`` (``F`` floats: a list or an array) taken at ``t`` seconds.
 
         ``missing`` lists feature indices without a value in this sample. Returns ``READY`` when a
-        window ends at this sample, ``ACCEPTED``, ``LATE`` (not newer than the last sample, by at
-        most ``max_gap``: dropped and counted), ``TOO_FAST`` (newer by less than ``min_step``:
-        dropped), ``CLOCK_STEP`` (older by more than ``max_gap``: a clock stepped back, so the
-        newest time cannot be trusted; the stream restarts at this sample instead of blanking until
-        the clock catches up) or ``RESTARTED`` (a missing value older than the gap rule allows).
+        window ends at this sample, ``ACCEPTED``, ``LATE`` (not newer than the last sample: dropped
+        and counted; from further back than ``max_gap`` also held aside in case the clock stepped
+        back), ``TOO_FAST`` (newer by less than ``min_step``: dropped), ``CLOCK_STEP`` (the samples
+        held aside make a window's worth of an older time line: the clock stepped back, and the
+        stream restarted on the new time line with them; ``STEPPED_READY`` when a window also ends
+        at this sample) or ``RESTARTED`` (a missing value older than the gap rule allows).
         """
         step = t - self.last_time
-        stepped = False
         if step < self.min_step:
             if step > 0:
                 self.too_fast += 1
                 return TOO_FAST
-            if step >= -self.max_gap:
+            if step >= -self.max_gap or not self._clock_stepped(t, row, missing):
                 self.late += 1
                 return LATE
-            self.clock_steps += 1
-            stepped = True
-            self.restart()
-            self.full_time = self.held_time = -np.inf  # held values came from the untrusted future
-            self.partial_time[:] = -np.inf
-        elif step > self.gap_s:
+            return STEPPED_READY if self._restart_on(self.behind) == READY else CLOCK_STEP
+        if self.behind:
+            self.behind = []  # the current time line goes on: what was held aside were stragglers
+        if step > self.gap_s:
             if step > self.max_gap:
                 self.restart()
             self.gaps += step != float("inf")  # the first sample is no gap
+        return self._write(t, row, missing)
+
+    def _clock_stepped(self, t: float, row, missing: tuple) -> bool:
+        """Hold a sample from further back than ``max_gap``; True once a window's worth in a row continue its time line."""
+        behind = self.behind
+        if not behind or not self.min_step <= t - behind[-1][0] <= self.max_gap:
+            behind.clear()  # not the time line the held ones were on: start again from this sample
+        behind.append((t, np.array(row, dtype=np.float32), missing))
+        return len(behind) >= self.window_size
+
+    def _restart_on(self, samples: list) -> int:
+        """The clock stepped back: forget the newer time line and write ``samples`` (oldest first); the last one's result."""
+        self.clock_steps += 1
+        self.late -= len(samples) - 1  # held aside, now used
+        self.restart()
+        self.full_time = self.held_time = -np.inf  # held values came from the time line that turned out untrusted
+        self.partial_time[:] = -np.inf
+        self.behind = []
+        result = ACCEPTED
+        for t, row, missing in samples:
+            result = self._write(t, row, missing)
+        return result
+
+    def _write(self, t: float, row, missing: tuple) -> int:
+        """Write a sample that passed the time rules; ``READY`` when a window ends at it."""
         self.last_time = t
         i = self.pos
         if missing:
@@ -113,7 +145,7 @@ class Stream:
         self.filled += 1
         if self.filled >= w and (self.filled - w) % self.stride == 0:
             return READY
-        return CLOCK_STEP if stepped else ACCEPTED
+        return ACCEPTED
 
     def _hold(self, t: float, row, missing: tuple[int, ...]) -> bool:
         """Fill missing entries from held values; False when one is too old (or never seen).

@@ -15,7 +15,7 @@ from edge_runtime.contract.conditions import unseen
 from edge_runtime.contract.detection_metrics import ScoredSeries
 from edge_runtime.contract.rowscores import spread_to_rows
 from edge_runtime.contract.tables import FileSeries, read_csv
-from edge_runtime.ingest.streams import LATE, READY, RESTARTED, TOO_FAST, stream_for
+from edge_runtime.ingest.streams import CLOCK_STEP, LATE, READY, RESTARTED, STEPPED_READY, TOO_FAST, stream_for
 from edge_runtime.scoring.backends import Backend
 
 
@@ -37,10 +37,10 @@ def window_scores(series: FileSeries, backend: Backend, batch_size: int = 256) -
         if result == RESTARTED:
             run_id[i] = -1
             continue
-        if result != LATE and result != TOO_FAST and stream.filled == 1:
+        if (result != LATE and result != TOO_FAST and stream.filled == 1) or result in (CLOCK_STEP, STEPPED_READY):
             run += 1
         run_id[i] = run
-        if result == READY:
+        if result in (READY, STEPPED_READY):
             batch[filled] = stream.window()
             filled += 1
             ends.append(i)

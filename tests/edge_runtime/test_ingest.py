@@ -102,8 +102,14 @@ def test_tag_grid_steps_on_an_integer_index_and_jumps_over_silences():
     assert len(ticks) == aligner.max_ticks + 1  # not 86 million iterations; + the message's own tick, complete (one tag)
     assert ticks[-1] == start + 86_400.0
     ticks.clear()
-    aligner.update(start + 20.0005, 0, 1.0, lambda at, row, missing: ticks.append(at))  # the clock back where it was
-    assert ticks == [] and aligner.tick == math.ceil((start + 20.0005) / 0.001)  # the grid restarts at the message
+    ahead = aligner.tick
+    # one message from a day back is a straggler: refused, the grid where it was
+    assert not aligner.update(start + 20.0005, 0, 1.0, lambda at, row, missing: ticks.append(at))
+    assert ticks == [] and aligner.tick == ahead
+    # messages that keep to that older time line for longer than max_gap: the clock stepped back, the grid restarts there
+    taken = [aligner.update(start + 20.0005 + k * 0.001, 0, 1.0, lambda at, row, missing: ticks.append(at)) for k in range(1, 8)]
+    assert taken[:4] == [False] * 4 and taken[-2:] == [True, True]  # 5 ms of the older line is max_gap; 6 ms is more
+    assert aligner.tick == math.ceil((start + 20.0005 + 7 * 0.001) / 0.001)
 
 
 class SumBackend:

@@ -8,7 +8,7 @@ import pytest
 from edge_runtime.config import parse_config
 from edge_runtime.contract.alarms import CLEARED, RAISED, Alarm
 from edge_runtime.contract.errors import ConfigError
-from edge_runtime.ingest.streams import ACCEPTED, CLOCK_STEP, LATE, READY, RESTARTED, TOO_FAST, Stream
+from edge_runtime.ingest.streams import ACCEPTED, LATE, READY, RESTARTED, TOO_FAST, Stream
 from edge_runtime.ingest.topics import TopicTemplate
 
 
@@ -39,12 +39,22 @@ def test_clock_steps_restart_and_too_fast_samples_are_refused():
         stream.push(t, [1.0])
     assert stream.push(102.3, [9.0]) == TOO_FAST and stream.too_fast == 1  # twice the bundle's rate: refused, not windowed
     assert stream.push(101.5, [9.0]) == LATE  # a small step back: late, as before
-    # one message stamped far ahead, then the real clock again: the bogus sample costs one restart, not 50 s of data
+    # one message stamped far ahead, then the real clock again: the samples on the real clock are held aside until a
+    # window's worth of them shows the time line goes on there, then the stream restarts on it with them: no data lost
     assert stream.push(150.0, [9.0]) == ACCEPTED and stream.filled == 1
-    assert stream.push(103.0, [1.0]) == CLOCK_STEP and stream.clock_steps == 1 and stream.filled == 1
-    assert [stream.push(t, [1.0]) for t in (104.0, 105.0)] == [ACCEPTED, READY]
+    assert [stream.push(t, [1.0]) for t in (103.0, 104.0)] == [LATE, LATE] and stream.clock_steps == 0
+    assert stream.push(105.0, [1.0]) == READY and stream.clock_steps == 1 and stream.late == 1  # 101.5 only: the held ones were used
     assert stream.window()[:, 0].tolist() == [1.0, 1.0, 1.0] and stream.window_span() == (103.0, 105.0)
     assert stream.push(107.0, [1.0]) == READY and stream.gaps == 2  # 150 - 102 and 107 - 105 were gaps
+
+
+def test_a_straggler_costs_one_sample_never_the_stream():
+    stream = Stream("m1", window=4, stride=1, n_features=1, max_gap=3.0, gap_s=1.5, min_step=0.5)
+    results = [stream.push(float(t), [float(t)]) for t in range(100, 110)]
+    assert stream.push(90.0, [0.0]) == LATE and stream.push(91.0, [0.0]) == LATE  # ten seconds back, twice: held aside
+    assert stream.push(110.0, [110.0]) == READY  # the time line goes on: they were stragglers, the history is intact
+    assert stream.window()[:, 0].tolist() == [107.0, 108.0, 109.0, 110.0] and stream.clock_steps == 0 and stream.late == 2
+    assert results.count(READY) == 7 and stream.filled == 11
 
 
 def test_stream_windows_match_training_windows_under_the_same_gap_rule():
