@@ -106,6 +106,8 @@ class Metrics:
         yield GaugeMetricFamily("linewatch_events_inflight", "Durable events handed to the broker, not yet acknowledged",
                                 value=snap["events_inflight"])
         yield GaugeMetricFamily("linewatch_outbox_depth", "Events waiting for broker acknowledgement", value=snap["outbox_depth"])
+        yield GaugeMetricFamily("linewatch_events_unstored", "Durable events kept in memory because the outbox could not store them",
+                                value=snap["events_unstored"])
         yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes in the outbox", value=snap["outbox_bytes"])
         yield GaugeMetricFamily("linewatch_connected", "1 while connected to the broker", value=1 if snap["connected"] else 0)
         yield _labelled("linewatch_connection_failures", "Failed connection attempts, by cause", "reason", REASONS, snap["connection_failures"])

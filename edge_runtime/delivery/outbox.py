@@ -29,7 +29,9 @@ class Outbox:
     cut (WAL fsync per commit); ``"normal"`` survives a process crash only.
     """
 
-    def __init__(self, path: str | Path, max_rows: int = 100_000, max_bytes: int = 64 << 20, sync: str = "full") -> None:
+    def __init__(self, path: str | Path, max_rows: int = 100_000, max_bytes: int = 64 << 20, sync: str = "full",
+                 busy_timeout_s: float = 5.0) -> None:
+        """``busy_timeout_s``: how long a write waits for a lock another process holds before it fails (and is retried)."""
         if sync not in SYNC_MODES:
             raise ValueError(f"outbox sync must be one of {SYNC_MODES}, got {sync!r}")
         if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -40,7 +42,7 @@ class Outbox:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={sync.upper()}")
             self.db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "

@@ -5,6 +5,10 @@ order through a bounded in-flight window, and deleted only when the broker ackno
 message id the sink registered for them. Per-window score telemetry and error reports are not
 durable: sent with QoS 0 when connected, otherwise dropped and counted.
 
+A durable event whose store fails (a full disk, an I/O error, a locked database) is kept in memory
+and stored again, in order, at every turn of the sink's loop until the store succeeds: it is lost only
+if the process ends first or more than ``MAX_UNSTORED`` wait, and then counted as ``store_failed``.
+
 Everything reaches the sink thread through one inbox: event batches (from the batchers), posts
 (error reports), acknowledgements and connection news (from paho's network thread). So the
 network thread does no SQLite work, an acknowledgement can never overtake the registration of its
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -28,6 +33,8 @@ from edge_runtime.throttle import Throttle
 log = logging.getLogger("linewatch.delivery")
 MAX_INFLIGHT = 100  # events handed to the link and not yet acknowledged (paho's in-flight window is the same)
 MAX_UNSENT_IN_MEMORY = 1000  # beyond this, unsent rows stay on disk and are read back in order
+MAX_UNSTORED = 10_000  # durable events kept in memory while the outbox cannot store them; beyond, the oldest are dropped
+RETRY_STORE_S = 1.0  # how often a failed store is tried again
 
 
 class Outgoing(NamedTuple):
@@ -75,12 +82,16 @@ class Sink:
         self.on_disk = True  # rows after `loaded` may exist only in the outbox (at start: a previous run's)
         self.settled: list[int] = []  # acknowledged seqs, deleted once per loop turn
         self.refused_topics = Throttle()  # topics whose refusal was logged
+        self.unstored: deque[Outgoing] = deque()  # durable events whose store failed, oldest first, tried again
+        self.store_failures = Throttle(60.0)  # a failing outbox is logged once a minute per cause
+        self.next_store_try = 0.0
         # counters, read by metrics
         self.stored = 0
         self.published = 0
         self.refused = 0
         self.telemetry_sent = 0
         self.telemetry_dropped = 0
+        self.store_failed = 0  # durable events dropped because the outbox could not store them in time
         self.stopping = threading.Event()
         self.deadline = float("inf")
         self.thread = threading.Thread(target=self._run, name="linewatch-sink", daemon=True)
@@ -157,15 +168,21 @@ class Sink:
                 pass
             except Exception:  # the sink must outlive any single bad batch or database hiccup
                 log.exception("delivery step failed; events stay in the outbox")
+            if self.unstored and time.monotonic() >= self.next_store_try:
+                self._store_unstored()
             try:
                 self._pump()
             except Exception:
                 log.exception("sending from the outbox failed; retrying")
             if self.stopping.is_set() and self.inbox.empty() and self._finished():
+                if self.unstored:  # the outbox never took them: they end with this process, said and counted
+                    self.store_failed += len(self.unstored)
+                    log.error("%d event(s) the outbox %s could not store are lost at shutdown", len(self.unstored), self.outbox.path)
+                    self.unstored.clear()
                 return
 
     def _finished(self) -> bool:
-        idle = not self.unsent and not self.on_disk and not self.inflight_n
+        idle = not self.unsent and not self.on_disk and not self.inflight_n and not self.unstored
         return idle or time.monotonic() >= self.deadline
 
     def _handle(self, item: tuple) -> None:
@@ -183,25 +200,43 @@ class Sink:
             self._send_once(item[1], item[2])
 
     def _store(self, events: list[Outgoing]) -> None:
-        durable = [(topic, payload) for topic, payload, _, keep in events if keep]
-        if durable:
-            seqs = self.outbox.add_many(durable)
-            self.stored += len(seqs)
-            arrivals = [arrival for _, _, arrival, keep in events if keep]
-            if self.outbox.dropped_upto:
-                while self.unsent and self.unsent[0][0] <= self.outbox.dropped_upto:
-                    self.unsent.popleft()
-            if self.on_disk or len(self.unsent) + len(seqs) > MAX_UNSENT_IN_MEMORY:
-                self.on_disk = True  # read back in order once memory has room
-            else:
-                self.unsent.extend(zip(seqs, *zip(*durable), arrivals))
-                self.loaded = seqs[-1]
+        self.unstored.extend(event for event in events if event.durable)
+        self._store_unstored()
         for topic, payload, _, keep in events:
             if not keep:
                 if self._send_once(topic, payload):
                     self.telemetry_sent += 1
                 else:
                     self.telemetry_dropped += 1
+
+    def _store_unstored(self) -> None:
+        """Store every durable event waiting in memory, in one transaction; on failure keep them (bounded) for the next try."""
+        if not self.unstored:
+            return
+        pending = list(self.unstored)
+        try:
+            seqs = self.outbox.add_many([(event.topic, event.payload) for event in pending])
+        except (sqlite3.Error, OSError) as error:  # rolled back by the outbox: nothing of this batch was stored
+            self.next_store_try = time.monotonic() + RETRY_STORE_S
+            over = len(self.unstored) - MAX_UNSTORED
+            for _ in range(max(0, over)):
+                self.unstored.popleft()
+            self.store_failed += max(0, over)
+            if self.store_failures.due(type(error).__name__ + str(error)):
+                log.error("the outbox %s cannot store events (%s): %d event(s) kept in memory and tried again every %.0f s; "
+                          "%d dropped so far (at most %d are kept)", self.outbox.path, error, len(self.unstored), RETRY_STORE_S,
+                          self.store_failed, MAX_UNSTORED)
+            return
+        self.unstored.clear()
+        self.stored += len(seqs)
+        if self.outbox.dropped_upto:
+            while self.unsent and self.unsent[0][0] <= self.outbox.dropped_upto:
+                self.unsent.popleft()
+        if self.on_disk or len(self.unsent) + len(seqs) > MAX_UNSENT_IN_MEMORY:
+            self.on_disk = True  # read back in order once memory has room
+        else:
+            self.unsent.extend((seq, event.topic, event.payload, event.arrival) for seq, event in zip(seqs, pending))
+            self.loaded = seqs[-1]
 
     def _send_once(self, topic: str, payload: bytes) -> bool:
         mid = self.publish(topic, payload, 0, False)
