@@ -135,6 +135,8 @@ class RuntimeConfig:
     thresholds_file: str = setting("linewatch-thresholds.json", help="thresholds learned by commissioning, kept across restarts; "
                                                                            "relative to state_dir")
     control_topic: str = setting("linewatch/{client_id}/commission", help="{'model': ..., 'stream': ...}: commission again")
+    control_token_file: str = setting("", help="file holding a shared token every commissioning request must carry as "
+                                               "\"token\" (empty: none; the broker's ACL decides who may publish there)")
     outbox_max_events: int = setting(100_000, lo=1, help="beyond this (or outbox_max_mb) the oldest events are dropped, counted")
     outbox_max_mb: float = setting(64.0, above=0, help="size limit of the outbox in MB; beyond it the oldest events are dropped, counted")
     outbox_sync: str = setting("full", choices=SYNC_MODES, help="full: a stored event survives a power cut; normal: a crash only")
@@ -357,6 +359,11 @@ def validate(config: Config, base: Path | None = None) -> None:
             raise ConfigError(f"broker.{key}: {path} does not exist")
     for key in ("password_file", "key_file"):
         _check_private(getattr(b, key), f"broker.{key}")
+    r.control_token_file = _resolve(r.control_token_file, base)
+    if r.control_token_file:
+        if not Path(r.control_token_file).is_file():
+            raise ConfigError(f"runtime.control_token_file: {r.control_token_file} does not exist")
+        _check_private(r.control_token_file, "runtime.control_token_file")
     if (b.ca_file or b.cert_file) and not b.tls:
         raise ConfigError("broker: ca_file/cert_file are set but tls is false")
     for i, m in enumerate(config.models):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import socket
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import orjson
 
@@ -20,6 +22,7 @@ from edge_runtime.delivery.sink import Sink
 from edge_runtime.ingest.badinput import BadInput
 from edge_runtime.ingest.router import Router
 from edge_runtime.metrics import Metrics
+from edge_runtime.scoring.commissioning import ThresholdStore
 from edge_runtime.scoring.model_runner import ModelRunner
 from edge_runtime.sparkplug.events import SparkplugEvents
 from edge_runtime.throttle import Throttle
@@ -37,6 +40,7 @@ class Runtime:
         self.status_topic = r.status_topic.format(client_id=b.client_id)
         self.error_topic = r.error_topic.format(client_id=b.client_id)
         self.control_topic = r.control_topic.format(client_id=b.client_id)
+        self.control_token = Path(r.control_token_file).read_text().strip() if r.control_token_file else None
         self.metrics = Metrics()
         self.outbox = Outbox(":memory:" if check else r.outbox, r.outbox_max_events, int(r.outbox_max_mb * 2**20), r.outbox_sync)
         self.link: Link | None = None
@@ -45,7 +49,9 @@ class Runtime:
         self.ingest_lock = threading.Lock()  # the router feeds ingest under it; reload and eviction change ingest under it
         self.sparkplug = SparkplugEvents(config.broker, config.sparkplug) if config.sparkplug.enabled else None
         observer = self.sparkplug.publish if self.sparkplug else None
-        self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics, self.ingest_lock, observer) for m in config.models]
+        self.thresholds = ThresholdStore(Path(r.thresholds_file) if r.thresholds_file and not check else None)
+        self.models = [ModelRunner(m, r, self.sink, self.bad, self.metrics, self.ingest_lock, observer, self.thresholds)
+                       for m in config.models]
         max_routes = sum(r.max_streams * (len(m.bundle.features) + 1) for m in self.models)
         self.router = Router([(cfg, m.ingest) for m in self.models for cfg in m.config.inputs], self.bad, r.max_payload_bytes, max_routes,
                              self.ingest_lock)
@@ -85,6 +91,9 @@ class Runtime:
             request = orjson.loads(payload)
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
+            if self.control_token is not None and not hmac.compare_digest(str(request.get("token", "")), self.control_token):
+                self.bad.report("unauthorized", self.control_topic, "commissioning request without the right token: refused")
+                return
             models = [m for m in self.models if request.get("model") in (None, m.config.name)]
             if not models:
                 raise ValueError(f"no model {request.get('model')!r}")
@@ -95,6 +104,7 @@ class Runtime:
         for runner in models:
             restarted = runner.recommission(None if stream is None else [str(stream)])
             log.info("commissioning %s again for %d stream(s) on request (streams in alarm or rising to one are kept)", runner.config.name, len(restarted))
+        self.thresholds.flush()  # a rare request: written at once, so it survives a restart right after
         self.control_requests += 1  # counted once carried out (and saved), so a watcher of the count sees the result
         self.status_changed.set()
 
@@ -228,7 +238,8 @@ class Runtime:
                     last_sweep = time.monotonic()
                     with self.ingest_lock:
                         for runner in self.models:
-                            runner.streams.evict_idle(r.stream_idle_s)
+                            runner.evict_idle(r.stream_idle_s)
+                self.thresholds.flush()  # what commissioning learned since the last turn, in one write
             except Exception:  # the watcher must outlive anything a bundle or the disk does to it
                 self.watch_errors += 1
                 log.exception("reload/eviction step failed; trying again in %.1f s", r.reload_poll_s)
@@ -265,6 +276,7 @@ class Runtime:
         link_share = min(2.0, self.config.runtime.shutdown_timeout_s / 5)  # kept back to publish "offline"
         for runner in self.models:
             runner.stop(deadline - link_share)
+        self.thresholds.flush()
         left = self.sink.drain(deadline - link_share)
         if left:
             log.warning("%d event(s) stay in the outbox %s for the next start", left, self.outbox.path)

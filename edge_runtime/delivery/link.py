@@ -27,6 +27,7 @@ from edge_runtime.delivery.linkerrors import classify, closed_before_connack, re
 from edge_runtime.throttle import Throttle
 
 log = logging.getLogger("linewatch.mqtt")
+MAX_QOS0_WAITING = 10_000  # QoS 0 messages handed to paho and not yet written to the socket; beyond, publish refuses
 UNSUPPORTED_PROTOCOL = (1, 132)  # MQTT 3.1.1 and MQTT 5 reason codes for "unsupported protocol version"
 CONNACK_TIMEOUT_S = 3.0  # with protocol "auto", no CONNACK to an MQTT 5 CONNECT this soon means 3.1.1 only
 
@@ -82,6 +83,7 @@ class Link:
         self.failures: Counter = Counter()  # connection failures by reason (linkerrors.REASONS)
         self.causes_logged = Throttle()  # connection failures logged since the last connection
         self.refused_filters = Throttle()
+        self.qos0_waiting: set[int] = set()  # ids of QoS 0 messages paho holds (the sink's telemetry, reports)
         self.pending_subscriptions: dict[int, list[str]] = {}
         self.connected_since: float | None = None  # time.perf_counter() of the last successful connection
         self.fallback_lock = threading.Lock()
@@ -228,6 +230,7 @@ class Link:
         self.subscribed.clear()  # first: whoever sees the link disconnected also sees it unsubscribed
         self.connected.clear()
         self.connected_since = None
+        self.qos0_waiting.clear()  # paho does not send QoS 0 messages of a dropped connection again
         if self.connack is None and not self.stopping:
             self._failed(*closed_before_connack(self.config))
         elif self.connack == "accepted" and reason_code.value != 0:
@@ -238,6 +241,7 @@ class Link:
         self.on_message_cb(message.topic, message.payload, time.perf_counter())
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self.qos0_waiting.discard(mid)  # written to the socket
         if client is self.client:
             self.on_acked_cb(mid, str(reason_code) if reason_code.is_failure else None)
 
@@ -249,8 +253,12 @@ class Link:
         """
         if not self.connected.is_set():
             return None
+        if not qos and len(self.qos0_waiting) >= MAX_QOS0_WAITING:
+            return None  # paho queues QoS 0 without a bound while the socket is slow: the caller drops and counts it
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos and info.rc == mqtt.MQTT_ERR_NO_CONN):
+            if not qos:
+                self.qos0_waiting.add(info.mid)
             return info.mid
         return None
 

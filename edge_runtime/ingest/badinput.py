@@ -20,7 +20,7 @@ log = logging.getLogger("linewatch.input")
 KINDS = ("malformed_json", "wrong_type", "non_finite", "out_of_range", "missing_feature", "oversized",
          "future_timestamp", "past_timestamp", "late", "rate_mismatch", "gap_restart", "unknown_topic",
          "unknown_feature", "dt_mismatch", "stream_limit", "internal_error", "malformed_protobuf", "sparkplug_unborn",
-         "sparkplug_sequence")
+         "sparkplug_sequence", "unauthorized")
 NOTES = ("missing_feature", "unknown_feature", "clock_step")
 
 

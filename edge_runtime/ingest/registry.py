@@ -94,8 +94,8 @@ class StreamRegistry:
         """Gaps in sample time seen by all streams, evicted ones included."""
         return self.evicted_gaps + sum(state.ring.gaps for state in self)
 
-    def evict_idle(self, idle_s: float) -> int:
-        """Forget streams that received no sample for ``idle_s`` seconds (as seen by successive sweeps); returns how many.
+    def evict_idle(self, idle_s: float) -> list[str]:
+        """Forget streams that received no sample for ``idle_s`` seconds (as seen by successive sweeps); returns their keys.
 
         Call it regularly (the runtime does, holding the ingest lock); a stream counts as quiet
         from the first sweep that saw no new sample on it.
@@ -111,7 +111,7 @@ class StreamRegistry:
             del self.states[state.key]
             self.evicted_gaps += state.ring.gaps
         self.evicted += len(gone)
-        return len(gone)
+        return [state.key for state in gone]
 
     def rebind(self, bundle: Bundle, keep: bool) -> None:
         """Switch to a new bundle; every record is dropped unless the input spec is unchanged."""

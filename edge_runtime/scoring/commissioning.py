@@ -5,8 +5,10 @@ Real machines differ from the training data and from each other. While a stream 
 windows were scored) its windows are scored and published as telemetry but raise no alarm. Then
 its threshold is the split-conformal quantile of those scores for ``false_alarms_per_day`` (the
 rule training uses), never below the bundle's threshold (the floor and the fallback). Learned
-thresholds are written atomically to a JSON file, tied to the bundle's id, and read back at start,
-so a restart does not commission again; a new bundle starts over.
+thresholds are kept, tied to the bundle's id, in one JSON file per runtime (:class:`ThresholdStore`:
+one writer, written by the runtime's housekeeping thread, never by a scoring thread) and read back
+at start, so a restart does not commission again; a new bundle starts over. A stream forgotten as
+idle takes its learning in progress with it.
 """
 
 from __future__ import annotations
@@ -42,31 +44,79 @@ class Learning:
         self.count += 1
 
 
+class ThresholdStore:
+    """The learned thresholds of every model of one runtime, in one JSON file with one writer.
+
+    Commissioning changes them in memory (:meth:`put`); :meth:`flush` writes the file atomically (a new
+    file with this process's own name, then a rename) when something changed, called by the runtime's
+    housekeeping thread and at shutdown, so a burst of streams finishing costs one write, and no
+    scoring thread waits for the disk. A failed write is logged and tried again at the next flush.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.models: dict[str, dict] = self._read()
+        self.dirty = False
+        self.writes = 0
+
+    def _read(self) -> dict[str, dict]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            saved = json.loads(self.path.read_text())
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as error:
+            log.error("cannot read learned thresholds from %s (%s); streams commission again", self.path, error)
+            return {}
+        return saved
+
+    def get(self, model: str, bundle_id: str) -> dict[str, dict]:
+        """The streams ``model`` learned with this bundle (another bundle's thresholds are on another scale: none)."""
+        with self.lock:
+            saved = self.models.get(model, {})
+            return dict(saved.get("streams", {})) if saved.get("bundle_id") == bundle_id else {}
+
+    def put(self, model: str, bundle_id: str, streams: dict[str, dict]) -> None:
+        """Replace ``model``'s learned thresholds (written at the next :meth:`flush`)."""
+        with self.lock:
+            self.models[model] = {"bundle_id": bundle_id, "streams": dict(streams)}
+            self.dirty = True
+
+    def flush(self) -> bool:
+        """Write the file if anything changed; True when written."""
+        with self.lock:
+            if not self.dirty or self.path is None:
+                return False
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            try:
+                with open(partial, "w") as handle:
+                    json.dump(self.models, handle, indent=1)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(partial, self.path)
+            except OSError as error:
+                log.error("cannot write learned thresholds to %s (%s); trying again", self.path, error)
+                return False
+            self.dirty = False
+            self.writes += 1
+            return True
+
+
 class Commissioning:
     """Per-stream thresholds of one model (see the module docstring)."""
 
     def __init__(self, model: str, bundle_id: str, floor: float, period_s: float, min_windows: int, false_alarms_per_day: float,
-                 stride: int, sample_period: float, path: Path | None) -> None:
+                 stride: int, sample_period: float, store: ThresholdStore) -> None:
         self.model, self.bundle_id, self.floor = model, bundle_id, floor
         self.period_s, self.min_windows = period_s, min_windows
         self.rate = window_rate(false_alarms_per_day, stride, sample_period)
-        self.path = path
-        self.learned: dict[str, dict] = self._load()
+        self.store = store
+        self.learned: dict[str, dict] = store.get(model, bundle_id)
         self.learning: dict[str, Learning] = {}
         self.completed = 0  # streams that finished learning in this run
-        self.lock = threading.Lock()  # the scoring thread learns, the control topic restarts
-
-    def _load(self) -> dict[str, dict]:
-        if self.path is None or not self.path.exists():
-            return {}
-        try:
-            saved = json.loads(self.path.read_text()).get(self.model, {})
-        except (OSError, ValueError) as error:
-            log.error("cannot read learned thresholds from %s (%s); streams commission again", self.path, error)
-            return {}
-        if saved.get("bundle_id") != self.bundle_id:
-            return {}  # learned with another model: its scores are on another scale
-        return dict(saved.get("streams", {}))
+        self.lock = threading.Lock()  # the scoring thread learns, the control topic restarts, the sweep forgets
 
     def threshold(self, key: str, score: float, sample_time: float) -> float | None:
         """The stream's threshold, or None while it is still commissioning (this window's score is kept)."""
@@ -92,8 +142,8 @@ class Commissioning:
         threshold = max(self.floor, value)
         entry = {"threshold": threshold, "windows": int(len(scores)), "supported": supported,
                  "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.save({**self.learned, key: entry})  # on disk first: a stream counts as commissioned once its threshold survives a restart
         self.learned[key] = entry
+        self.store.put(self.model, self.bundle_id, self.learned)
         del self.learning[key]
         self.completed += 1
         log.info("%s/%s commissioned: threshold %.4g from %d windows%s", self.model, key, threshold, len(scores),
@@ -106,22 +156,13 @@ class Commissioning:
             for key in keys:
                 self.learned.pop(key, None)
                 self.learning.pop(key, None)
-            self.save()
+            self.store.put(self.model, self.bundle_id, self.learned)
 
-    def save(self, learned: dict[str, dict] | None = None) -> None:
-        """Write the learned thresholds (``learned``, default the current ones; every model's, one file) atomically:
-        a new file, then a rename.
-        """
-        if self.path is None:
-            return
-        try:
-            everything = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, ValueError):
-            everything = {}
-        everything[self.model] = {"bundle_id": self.bundle_id, "streams": self.learned if learned is None else learned}
-        partial = self.path.with_suffix(".tmp")
-        partial.write_text(json.dumps(everything, indent=1))
-        os.replace(partial, self.path)
+    def forget(self, keys: list[str]) -> None:
+        """Streams evicted as idle: their learning in progress goes with them (what they learned stays)."""
+        with self.lock:
+            for key in keys:
+                self.learning.pop(key, None)
 
     def summary(self) -> dict:
         """For the retained status: how many streams learned and are learning, and the learned thresholds."""

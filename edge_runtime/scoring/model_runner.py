@@ -28,7 +28,7 @@ from edge_runtime.ingest.topics import template_for
 from edge_runtime.metrics import Metrics
 from edge_runtime.scoring.backends import create_backend
 from edge_runtime.scoring.batcher import Batcher, WindowBatch
-from edge_runtime.scoring.commissioning import Commissioning
+from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore
 from edge_runtime.scoring.drift import REFERENCE_QUANTILE, DriftRule
 
 log = logging.getLogger("linewatch.model")
@@ -50,13 +50,16 @@ class ModelRunner:
     """Scores the streams of one bundle and turns scores into alarm events."""
 
     def __init__(self, config: ModelConfig, runtime: RuntimeConfig, sink: Sink, bad: BadInput, metrics: Metrics,
-                 ingest_lock: threading.Lock | None = None, observer: Callable | None = None) -> None:
+                 ingest_lock: threading.Lock | None = None, observer: Callable | None = None,
+                 thresholds: ThresholdStore | None = None) -> None:
         """``ingest_lock``: held by whoever feeds messages to :attr:`ingest`; a reload swaps the bundle under it.
+        ``thresholds``: the runtime's one store of learned thresholds (commissioning), shared by its models.
         ``observer(model, stream, score, threshold, window end, alarm active, drifting)`` hears of every window that
         changed an alarm or drift (and with ``publish_scores`` of every window), after its events were made.
         """
         self.observer = observer
         self.config, self.runtime = config, runtime
+        self.thresholds = thresholds or ThresholdStore(Path(runtime.thresholds_file) if runtime.thresholds_file else None)
         self.sink, self.metrics = sink, metrics
         self.ingest_lock = ingest_lock or threading.Lock()
         self.bundle = load_bundle(config.bundle)
@@ -81,9 +84,8 @@ class ModelRunner:
         c = self.config.commissioning
         if not c.enabled:
             return None
-        path = Path(self.runtime.thresholds_file) if self.runtime.thresholds_file else None
         return Commissioning(self.config.name, bundle.model_id, self.threshold, c.period_s, c.min_windows, c.false_alarms_per_day,
-                             bundle.stride, bundle.sample_period, path)
+                             bundle.stride, bundle.sample_period, self.thresholds)
 
     def _drift(self, bundle: Bundle) -> DriftRule | None:
         d = self.config.drift
@@ -91,6 +93,15 @@ class ModelRunner:
         if not d.enabled or reference is None:
             return None
         return DriftRule(float(reference), d.windows, d.raise_share, d.clear_share)
+
+    def evict_idle(self, idle_s: float) -> int:
+        """Forget streams that sent nothing for ``idle_s`` (call it holding the ingest lock), with their commissioning in
+        progress; returns how many.
+        """
+        gone = self.streams.evict_idle(idle_s)
+        if gone and self.commissioning is not None:
+            self.commissioning.forget(gone)
+        return len(gone)
 
     def recommission(self, keys: list[str] | None) -> list[str]:
         """Commission these streams again (every stream when None); a stream in alarm or rising to one is refused, so that
@@ -200,7 +211,7 @@ class ModelRunner:
                             100 * CONDITION_MARGIN, self.unseen)
         return None if self.config.score_unseen_conditions else mask
 
-    def _decide(self, batch: WindowBatch, first: int, scores, errors, skip: np.ndarray | None = None) -> list[tuple[str, bytes, float, bool]]:
+    def _decide(self, batch: WindowBatch, first: int, scores, errors, skip: np.ndarray | None = None) -> list[Outgoing]:
         """Update each stream's alarm; the encoded events ``(topic, payload, arrival, durable)`` to publish.
 
         Alarm transitions are durable (outbox); per-window score telemetry is not.

@@ -53,7 +53,9 @@ class SparkplugInput:
 
     def __init__(self, layout: FeatureLayout, send: Callable[[str, bytes], None] | None, restart: Callable[[str], None],
                  rebirth_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic, max_nodes: int = 10_000) -> None:
-        """``max_nodes``: edge nodes tracked at most (a new one beyond is refused as ``stream_limit``, as streams are)."""
+        """``max_nodes``: edge nodes tracked at most, and devices per node (a new one beyond is refused as ``stream_limit``,
+        as streams are).
+        """
         self.send, self.restart, self.rebirth_interval_s, self.clock = send, restart, rebirth_interval_s, clock
         self.max_nodes = max_nodes
         self.nodes: dict[tuple[str, str], _Node] = {}
@@ -96,7 +98,10 @@ class SparkplugInput:
             node.seq = message.seq
         device = where.device
         if device is not None:
-            node.seen_devices.add(device)
+            if device not in node.seen_devices:
+                if len(node.seen_devices) >= self.max_nodes:  # devices are streams too: bounded as they are
+                    raise BadSample("stream_limit", f"{self.max_nodes} devices of edge node {where.node!r} already; {device!r} refused")
+                node.seen_devices.add(device)
             if kind == "DBIRTH":
                 node.devices.add(device)
             elif kind == "DDEATH":

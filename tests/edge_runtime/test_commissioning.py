@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")  # the bundle is trained here
 
 from edge_runtime.runtime import Runtime  # noqa: E402
-from edge_runtime.scoring.commissioning import Commissioning  # noqa: E402
+from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore  # noqa: E402
 from helpers import runtime_config, wait_for  # noqa: E402
 from mqtt_helpers import Collector, client  # noqa: E402
 from train.simulate import FEATURES  # noqa: E402
@@ -45,11 +45,14 @@ def test_a_stream_learns_its_threshold_keeps_it_across_a_restart_and_then_alarms
         for topic, payload in normal:
             publisher.publish(topic, payload, qos=1)
         assert wait_for(lambda: runtime.snapshot()["models"]["pumps"]["commissioned"] == 1, 20)
+        learning_quiet = collector.events() == []  # no alarm while learning
+        # written by the housekeeping thread's next turn (reload_poll_s), not by the scoring thread
+        assert wait_for(lambda: runtime.thresholds.writes >= 1, 10)
         learned = json.loads((tmp_path / "thresholds.json").read_text())["pumps"]
         assert learned["bundle_id"] == runtime.models[0].bundle.model_id
         entry = learned["streams"]["l1/m1"]
         assert entry["windows"] >= 40 and entry["threshold"] >= runtime.models[0].bundle.threshold  # the bundle's is the floor
-        assert collector.events() == []  # no alarm while learning
+        assert learning_quiet
         assert collector.wait_for(lambda c: any(s.get("bundles", [{}])[0].get("commissioning", {}).get("learned") == 1
                                                 for s in c.on("linewatch/lw-test/status")), 10)  # announced, retained
     finally:
@@ -83,18 +86,20 @@ def test_a_stream_learns_its_threshold_keeps_it_across_a_restart_and_then_alarms
 def test_learning_uses_the_training_rule_and_never_goes_below_the_bundle(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "t.json"
+    store = ThresholdStore(path)
     c = Commissioning("pumps", "abc", floor=0.5, period_s=10.0, min_windows=100, false_alarms_per_day=86_400 / 50,
-                      stride=1, sample_period=1.0, path=path)  # a per-window rate of 0.02
+                      stride=1, sample_period=1.0, store=store)  # a per-window rate of 0.02
     scores = rng.gamma(2.0, 1.0, 300)
     results = [c.threshold("m1", float(s), float(t)) for t, s in enumerate(scores)]
     assert results[:99] == [None] * 99 and results[99] is not None  # 100 windows and 10 s of sample time
     assert results[99] == pytest.approx(max(0.5, float(np.sort(scores[:100])[int(np.ceil(101 * 0.98)) - 1])))
     quiet = Commissioning("pumps", "abc", floor=50.0, period_s=0.0, min_windows=10, false_alarms_per_day=1.0, stride=1,
-                          sample_period=1.0, path=None)
+                          sample_period=1.0, store=ThresholdStore(None))
     assert [quiet.threshold("m2", 0.1, float(t)) for t in range(10)][-1] == 50.0  # never below the bundle's threshold
-    reread = Commissioning("pumps", "abc", 0.5, 10.0, 100, 1.0, 1, 1.0, path)
+    assert not path.exists() and store.flush() and not store.flush()  # written by the flush, once, not by the scoring thread
+    reread = Commissioning("pumps", "abc", 0.5, 10.0, 100, 1.0, 1, 1.0, ThresholdStore(path))
     assert reread.learned["m1"]["threshold"] == results[99]
-    assert Commissioning("pumps", "other-bundle", 0.5, 10.0, 100, 1.0, 1, 1.0, path).learned == {}  # another model starts over
+    assert Commissioning("pumps", "other-bundle", 0.5, 10.0, 100, 1.0, 1, 1.0, ThresholdStore(path)).learned == {}  # another model starts over
 
 
 def test_a_request_never_recommissions_a_stream_in_alarm_or_rising_to_one(runtime_bundle, tmp_path):
@@ -109,3 +114,20 @@ def test_a_request_never_recommissions_a_stream_in_alarm_or_rising_to_one(runtim
     assert runner.streams["l1/rising"].alarm.rising and runner.streams["l1/alarm"].alarm.active
     assert runner.recommission(None) == ["l1/quiet"]
     assert sorted(runner.commissioning.learned) == ["l1/alarm", "l1/rising"]
+
+
+def test_a_commissioning_request_without_the_token_is_refused_and_counted(runtime_bundle, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    token.chmod(0o600)
+    config = runtime_config(1883, runtime_bundle, tmp_path, thresholds_file=str(tmp_path / "t.json"), control_token_file=str(token))
+    config.models[0].commissioning.enabled = True
+    runtime = Runtime(config, check=True)  # never started: the request is handed over as paho's thread would
+    try:
+        for request in ({"model": "pumps"}, {"model": "pumps", "token": "guess"}):
+            runtime._control(orjson.dumps(request))
+        assert runtime.bad.counts["unauthorized"] == 2 and runtime.control_requests == 0
+        runtime._control(orjson.dumps({"model": "pumps", "token": "s3cret"}))
+        assert runtime.control_requests == 1 and runtime.bad.counts["unauthorized"] == 2
+    finally:
+        runtime.release()

@@ -54,16 +54,16 @@ def test_idle_streams_are_evicted_and_make_room(runtime_bundle):
         registry.get(key).ring.push(1.0, [0.0] * len(FEATURES))
     with pytest.raises(BadSample, match="3 streams already"):
         registry.get("d")
-    assert registry.evict_idle(60) == 0  # the first sweep only notes what it saw
+    assert registry.evict_idle(60) == []  # the first sweep only notes what it saw
     now[0] = 30
     registry["a"].ring.push(2.0, [0.0] * len(FEATURES))  # a stays alive
-    assert registry.evict_idle(60) == 0
+    assert registry.evict_idle(60) == []
     now[0] = 61
-    assert registry.evict_idle(60) == 2  # b and c: quiet since the sweep at t=0
+    assert sorted(registry.evict_idle(60)) == ["b", "c"]  # b and c: quiet since the sweep at t=0
     assert sorted(state.key for state in registry) == ["a"] and registry.evicted == 2
     registry.get("d")  # room again
     now[0] = 200
-    assert registry.evict_idle(60) == 2 and len(registry) == 0
+    assert len(registry.evict_idle(60)) == 2 and len(registry) == 0
 
 
 def test_samples_lost_upstream_show_as_counted_gaps(runtime_bundle):
@@ -76,3 +76,36 @@ def test_samples_lost_upstream_show_as_counted_gaps(runtime_bundle):
     registry.evict_idle(0)  # the first sweep notes the stream's last sample, the next finds it quiet
     registry.evict_idle(0)
     assert len(registry) == 0 and registry.gaps() == 2  # the count outlives the stream
+
+
+@pytest.mark.slow
+def test_commissioning_memory_stays_flat_as_stream_ids_churn(runtime_bundle, tmp_path):
+    """100,000 stream ids, each scored while commissioning and then gone quiet: evicted streams take their learning
+    (16 KB of scores each) with them.
+    """
+    from edge_runtime.ingest.badinput import BadInput
+    from edge_runtime.metrics import Metrics
+    from edge_runtime.scoring.model_runner import ModelRunner
+
+    config = runtime_config(1883, runtime_bundle, tmp_path, max_streams=2000)
+    config.models[0].commissioning.enabled = True
+    runner = ModelRunner(config.models[0], config.runtime, sink=None, bad=BadInput(), metrics=Metrics())
+    now = [0.0]
+    runner.streams.clock = lambda: now[0]
+    tracemalloc.start()
+    try:
+        for round_ in range(100):
+            for k in range(1000):
+                key = f"l1/m{round_}-{k}"
+                runner.streams.get(key)
+                assert runner.commissioning.threshold(key, 1.0, float(round_)) is None  # learning
+            if round_ == 9:
+                early, _ = tracemalloc.get_traced_memory()
+            now[0] += 120.0
+            assert runner.evict_idle(60.0) == 1000  # no sample for two minutes: gone
+            assert len(runner.commissioning.learning) == 0 and len(runner.streams) == 0
+        late, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        runner.backend.deactivate()
+    assert late - early < 1_000_000, f"grew by {late - early} bytes over 90,000 more stream ids"
