@@ -281,7 +281,7 @@ class Runtime:
         if left:
             log.warning("%d event(s) stay in the outbox %s for the next start", left, self.outbox.path)
         if self.sparkplug is not None:
-            self.sparkplug.stop()
+            self.sparkplug.stop(deadline - link_share / 2)  # its NDEATH, then the link's "offline" in what is left
         if self.link is not None:
             self.link.stop(max(0.1, deadline - time.monotonic()))
         if self.metrics_server is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from edge_runtime.config import BrokerConfig, SparkplugConfig
 from edge_runtime.delivery.event_schema import saturate
@@ -48,11 +49,11 @@ class SparkplugEvents:
         self.node.start(timeout=None)
         self.thread.start()
 
-    def stop(self) -> None:
-        """Publish what is queued, then NDEATH and disconnect."""
+    def stop(self, deadline: float) -> None:
+        """Publish what is queued, then NDEATH and disconnect, all by ``deadline`` (monotonic); what is left then is dropped."""
         self.queue.put(None)
-        self.thread.join(5)
-        self.node.stop()
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        self.node.stop(deadline=deadline)
 
     def publish(self, model: str, stream: str, score: float, threshold: float, end_s: float, alarm: bool, drift: bool) -> None:
         """Queue one window's decision (called by the scoring threads; the node's thread publishes it)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -122,9 +123,15 @@ class EdgeNode:
         with self.lock:
             self.writer.seq = (self.writer.seq + count) % 256
 
-    def stop(self, death: bool = True) -> None:
-        """Publish NDEATH (a clean stop; the broker sends it as the will otherwise) and disconnect."""
+    def stop(self, death: bool = True, deadline: float | None = None) -> None:
+        """Publish NDEATH (a clean stop; the broker sends it as the will otherwise) and disconnect, by ``deadline``
+        (monotonic; default five seconds from now).
+        """
         if death and self.connected.is_set():
-            self.client.publish(*self.writer.death(), qos=1).wait_for_publish(5)
+            left = 5.0 if deadline is None else max(0.05, deadline - time.monotonic())
+            try:
+                self.client.publish(*self.writer.death(), qos=1).wait_for_publish(left)
+            except (RuntimeError, ValueError) as error:  # the connection went while it was sent: the will says the same
+                log.warning("Sparkplug NDEATH not confirmed (%s); the broker publishes the will instead", error)
         self.client.disconnect()
         self.client.loop_stop()

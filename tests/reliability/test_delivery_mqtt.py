@@ -19,6 +19,7 @@ from edge_runtime.delivery.event_schema import validate_event  # noqa: E402
 from edge_runtime.delivery.sink import MAX_INFLIGHT  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from helpers import FLAP_THRESHOLD, all_stored, feed, flapping_config, wait_for  # noqa: E402
+from linewatch.localbroker import free_port  # noqa: E402
 from mqtt_helpers import Collector, FaultProxy, Mosquitto  # noqa: E402
 
 
@@ -154,13 +155,20 @@ def test_events_the_broker_refuses_stay_in_the_outbox_counted_and_logged(mosquit
         broker.stop()
 
 
-def test_shutdown_keeps_its_timeout_when_the_broker_never_acknowledges(broker, runtime_bundle, tmp_path, flapping):
+@pytest.mark.parametrize("everything", [False, True], ids=["events", "every-feature"])
+def test_shutdown_keeps_its_timeout_when_the_broker_never_acknowledges(broker, runtime_bundle, tmp_path, flapping, everything):
     payloads, windows = flapping
     proxy = FaultProxy(broker.port)
-    runtime = Runtime(flapping_config(proxy.port, runtime_bundle, tmp_path, shutdown_timeout_s=2.0))
+    extra = {"publish_scores": True, "reorder_s": 1.0, "metrics_port": free_port()}
+    config = flapping_config(proxy.port, runtime_bundle, tmp_path, shutdown_timeout_s=2.0, **(extra if everything else {}))
+    if everything:  # Sparkplug B events as an edge node of its own, drift, metrics, score telemetry, reordering
+        config.sparkplug.enabled = True
+    runtime = Runtime(config)
     runtime.start()
     try:
         assert runtime.link.wait_connected(5)
+        if everything:
+            assert runtime.sparkplug.node.connected.wait(5)
         proxy.freeze(up=True, down=True)  # a broker that takes everything and answers nothing
         feed(runtime, payloads)
         assert wait_for(lambda: runtime.snapshot()["events_stored"] > MAX_INFLIGHT)
