@@ -7,3 +7,7 @@ class DataError(ValueError):
 
 class NotFittedError(DataError):
     """A detector used before ``fit`` (scikit-learn's name for the same mistake)."""
+
+
+class TrainingDiverged(DataError):
+    """Training whose loss became NaN or infinite: the weights learned nothing usable."""

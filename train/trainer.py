@@ -7,12 +7,14 @@ epoch), batches drawn from one tensor that already lives on the device.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from train.errors import TrainingDiverged
 from train.scoring import WindowScorer
 
 
@@ -108,6 +110,9 @@ def fit_scorer(scorer: WindowScorer, train: torch.Tensor, val: torch.Tensor, opt
             running += loss.detach() * len(batch)
         train_loss = float(running / len(train))
         val_loss = float(mean_validation_loss(scorer, val, options.batch_size)) if len(val) else train_loss
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: loss {train_loss} (validation {val_loss}); lower --lr "
+                                   f"(now {options.lr:g}), check the data for extreme values, or try another --model")
         history.train_loss.append(train_loss)
         history.val_loss.append(val_loss)
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")

@@ -191,3 +191,10 @@ def test_constant_feature_and_short_data_are_refused():
 def test_unknown_kind_lists_known_ones():
     with pytest.raises(ValueError, match="expected one of"):
         build_model("transformer", 10, 2)
+
+
+def test_a_loss_that_turns_nan_stops_training_with_a_clear_error(plant_table):
+    from train.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch \d+: loss .*lower --lr"):
+        tiny_detector("dense", lr=1e30, epochs=5).fit(plant_table)
