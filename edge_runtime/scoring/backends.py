@@ -188,21 +188,35 @@ def import_tensorrt():
 class TensorRTBackend(Backend):
     """A native TensorRT engine from the bundle, refused unless built for this GPU and version.
 
-    Device buffers are allocated once for ``max_batch`` (capped by the engine's profile); each
-    call copies the batch in, enqueues, and copies the two outputs out on one CUDA stream.
+    Device buffers for the input and both outputs are allocated once for ``max_batch`` (capped by
+    the engine's profile), with host buffers for the outputs; each call copies the batch in,
+    enqueues, copies the two outputs out on one CUDA stream and waits for it. Every CUDA call's
+    status is checked; an activation that fails part way frees what it had allocated.
     """
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", max_batch: int = 256) -> None:
         super().__init__(bundle, max_batch)
         self.precision = precision
         self.name = f"tensorrt-{precision}"
+        self.cudart = None
+        self.stream = None
+        self.device_ptrs: dict[str, int] = {}
+        self.host: dict[str, np.ndarray] = {}
+        self.context = self.engine = None
+
+    def _cuda(self, result, what: str):
+        """The values of a cuda-python call after its status (the first item), which must be success."""
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise BackendError(f"{self.name}: {what} failed: {err}")
+        return values[0] if len(values) == 1 else values
 
     def activate(self) -> None:
         """Check the engine against this machine, deserialise it, and allocate buffers."""
         if self.bundle.conditions:
             raise BackendError(f"{self.name}: TensorRT engines of conditional models are not built yet; use onnxruntime-cuda")
         trt = import_tensorrt()
-        cudart = import_cudart()
+        self.cudart = import_cudart()
         entry = self.bundle.artifact("tensorrt", self.precision)
         built, here = entry.get("tensorrt_build", {}), local_gpu()
         for key in ("gpu", "compute_capability", "tensorrt"):
@@ -216,48 +230,55 @@ class TensorRTBackend(Backend):
         self.engine = runtime.deserialize_cuda_engine((self.bundle.path / entry["file"]).read_bytes())
         if self.engine is None:
             raise BackendError(f"{self.name}: TensorRT could not deserialise {entry['file']}")
-        self.context = self.engine.create_execution_context()
-        self.cudart = cudart
-        _, self.stream = cudart.cudaStreamCreate()
-        w, f = self.window_shape
-        self.host = {
-            INPUT_NAME: np.empty((self.max_batch, w, f), np.float32),
-            "score": np.empty((self.max_batch,), np.float32),
-            "feature_error": np.empty((self.max_batch, f), np.float32),
-        }
-        self.device_ptrs = {}
-        for name, array in self.host.items():
-            err, ptr = cudart.cudaMalloc(array.nbytes)
-            if int(err) != 0:
-                raise BackendError(f"{self.name}: cudaMalloc failed: {err}")
-            self.device_ptrs[name] = ptr
-            self.context.set_tensor_address(name, ptr)
+        try:
+            self.context = self.engine.create_execution_context()
+            self.stream = self._cuda(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+            w, f = self.window_shape
+            self.host = {"score": np.empty((self.max_batch,), np.float32), "feature_error": np.empty((self.max_batch, f), np.float32)}
+            sizes = {INPUT_NAME: self.max_batch * w * f * 4, **{name: array.nbytes for name, array in self.host.items()}}
+            for name, size in sizes.items():
+                self.device_ptrs[name] = self._cuda(self.cudart.cudaMalloc(size), f"cudaMalloc of {size} bytes for {name}")
+                self.context.set_tensor_address(name, self.device_ptrs[name])
+        except BaseException:
+            self._free()
+            raise
         self.active = True
 
     def _infer(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cudart, n = self.cudart, window.shape[0]
+        cudart, n, stream = self.cudart, window.shape[0], self.stream
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         window = np.ascontiguousarray(window)
-        cudart.cudaMemcpyAsync(self.device_ptrs[INPUT_NAME], window.ctypes.data, window.nbytes, h2d, self.stream)
+        self._cuda(cudart.cudaMemcpyAsync(self.device_ptrs[INPUT_NAME], window.ctypes.data, window.nbytes, h2d, stream), "copy to the GPU")
         self.context.set_input_shape(INPUT_NAME, window.shape)
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(stream):
             raise BackendError(f"{self.name}: execution failed")
         score, error = self.host["score"][:n], self.host["feature_error"][:n]
-        cudart.cudaMemcpyAsync(score.ctypes.data, self.device_ptrs["score"], score.nbytes, d2h, self.stream)
-        cudart.cudaMemcpyAsync(error.ctypes.data, self.device_ptrs["feature_error"], error.nbytes, d2h, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
+        self._cuda(cudart.cudaMemcpyAsync(score.ctypes.data, self.device_ptrs["score"], score.nbytes, d2h, stream), "copy from the GPU")
+        self._cuda(cudart.cudaMemcpyAsync(error.ctypes.data, self.device_ptrs["feature_error"], error.nbytes, d2h, stream),
+                   "copy from the GPU")
+        self._cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         return score.copy(), error.copy()
+
+    def _free(self) -> None:
+        """Free whatever is allocated (after a full or a partial activation); a failure to free is only logged."""
+        for name, ptr in list(self.device_ptrs.items()):
+            try:
+                self._cuda(self.cudart.cudaFree(ptr), f"cudaFree of {name}")
+            except BackendError as error:
+                log.warning("%s", error)
+        self.device_ptrs = {}
+        if self.stream is not None:
+            try:
+                self._cuda(self.cudart.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
+            except BackendError as error:
+                log.warning("%s", error)
+            self.stream = None
+        self.context = self.engine = None
 
     def deactivate(self) -> None:
         """Free device buffers and the stream."""
-        if self.active:
-            for ptr in self.device_ptrs.values():
-                self.cudart.cudaFree(ptr)
-            self.cudart.cudaStreamDestroy(self.stream)
-            self.context = self.engine = None
+        self._free()
         super().deactivate()
-
-
 
 
 def create_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32", max_batch: int = 256,
