@@ -417,8 +417,9 @@ def test_runtime_started_before_its_broker_connects_with_mqtt5_when_it_comes_up(
     runtime = Runtime(runtime_config(port, runtime_bundle, tmp_path))
     runtime.start()
     try:
-        time.sleep(4)  # longer than the CONNACK timeout: a broker that is down is retried, not downgraded
-        assert not runtime.link.connected.is_set()
+        # retried while the broker is down (reconnect_max_s = 1 here: four tries outlast the 3 s CONNACK timeout), not downgraded
+        assert wait_for(lambda: sum(runtime.link.failures.values()) >= 4, 30), runtime.link.failures
+        assert not runtime.link.connected.is_set() and runtime.link.protocol == mqtt.MQTTv5
         broker = Mosquitto(tmp_path, port).start()
         try:
             assert runtime.link.wait_connected(10)
