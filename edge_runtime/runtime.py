@@ -274,6 +274,10 @@ class Runtime:
         systemd.notify("STOPPING=1")
         deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
         link_share = min(2.0, self.config.runtime.shutdown_timeout_s / 5)  # kept back to publish "offline"
+        metrics_stopping = None
+        if self.metrics_server is not None:  # its loop notices a shutdown only every half second: stopped meanwhile
+            metrics_stopping = threading.Thread(target=self.metrics_server[0].shutdown, name="linewatch-metrics-stop", daemon=True)
+            metrics_stopping.start()
         for runner in self.models:
             runner.stop(deadline - link_share)
         self.thresholds.flush()
@@ -284,9 +288,8 @@ class Runtime:
             self.sparkplug.stop(deadline - link_share / 2)  # its NDEATH, then the link's "offline" in what is left
         if self.link is not None:
             self.link.stop(max(0.1, deadline - time.monotonic()))
-        if self.metrics_server is not None:
-            server, _ = self.metrics_server
-            server.shutdown()
+        if metrics_stopping is not None:
+            metrics_stopping.join(max(0.0, deadline - time.monotonic()))
         if not self.sink.thread.is_alive():
             self.outbox.close()
 

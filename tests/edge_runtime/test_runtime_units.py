@@ -8,7 +8,7 @@ import pytest
 from edge_runtime.config import parse_config
 from edge_runtime.contract.alarms import CLEARED, RAISED, Alarm
 from edge_runtime.contract.errors import ConfigError
-from edge_runtime.ingest.streams import ACCEPTED, LATE, READY, RESTARTED, TOO_FAST, Stream
+from edge_runtime.ingest.streams import ACCEPTED, LATE, READY, RESTARTED, STEPPED_READY, TOO_FAST, Stream
 from edge_runtime.ingest.topics import TopicTemplate
 
 
@@ -43,7 +43,7 @@ def test_clock_steps_restart_and_too_fast_samples_are_refused():
     # window's worth of them shows the time line goes on there, then the stream restarts on it with them: no data lost
     assert stream.push(150.0, [9.0]) == ACCEPTED and stream.filled == 1
     assert [stream.push(t, [1.0]) for t in (103.0, 104.0)] == [LATE, LATE] and stream.clock_steps == 0
-    assert stream.push(105.0, [1.0]) == READY and stream.clock_steps == 1 and stream.late == 1  # 101.5 only: the held ones were used
+    assert stream.push(105.0, [1.0]) == STEPPED_READY and stream.clock_steps == 1 and stream.late == 1  # 101.5 only: the held ones used
     assert stream.window()[:, 0].tolist() == [1.0, 1.0, 1.0] and stream.window_span() == (103.0, 105.0)
     assert stream.push(107.0, [1.0]) == READY and stream.gaps == 2  # 150 - 102 and 107 - 105 were gaps
 
