@@ -52,6 +52,8 @@ class BrokerConfig:
     key_file: str = setting("", help="the client certificate's private key (PEM), with cert_file")
     reconnect_min_s: float = setting(0.5, above=0, help="reconnect backoff starts here (rounded up to 1 s by paho)")
     reconnect_max_s: float = setting(30.0, above=0, help="...and doubles up to this")
+    failover: list[str] = setting([], help="more brokers as \"host:port\", tried in turn after host:port when a connection "
+                                          "fails (a broker cluster's other nodes); the same credentials and TLS settings")
 
     def password(self) -> str | None:
         """The password from ``password_file`` or ``password_env``, or None."""
@@ -199,6 +201,10 @@ def _value(hint, value, where: str):
         return value
     if typing.get_origin(hint) is list:
         item = typing.get_args(hint)[0]
+        if item is str:
+            if not isinstance(value, list) or not all(type(entry) is str for entry in value):
+                raise ConfigError(f"{where}: expected an array of strings, got {value!r}")
+            return list(value)
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected an array of tables")
         return [_build(item, entry, f"{where}[{k}]") for k, entry in enumerate(value)]
@@ -347,6 +353,10 @@ def validate(config: Config, base: Path | None = None) -> None:
     r.outbox = _resolve(r.outbox, state)  # state lives in the state directory, never beside a read-only configuration
     r.thresholds_file = _resolve(r.thresholds_file, state)
     b = config.broker
+    for entry in b.failover:
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"broker.failover: {entry!r} is not host:port")
     if b.reconnect_max_s < b.reconnect_min_s:
         raise ConfigError("broker: reconnect_max_s must be at least reconnect_min_s")
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
@@ -423,5 +433,6 @@ def reference() -> list[tuple[str, str, str, object, str, str]]:
             parts += [f"≤ {rule['hi']:g}"] if rule.get("hi") is not None else []
             parts += [f"> {rule['above']:g}"] if rule.get("above") is not None else []
             type_name = getattr(hints[spec.name], "__name__", str(hints[spec.name]))
-            rows.append((section, spec.name, type_name, spec.default, ", ".join(parts), rule["help"]))
+            default = spec.default_factory() if spec.default is MISSING else spec.default
+            rows.append((section, spec.name, type_name, default, ", ".join(parts), rule["help"]))
     return rows

@@ -10,4 +10,7 @@ def setting(default, *, help: str, choices: tuple | None = None, lo: float | Non
     """A dataclass field with its rule and its documentation: one of ``choices``, or ``lo <= value <= hi`` and
     ``value > above``; ``help`` is what the configuration reference and ``gateway.example.toml`` say of it.
     """
-    return field(default=default, metadata={"help": help, "choices": choices, "lo": lo, "hi": hi, "above": above})
+    metadata = {"help": help, "choices": choices, "lo": lo, "hi": hi, "above": above}
+    if isinstance(default, list):  # each instance gets its own copy
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)

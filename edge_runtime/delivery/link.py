@@ -87,6 +87,9 @@ class Link:
         self.pending_subscriptions: dict[int, list[str]] = {}
         self.connected_since: float | None = None  # time.perf_counter() of the last successful connection
         self.fallback_lock = threading.Lock()
+        # host:port, then the failover brokers: a failed connection moves on to the next, in turn
+        self.endpoints = [(config.host, config.port)] + [(h, int(p)) for h, _, p in (e.rpartition(":") for e in config.failover)]
+        self.endpoint = 0
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -105,10 +108,17 @@ class Link:
         reconnect = client.reconnect
 
         def reconnect_saying_why():  # paho's loop swallows these and retries in silence
+            host, port = self.endpoints[self.endpoint]
+            if (client.host, client.port) != (host, port):
+                try:
+                    client.host, client.port = host, port
+                except RuntimeError:  # paho's setters refuse between connections in some of its states
+                    client._host, client._port = host, port
             try:
                 return reconnect()
             except OSError as error:
                 self._failed(*classify(error, self.config), error)
+                self.endpoint = (self.endpoint + 1) % len(self.endpoints)  # the next broker, at the next try
                 raise
 
         client.reconnect = reconnect_saying_why
@@ -118,9 +128,10 @@ class Link:
         """Count a connection failure; log it once per cause."""
         self.failures[reason] += 1
         self.last_error = advice
-        if self.causes_logged.due(advice):
-            log.error("cannot connect to %s:%d: %s [%s; logged once per cause, retrying with backoff]",
-                      self.config.host, self.config.port, advice, reason)
+        host, port = self.endpoints[self.endpoint]
+        if self.causes_logged.due(f"{host}:{port} {advice}"):
+            log.error("cannot connect to %s:%d: %s [%s; logged once per cause, retrying with backoff%s]", host, port, advice, reason,
+                      ", then the next broker" if len(self.endpoints) > 1 else "")
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff after any loss."""
