@@ -2,7 +2,9 @@
 ``linewatch.scores/1`` (the score telemetry of several windows of one stream in one message); building and checking them.
 
 Both are flat JSON objects. Consumers should key on ``schema`` (a new major version means
-an incompatible change) and drop duplicates by ``id`` (delivery is at least once).
+an incompatible change) and drop duplicates by ``id`` (delivery is at least once). An event also
+carries ``key``: the same for the same decision whoever makes it (model, stream, window end, kind),
+so a window decided twice, by a runtime that restarted or by two runtimes during a move, is one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ F32_MAX = 3.4028234663852886e38  # float32's largest value
 KINDS = ("alarm_raised", "alarm_cleared", "drift", "drift_cleared", "score")
 # field -> accepted JSON types
 FIELDS: dict[str, tuple[type, ...]] = {
-    "schema": (str,), "id": (str,), "kind": (str,), "stream": (str,), "model": (str,), "model_id": (str,),
+    "schema": (str,), "id": (str,), "key": (str,), "kind": (str,), "stream": (str,), "model": (str,), "model_id": (str,),
     "window_start": (str,), "window_end": (str,), "score": (float, int), "threshold": (float, int),
     "top_features": (list,), "latency_ms": (float, int), "emitted_at": (str,),
 }
@@ -57,15 +59,17 @@ def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[fl
     """
     errors = [saturate(e) for e in feature_error]
     order = sorted(range(len(features)), key=lambda j: -errors[j])[:top]
+    window_end = iso(span[1])
     return {
         "schema": SCHEMA,
         "id": f"{ID_PREFIX}{next(ID_COUNTER):016x}",
+        "key": f"{model_id}|{stream}|{window_end}|{kind}",
         "kind": kind,
         "stream": stream,
         "model": model,
         "model_id": model_id,
         "window_start": iso(span[0]),
-        "window_end": iso(span[1]),
+        "window_end": window_end,
         "score": saturate(score),
         "threshold": float(threshold),
         "top_features": [{"name": features[j], "error": errors[j]} for j in order],

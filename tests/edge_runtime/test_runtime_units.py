@@ -297,3 +297,13 @@ def test_iso_writes_what_datetime_writes_for_any_time():
     times += rng.uniform(-2e9, 4e9, 20_000).tolist() + (1.7e9 + rng.integers(0, 10**6, 5_000) / 1e6).tolist()
     for t in times:
         assert iso(t) == datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"), t
+
+
+def test_an_event_key_names_the_decision_so_duplicates_from_two_runtimes_are_one():
+    from edge_runtime.delivery.event_schema import make_event, validate_event
+
+    args = ("alarm_raised", "l1/m2", "pumps", "c1848063cd103ab9", (100.0, 149.0), 9.4, 4.1, ["a", "b"], [9.4, 1.0], 0.003)
+    first, again = make_event(*args), make_event(*args)  # the same window decided twice (a restart, a move)
+    assert validate_event(first) and first["id"] != again["id"] and first["key"] == again["key"]
+    assert first["key"] == "c1848063cd103ab9|l1/m2|1970-01-01T00:02:29.000Z|alarm_raised"
+    assert make_event("alarm_cleared", *args[1:])["key"] != first["key"]
