@@ -55,6 +55,16 @@ class BrokerConfig:
     failover: list[str] = setting([], help="more brokers as \"host:port\", tried in turn after host:port when a connection "
                                           "fails (a broker cluster's other nodes); the same credentials and TLS settings")
 
+    def endpoints(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of the broker, then of each failover broker, in the order they are tried."""
+        found = [(self.host, self.port)]
+        for entry in self.failover:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ConfigError(f"broker.failover: {entry!r} is not host:port")
+            found.append((host, int(port)))
+        return found
+
     def password(self) -> str | None:
         """The password from ``password_file`` or ``password_env``, or None."""
         if self.password_file:
@@ -353,10 +363,7 @@ def validate(config: Config, base: Path | None = None) -> None:
     r.outbox = _resolve(r.outbox, state)  # state lives in the state directory, never beside a read-only configuration
     r.thresholds_file = _resolve(r.thresholds_file, state)
     b = config.broker
-    for entry in b.failover:
-        host, _, port = entry.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ConfigError(f"broker.failover: {entry!r} is not host:port")
+    b.endpoints()  # refuses a failover entry that is not host:port
     if b.reconnect_max_s < b.reconnect_min_s:
         raise ConfigError("broker: reconnect_max_s must be at least reconnect_min_s")
     for key in ("password_file", "ca_file", "cert_file", "key_file"):

@@ -122,25 +122,28 @@ def config_findings(config_path: str, timeout: float = 3.0) -> list[Finding]:
         found.append(Finding("state", "ok", f"{state} {'is writable' if state.exists() else 'can be created'}"))
     except LinewatchError as error:
         found.append(Finding("state", "fail", str(error)))
+    from edge_runtime.contract.bundle import load_bundle
+    from edge_runtime.contract.timeparse import to_seconds
+
     providers = onnxruntime_providers() or []
     newest_bundle = 0.0
     for model in config.models:
-        found += bundle_findings(model, providers)
-        newest_bundle = max(newest_bundle, _bundle_created(model.bundle))
+        try:
+            bundle = load_bundle(model.bundle)
+        except LinewatchError as error:
+            found.append(Finding(f"model {model.name}", "fail", str(error)))
+            continue
+        found += bundle_findings(model, bundle, providers)
+        if bundle.manifest.get("created"):
+            newest_bundle = max(newest_bundle, to_seconds(bundle.manifest["created"]))
     found.append(broker_finding(config.broker, timeout))
     found.append(clock_finding(newest_bundle))
     return found
 
 
-def bundle_findings(model, providers: list[str]) -> list[Finding]:
-    """The bundle verifies; its ONNX opset; whether the configured backend can run here."""
-    from edge_runtime.contract.bundle import load_bundle
-
+def bundle_findings(model, bundle, providers: list[str]) -> list[Finding]:
+    """A loaded (so verified) bundle's ONNX opset, and whether the configured backend can run here."""
     name = f"model {model.name}"
-    try:
-        bundle = load_bundle(model.bundle)
-    except LinewatchError as error:
-        return [Finding(name, "fail", str(error))]
     try:
         onnx = bundle.artifact_path("onnx", model.precision)
         opsets = onnx_opsets(onnx)
@@ -230,17 +233,6 @@ def broker_finding(broker, timeout: float) -> Finding:
             reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
             return Finding("broker", "fail", f"{where}: TLS handshake failed ({reason}); does the broker speak TLS on this port, "
                            "and does ca_file hold the CA that signed its certificate?")
-
-
-def _bundle_created(path: str) -> float:
-    from edge_runtime.contract.timeparse import to_seconds
-
-    try:
-        import json
-
-        return to_seconds(json.loads((Path(path) / "bundle.json").read_text())["created"])
-    except (OSError, ValueError, KeyError):
-        return 0.0
 
 
 def clock_finding(newest_bundle: float) -> Finding:

@@ -39,9 +39,6 @@ class Throttle:
             else:
                 self._last.pop(key, None)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._last
-
     def __len__(self) -> int:
         return len(self._last)
 

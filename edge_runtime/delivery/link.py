@@ -88,7 +88,7 @@ class Link:
         self.connected_since: float | None = None  # time.perf_counter() of the last successful connection
         self.fallback_lock = threading.Lock()
         # host:port, then the failover brokers: a failed connection moves on to the next, in turn
-        self.endpoints = [(config.host, config.port)] + [(h, int(p)) for h, _, p in (e.rpartition(":") for e in config.failover)]
+        self.endpoints = config.endpoints()
         self.endpoint = 0
         self.client = self._client()
 
@@ -210,7 +210,7 @@ class Link:
         self.ever_connected = True
         self.connected_since = time.perf_counter()
         self.connected.set()
-        log.info("connected to %s:%d (MQTT %s)", self.config.host, self.config.port, "5" if self.protocol == mqtt.MQTTv5 else "3.1.1")
+        log.info("connected to %s:%d (MQTT %s)", *self.endpoints[self.endpoint], "5" if self.protocol == mqtt.MQTTv5 else "3.1.1")
         self.on_connected_cb()
 
     def _fall_back(self) -> None:

@@ -283,16 +283,15 @@ class ModelRunner:
         """One ``linewatch.scores/1`` message per stream (telemetry: not durable)."""
         messages, now = [], time.perf_counter()
         for group in groups:
-            stream, threshold, arrival, ends, scores, arrivals = (group.stream, group.threshold, group.arrival, group.ends,
-                                                                  group.scores, group.arrivals)
+            stream = group.stream
             try:
-                message = make_scores(stream.key, self.config.name, self.bundle.model_id, threshold, ends, scores,
-                                      [now - a for a in arrivals])
+                message = make_scores(stream.key, self.config.name, self.bundle.model_id, group.threshold, group.ends, group.scores,
+                                      [now - a for a in group.arrivals])
                 topic = self.config.event_topic.format(stream=stream.key, model=self.config.name, **stream.labels)
-                messages.append(Outgoing(topic, orjson.dumps(message), arrival, False))
+                messages.append(Outgoing(topic, orjson.dumps(message), group.arrival, False))
             except Exception as error:  # telemetry only: the alarm decisions of these windows stand
-                self.undecided += len(ends)
-                log.error("score telemetry of %s could not be encoded (%r); %d window(s) unpublished", stream.key, error, len(ends))
+                self.undecided += len(group.ends)
+                log.error("score telemetry of %s could not be encoded (%r); %d window(s) unpublished", stream.key, error, len(group.ends))
         return messages
 
     def _account(self, batch: WindowBatch, first: int, last: int) -> None:

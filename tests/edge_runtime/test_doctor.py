@@ -70,7 +70,7 @@ def test_the_opsets_are_read_as_onnx_reads_them(runtime_bundle):
 ])
 def test_backend_compatibility_with_faked_provider_lists(runtime_bundle, providers, backend, allow_fallback, status):
     model = SimpleNamespace(name="pumps", bundle=str(runtime_bundle), backend=backend, precision="fp32", allow_fallback=allow_fallback)
-    found = {f.check: f for f in doctor.bundle_findings(model, providers)}
+    found = {f.check: f for f in doctor.bundle_findings(model, load_bundle(runtime_bundle), providers)}
     assert found["model pumps backend"].status == status, found["model pumps backend"].detail
 
 
