@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast lint docs demo venv system-packages clean proto
+.PHONY: test test-fast test-gateway lint docs demo venv system-packages clean proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# A gateway's install: the package itself (not editable) and the test tools, no train extra, so no torch.
+GATEWAY := .venv-gateway
+$(GATEWAY)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(GATEWAY)
+	$(GATEWAY)/bin/pip install --quiet --upgrade pip
+	$(GATEWAY)/bin/pip install --quiet '.[test]'
+	touch $@
 
 # What the tests need from Debian: mosquitto (the broker), systemd (systemd-analyze verifies the unit), util-linux
 # (setpriv runs the runtime with file permissions binding). Installed only when missing.
@@ -40,8 +48,16 @@ lint: venv
 	$(VENV)/bin/vermin --target=3.10- --violations --no-tips --quiet edge_runtime linewatch train export
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
+# Two lanes: everything but the runtime's own tests in the development venv, then those in a gateway's install.
 test: lint system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/edge_runtime --ignore=tests/reliability
+	$(MAKE) --no-print-directory test-gateway
+
+# The runtime and reliability tests as a gateway runs them: the current code installed as a package, torch absent.
+test-gateway: $(GATEWAY)/.installed system-packages
+	$(GATEWAY)/bin/pip install --quiet --no-deps --force-reinstall .
+	@$(GATEWAY)/bin/python -c "import importlib.util, sys; sys.exit('torch is installed in $(GATEWAY)' if importlib.util.find_spec('torch') else 0)"
+	$(GATEWAY)/bin/pytest -q -p no:cacheprovider tests/edge_runtime tests/reliability
 
 # The everyday lane: everything but the slow tests (package builds and installs, long runs).
 test-fast: venv system-packages
@@ -55,7 +71,7 @@ demo: venv
 	$(VENV)/bin/linewatch demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(GATEWAY) build *.egg-info .pytest_cache
 
 # Sparkplug B classes from the specification's schema (protoc from grpcio-tools, the dev extra); the result is committed.
 proto: venv

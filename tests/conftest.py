@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import DATASETS, FP16_KINDS, need, tiny_detector
+from helpers import DATASETS, FP16_KINDS, TEST_DATA, committed_bundle, need, tiny_detector
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,15 +35,9 @@ def datasets() -> Path:
 
 
 @pytest.fixture(scope="session")
-def plant_csv(tmp_path_factory) -> Path:
-    """A small synthetic plant CSV: 2 machines x 3000 rows, 1500 normal, 2 faults each."""
-    pytest.importorskip("torch")
-    from train.simulate import simulate_plant, write_table
-
-    frame, _ = simulate_plant(machines=2, rows=3000, normal_rows=1500, faults_per_machine=2, seed=1)
-    path = tmp_path_factory.mktemp("plant") / "plant.csv"
-    write_table(frame, str(path))
-    return path
+def plant_csv() -> Path:
+    """A small synthetic plant CSV (committed): 2 machines x 3000 rows, 1500 normal, 2 faults each."""
+    return TEST_DATA / "plant.csv"
 
 
 @pytest.fixture(scope="session")
@@ -80,15 +74,15 @@ def broker(mosquitto_path, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def runtime_bundle(plant_table, tmp_path_factory):
-    """A small dense-AE bundle (window 20, stride 5) trained on the plant's normal period."""
-    from export.bundler import export_run
+def runtime_bundle(tmp_path_factory) -> Path:
+    """A small dense-AE bundle (window 20, stride 5) trained on the plant's normal period (committed; a copy)."""
+    return committed_bundle("runtime", tmp_path_factory.mktemp("bundles"))
 
-    root = tmp_path_factory.mktemp("runtime_bundle")
-    # eight epochs train a model good enough to alarm on the plant's faults, not the two half-data models that
-    # out-of-fold calibration adds: the held-out tail calibrates it (these tests are about the runtime, not thresholds)
-    tiny_detector("dense", epochs=8, calibration="holdout").fit(plant_table).save(root / "run")
-    return export_run(root / "run", root / "bundle", echo=lambda *_: None)
+
+@pytest.fixture(scope="session")
+def runtime_run() -> Path:
+    """The training run the runtime bundle was exported from (loading it needs torch)."""
+    return TEST_DATA / "runs" / "runtime"
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATASETS = Path(os.environ.get("LINEWATCH_DATASETS", SHARED / "datasets"))
+TEST_DATA = Path(__file__).resolve().parent / "data"  # committed, made by tests/data/regenerate.py: no torch needed to use it
+FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]  # the simulated plant's (tests/data/plant.csv)
 
 
 # Every kind but the LSTM AE exports an FP16 ONNX variant; ONNX Runtime's CPU provider crashes on an FP16 LSTM graph.
@@ -26,6 +28,13 @@ def need(condition: bool, reason: str) -> None:
         if IN_CI:
             pytest.fail(f"required under CI: {reason}")
         pytest.skip(reason)
+
+
+def committed_bundle(name: str, into: Path) -> Path:
+    """A copy (under ``into``) of the committed test bundle ``tests/data/bundles/<name>``: tests may change their copy."""
+    import shutil
+
+    return Path(shutil.copytree(TEST_DATA / "bundles" / name, into / name))
 
 
 def tiny_detector(kind: str, **overrides):

@@ -10,13 +10,10 @@ import orjson
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.runtime import Runtime  # noqa: E402
-from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore  # noqa: E402
-from helpers import runtime_config, wait_for  # noqa: E402
-from mqtt_helpers import Collector, client  # noqa: E402
-from train.simulate import FEATURES  # noqa: E402
+from edge_runtime.runtime import Runtime
+from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore
+from helpers import FEATURES, runtime_config, wait_for
+from mqtt_helpers import Collector, client
 
 
 def payloads(frame: pd.DataFrame, machine: str, rows: slice) -> list[tuple[str, bytes]]:

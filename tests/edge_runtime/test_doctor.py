@@ -53,12 +53,6 @@ def test_doctor_names_the_blockers_and_exits_1(broker, runtime_bundle, tmp_path)
     assert tls.returncode == 1 and "TLS handshake failed" in by_check(json.loads(tls.stdout))["broker"]["detail"]
 
 
-def test_the_opsets_are_read_as_onnx_reads_them(runtime_bundle):
-    onnx = pytest.importorskip("onnx")
-    path = load_bundle(runtime_bundle).artifact_path("onnx", "fp32")
-    assert doctor.onnx_opsets(path) == {o.domain: o.version for o in onnx.load(str(path)).opset_import}
-
-
 @pytest.mark.parametrize("providers,backend,allow_fallback,status", [
     (["CPUExecutionProvider"], "onnxruntime", False, "ok"),
     (["CPUExecutionProvider"], "onnxruntime-cuda", False, "fail"),

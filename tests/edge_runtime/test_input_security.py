@@ -11,12 +11,9 @@ import sys
 import orjson
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.runtime import Runtime  # noqa: E402
-from helpers import runtime_config, wait_for  # noqa: E402
-from mqtt_helpers import Mosquitto, client, make_pki, tls_listener  # noqa: E402
-from train.simulate import FEATURES  # noqa: E402
+from edge_runtime.runtime import Runtime
+from helpers import FEATURES, runtime_config, wait_for
+from mqtt_helpers import Mosquitto, client, make_pki, tls_listener
 
 
 def tls_case(tmp_path, case: str):

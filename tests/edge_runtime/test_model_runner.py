@@ -4,14 +4,12 @@ import numpy as np
 import orjson
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.delivery.event_schema import validate_event, validate_scores  # noqa: E402
-from edge_runtime.ingest.badinput import BadInput  # noqa: E402
-from edge_runtime.metrics import Metrics  # noqa: E402
-from edge_runtime.scoring.batcher import WindowBatch  # noqa: E402
-from edge_runtime.scoring.model_runner import ModelRunner  # noqa: E402
-from helpers import runtime_config  # noqa: E402
+from edge_runtime.delivery.event_schema import validate_event, validate_scores
+from edge_runtime.ingest.badinput import BadInput
+from edge_runtime.metrics import Metrics
+from edge_runtime.scoring.batcher import WindowBatch
+from edge_runtime.scoring.model_runner import ModelRunner
+from helpers import runtime_config
 
 
 def test_a_window_that_cannot_be_decided_is_dropped_alone(runtime_bundle, tmp_path):

@@ -57,29 +57,6 @@ def test_a_straggler_costs_one_sample_never_the_stream():
     assert results.count(READY) == 7 and stream.filled == 11
 
 
-def test_stream_windows_match_training_windows_under_the_same_gap_rule():
-    pytest.importorskip("pandas")
-    from train.data import Series
-    from train.windows import series_windows
-
-    rng = np.random.default_rng(3)
-    n, window, stride, max_gap = 400, 8, 3, 2.5
-    time = np.cumsum(rng.choice([1.0, 1.0, 1.0, 2.0, 6.0], size=n, p=[0.6, 0.2, 0.1, 0.08, 0.02]))
-    values = rng.normal(size=(n, 3)).astype(np.float32)
-    values[rng.random((n, 3)) < 0.05] = np.nan
-    expected = series_windows(Series("s", time, values), window, stride, max_gap)
-    stream = Stream("s", window, stride, 3, max_gap)
-    got_ends, got_windows = [], []
-    for i in range(n):
-        row = values[i].copy()
-        missing = tuple(np.flatnonzero(np.isnan(row)).tolist())
-        if stream.push(float(time[i]), row, missing) == READY:
-            got_ends.append(i)
-            got_windows.append(stream.window().copy())
-    assert got_ends == expected.ends.tolist()
-    np.testing.assert_array_equal(np.array(got_windows), expected.take())
-
-
 def test_alarm_on_delay_off_delay_and_deadband():
     alarm = Alarm(on_k=2, on_n=3, off_m=2, deadband=0.2)
     threshold = 1.0

@@ -8,15 +8,12 @@ import orjson
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.runtime import Runtime  # noqa: E402
-from edge_runtime.sparkplug import sparkplug_b_pb2 as pb  # noqa: E402
-from edge_runtime.sparkplug.codec import EdgeNodeWriter  # noqa: E402
-from edge_runtime.sparkplug.node import EdgeNode  # noqa: E402
-from helpers import runtime_config, wait_for  # noqa: E402
-from mqtt_helpers import Collector, client  # noqa: E402
-from train.simulate import FEATURES  # noqa: E402
+from edge_runtime.runtime import Runtime
+from edge_runtime.sparkplug import sparkplug_b_pb2 as pb
+from edge_runtime.sparkplug.codec import EdgeNodeWriter
+from edge_runtime.sparkplug.node import EdgeNode
+from helpers import FEATURES, runtime_config, wait_for
+from mqtt_helpers import Collector, client
 
 INPUTS = [{"topic": "plant/{line}/{machine}/telemetry", "format": "json", "qos": 1},
           {"topic": "spBv1.0/plant", "format": "sparkplug", "qos": 0, "rebirth_interval_s": 0.2}]

@@ -142,3 +142,13 @@ def test_tensorrt_without_tensorrt_says_how_to_get_it(kind_bundles, tmp_path):
     run_dir = kind_bundles["dense"][1].parent / "run_dense"
     result = CliRunner().invoke(main, ["export", str(run_dir), "-o", str(tmp_path / "t"), "--tensorrt"])
     assert result.exit_code == 1 and "TensorRT is not installed" in result.output and "linewatch[tensorrt]" in result.output
+
+
+def test_the_opsets_are_read_as_onnx_reads_them(runtime_bundle):
+    import onnx
+
+    from edge_runtime import doctor
+    from edge_runtime.contract.bundle import load_bundle
+
+    path = load_bundle(runtime_bundle).artifact_path("onnx", "fp32")
+    assert doctor.onnx_opsets(path) == {o.domain: o.version for o in onnx.load(str(path)).opset_import}

@@ -43,7 +43,7 @@ def test_onnxruntime_cuda_provider_matches_cpu(runtime_bundle):
         np.testing.assert_allclose(cuda.infer(windows)[0], cpu.infer(windows)[0], rtol=1e-3)
 
 
-def test_tensorrt_engines_build_match_and_refuse_another_gpu(runtime_bundle, tmp_path):
+def test_tensorrt_engines_build_match_and_refuse_another_gpu(runtime_bundle, runtime_run, tmp_path):
     pytest.importorskip("tensorrt", reason="needs TensorRT")
     import json
     import shutil
@@ -53,7 +53,7 @@ def test_tensorrt_engines_build_match_and_refuse_another_gpu(runtime_bundle, tmp
     from edge_runtime.scoring.backends import create_backend
     from export.bundler import export_run
 
-    run_dir = runtime_bundle.parent / "run"
+    run_dir = runtime_run
     bundle = load_bundle(export_run(run_dir, tmp_path / "trt", fp16=True, tensorrt=True, max_batch=64, echo=lambda *_: None))
     for precision in ("fp32", "fp16"):
         entry = bundle.artifact("tensorrt", precision)

@@ -17,7 +17,7 @@ def flapping(plant_csv):
     """
     import pandas as pd
 
-    from train.simulate import FEATURES
+    from helpers import FEATURES
 
     frame = pd.read_csv(plant_csv)
     normal = frame[(frame.machine == frame.machine.iloc[0]) & (frame.label == 0)].head(1500)

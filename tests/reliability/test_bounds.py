@@ -7,15 +7,12 @@ import tracemalloc
 import orjson
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.contract.alarms import Alarm  # noqa: E402
-from edge_runtime.contract.bundle import load_bundle  # noqa: E402
-from edge_runtime.ingest.decoders import BadSample  # noqa: E402
-from edge_runtime.ingest.registry import StreamRegistry  # noqa: E402
-from edge_runtime.runtime import Runtime  # noqa: E402
-from helpers import runtime_config  # noqa: E402
-from train.simulate import FEATURES  # noqa: E402
+from edge_runtime.contract.alarms import Alarm
+from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.ingest.decoders import BadSample
+from edge_runtime.ingest.registry import StreamRegistry
+from edge_runtime.runtime import Runtime
+from helpers import FEATURES, runtime_config
 
 
 def test_ten_thousand_stream_ids_stay_within_max_streams_memory(runtime_bundle, tmp_path):

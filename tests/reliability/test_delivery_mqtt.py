@@ -13,14 +13,12 @@ import time
 import orjson
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.delivery.event_schema import validate_event  # noqa: E402
-from edge_runtime.delivery.sink import MAX_INFLIGHT  # noqa: E402
-from edge_runtime.runtime import Runtime  # noqa: E402
-from helpers import FLAP_THRESHOLD, all_stored, feed, flapping_config, wait_for  # noqa: E402
-from linewatch.localbroker import free_port  # noqa: E402
-from mqtt_helpers import Collector, FaultProxy, Mosquitto  # noqa: E402
+from edge_runtime.delivery.event_schema import validate_event
+from edge_runtime.delivery.sink import MAX_INFLIGHT
+from edge_runtime.runtime import Runtime
+from helpers import FLAP_THRESHOLD, all_stored, feed, flapping_config, wait_for
+from linewatch.localbroker import free_port
+from mqtt_helpers import Collector, FaultProxy, Mosquitto
 
 
 def check_order_and_ids(events: list[dict], stored: int) -> int:

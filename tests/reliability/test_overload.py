@@ -12,12 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-pytest.importorskip("torch")  # the bundle is trained here
-
-from edge_runtime.runtime import Runtime  # noqa: E402
-from helpers import flapping_config, wait_for  # noqa: E402
-from mqtt_helpers import Collector  # noqa: E402
-from train.simulate import FEATURES  # noqa: E402
+from edge_runtime.runtime import Runtime
+from helpers import FEATURES, committed_bundle, flapping_config, wait_for
+from mqtt_helpers import Collector
 
 FLOOD = Path(__file__).with_name("flood.py")
 RATE_HZ = 100  # the sample rate of the bundle and of every machine
@@ -29,20 +26,11 @@ def rss_mb() -> float:
 
 
 @pytest.fixture(scope="module")
-def fast_bundle(plant_csv, tmp_path_factory):
-    """The plant model at 100 Hz (the same samples, times divided by 100): enough streams at the bundle's own rate
-    to offer far more than the runtime can take.
+def fast_bundle(tmp_path_factory):
+    """The plant model at 100 Hz (the same samples, times divided by 100; committed): enough streams at the bundle's own
+    rate to offer far more than the runtime can take.
     """
-    from export.bundler import export_run
-    from helpers import tiny_detector
-    from train.data import read_table
-
-    table = read_table(plant_csv, series_column="machine")
-    for series in table.series:
-        series.time = series.time / RATE_HZ
-    root = tmp_path_factory.mktemp("fast_bundle")
-    tiny_detector("dense", epochs=8).fit(table).save(root / "run")
-    return export_run(root / "run", root / "bundle", echo=lambda *_: None)
+    return committed_bundle("fast", tmp_path_factory.mktemp("fast_bundle"))
 
 
 def test_events_flow_again_within_seconds_after_an_overload(broker, fast_bundle, tmp_path):

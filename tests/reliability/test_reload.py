@@ -7,28 +7,17 @@ import threading
 
 import pytest
 
-pytest.importorskip("torch")  # the bundles are trained here
-
-from edge_runtime.contract.bundle import load_bundle  # noqa: E402
-from edge_runtime.runtime import Runtime  # noqa: E402
-from edge_runtime.scoring.model_runner import ModelRunner  # noqa: E402
-from helpers import runtime_config, tiny_detector, wait_for  # noqa: E402
-from train.simulate import FEATURES  # noqa: E402
+from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.runtime import Runtime
+from edge_runtime.scoring.model_runner import ModelRunner
+from helpers import committed_bundle, runtime_config, wait_for
 
 
 @pytest.fixture(scope="module")
-def other_bundles(plant_csv, tmp_path_factory) -> dict:
-    """``same``: another model with the runtime bundle's input spec; ``narrow``: one on 4 of its 6 features."""
-    from export.bundler import export_run
-    from train.data import read_table
-
+def other_bundles(tmp_path_factory) -> dict:
+    """``same``: another model with the runtime bundle's input spec; ``narrow``: one on 4 of its 6 features (committed)."""
     root = tmp_path_factory.mktemp("reload_bundles")
-    made = {}
-    for name, features in (("same", None), ("narrow", FEATURES[:4])):
-        table = read_table(plant_csv, features=features, series_column="machine")
-        tiny_detector("dense", epochs=8, seed=7).fit(table).save(root / f"run_{name}")
-        made[name] = export_run(root / f"run_{name}", root / name, echo=lambda *_: None)
-    return made
+    return {name: committed_bundle(name, root) for name in ("same", "narrow")}
 
 
 def model_id(runtime: Runtime) -> str:

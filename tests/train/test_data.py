@@ -96,3 +96,36 @@ def test_regime_plant_records_conditions_that_change_the_normal_relationships():
     assert pressure["B"] > pressure["A"] > pressure["C"]  # a denser product needs more head at the same set-point...
     assert flow["B"] < flow["A"] < flow["C"]  # ...and flows less per rpm
     assert np.array_equal(plain[FEATURES].to_numpy(), simulate_plant(2, 3000, 3000, 0, seed=4)[0][FEATURES].to_numpy())
+
+
+def test_stream_windows_match_training_windows_under_the_same_gap_rule():
+    from edge_runtime.ingest.streams import READY, Stream
+
+    rng = np.random.default_rng(3)
+    n, window, stride, max_gap = 400, 8, 3, 2.5
+    time = np.cumsum(rng.choice([1.0, 1.0, 1.0, 2.0, 6.0], size=n, p=[0.6, 0.2, 0.1, 0.08, 0.02]))
+    values = rng.normal(size=(n, 3)).astype(np.float32)
+    values[rng.random((n, 3)) < 0.05] = np.nan
+    expected = series_windows(Series("s", time, values), window, stride, max_gap)
+    stream = Stream("s", window, stride, 3, max_gap)
+    got_ends, got_windows = [], []
+    for i in range(n):
+        row = values[i].copy()
+        missing = tuple(np.flatnonzero(np.isnan(row)).tolist())
+        if stream.push(float(time[i]), row, missing) == READY:
+            got_ends.append(i)
+            got_windows.append(stream.window().copy())
+    assert got_ends == expected.ends.tolist()
+    np.testing.assert_array_equal(np.array(got_windows), expected.take())
+
+
+def test_the_committed_test_data_is_the_simulators(tmp_path):
+    """tests/data (made by tests/data/regenerate.py, used where there is no torch) still matches the simulator."""
+    from helpers import FEATURES, TEST_DATA
+    from train.simulate import FEATURES as SIMULATED
+    from train.simulate import simulate_plant, write_table
+
+    assert FEATURES == SIMULATED
+    frame, _ = simulate_plant(machines=2, rows=3000, normal_rows=1500, faults_per_machine=2, seed=1)
+    write_table(frame, str(tmp_path / "plant.csv"))
+    assert (tmp_path / "plant.csv").read_bytes() == (TEST_DATA / "plant.csv").read_bytes()
