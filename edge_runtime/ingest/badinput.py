@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -38,16 +39,19 @@ class BadInput:
         self.span = self.burst / per_second if per_second > 0 else math.inf  # at most `burst` reports in any `span` seconds
         self._sent: deque[float] = deque()
         self._logs = Throttle(log_every_s, clock)
+        self._lock = threading.Lock()  # paho's network thread reports, and the housekeeping thread when it releases held samples
 
     def report(self, kind: str, topic: str, detail: str = "") -> None:
         """Count one refused message; log and publish it if the limits allow."""
-        self.counts[kind] += 1
-        self._tell(kind, topic, detail, self.counts[kind], refused=True)
+        with self._lock:
+            self.counts[kind] += 1
+            self._tell(kind, topic, detail, self.counts[kind], refused=True)
 
     def note(self, kind: str, topic: str, detail: str = "") -> None:
         """Count a remark on an accepted sample (a feature missing or unknown, a clock step)."""
-        self.notes[kind] += 1
-        self._tell(kind, topic, detail, self.notes[kind], refused=False)
+        with self._lock:
+            self.notes[kind] += 1
+            self._tell(kind, topic, detail, self.notes[kind], refused=False)
 
     def _tell(self, kind: str, topic: str, detail: str, count: int, refused: bool) -> None:
         now = self.clock()

@@ -8,7 +8,9 @@ rule training uses), never below the bundle's threshold (the floor and the fallb
 thresholds are kept, tied to the bundle's id, in one JSON file per runtime (:class:`ThresholdStore`:
 one writer, written by the runtime's housekeeping thread, never by a scoring thread) and read back
 at start, so a restart does not commission again; a new bundle starts over. A stream forgotten as
-idle takes its learning in progress with it.
+idle takes its learning in progress with it; what it learned is kept, for at most ``max_learned`` streams per
+model (the runtime's ``max_streams``): beyond, the longest-learned are forgotten first and commission again
+if they return.
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ class Commissioning:
     """Per-stream thresholds of one model (see the module docstring)."""
 
     def __init__(self, model: str, bundle_id: str, floor: float, period_s: float, min_windows: int, false_alarms_per_day: float,
-                 stride: int, sample_period: float, store: ThresholdStore) -> None:
+                 stride: int, sample_period: float, store: ThresholdStore, max_learned: int = 10_000) -> None:
         self.model, self.bundle_id, self.floor = model, bundle_id, floor
+        self.max_learned = max_learned
         self.period_s, self.min_windows = period_s, min_windows
         self.rate = window_rate(false_alarms_per_day, stride, sample_period)
         self.store = store
@@ -143,6 +146,8 @@ class Commissioning:
         entry = {"threshold": threshold, "windows": int(len(scores)), "supported": supported,
                  "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.learned[key] = entry
+        while len(self.learned) > self.max_learned:  # insertion order: the longest-learned first
+            del self.learned[next(iter(self.learned))]
         self.store.put(self.model, self.bundle_id, self.learned)
         del self.learning[key]
         self.completed += 1

@@ -85,7 +85,7 @@ class ModelRunner:
         if not c.enabled:
             return None
         return Commissioning(self.config.name, bundle.model_id, self.threshold, c.period_s, c.min_windows, c.false_alarms_per_day,
-                             bundle.stride, bundle.sample_period, self.thresholds)
+                             bundle.stride, bundle.sample_period, self.thresholds, max_learned=self.runtime.max_streams)
 
     def _drift(self, bundle: Bundle) -> DriftRule | None:
         d = self.config.drift

@@ -106,3 +106,26 @@ def test_commissioning_memory_stays_flat_as_stream_ids_churn(runtime_bundle, tmp
         tracemalloc.stop()
         runner.backend.deactivate()
     assert late - early < 1_000_000, f"grew by {late - early} bytes over 90,000 more stream ids"
+
+
+def test_learned_thresholds_stay_bounded_as_commissioned_stream_ids_churn(runtime_bundle, tmp_path):
+    """Streams that finish commissioning keep what they learned, for at most max_streams of them: the longest-learned go."""
+    from edge_runtime.ingest.badinput import BadInput
+    from edge_runtime.metrics import Metrics
+    from edge_runtime.scoring.model_runner import ModelRunner
+
+    config = runtime_config(1883, runtime_bundle, tmp_path, max_streams=500)
+    config.models[0].commissioning.enabled = True
+    config.models[0].commissioning.min_windows = 2
+    config.models[0].commissioning.period_s = 0.0
+    runner = ModelRunner(config.models[0], config.runtime, sink=None, bad=BadInput(), metrics=Metrics())
+    try:
+        for k in range(2000):
+            key = f"l1/m{k}"
+            assert runner.commissioning.threshold(key, 1.0, 0.0) is None
+            assert runner.commissioning.threshold(key, 2.0, 1.0) is not None  # learned
+        learned = runner.commissioning.learned
+        assert len(learned) == 500 and list(learned)[0] == "l1/m1500" and "l1/m1999" in learned
+        assert runner.commissioning.completed == 2000 and not runner.commissioning.learning
+    finally:
+        runner.backend.deactivate()
