@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from edge_runtime.contract.bundle import CONDITION_NAME, threshold_notes
-from edge_runtime.contract.errors import LinewatchError
+from edge_runtime.contract.errors import ConfigError, LinewatchError
 
 
 def _fail(error: Exception) -> click.ClickException:
@@ -109,18 +109,29 @@ def score(bundle_path, data, output, series_column, time_column, backend, precis
 @click.option("--latency-budget-ms", type=float, default=None, help="Override runtime.latency_budget_ms.")
 @click.option("--outbox", default=None, help="Override runtime.outbox.")
 @click.option("--log-level", default="INFO", show_default=True)
-def run(config_path, check, host, port, client_id, bundle, metrics_port, latency_budget_ms, outbox, log_level):
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Start and supervise N worker processes, each with its own share of the input ({worker} in the input topics, "
+                   "or a $share/ subscription), client id, outbox and metrics port.")
+@click.option("--worker", type=click.IntRange(0, 255), default=None,
+              help="Run as worker K of a partitioned runtime (what --workers starts; one per instance of a templated unit).")
+def run(config_path, check, host, port, client_id, bundle, metrics_port, latency_budget_ms, outbox, log_level, workers, worker):
     """Run the MQTT edge runtime described by a TOML config (see gateway.example.toml)."""
     import logging
 
-    from edge_runtime.config import load_config
+    from edge_runtime.config import for_worker, load_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # the outbox holds every alarm, the thresholds file what each machine learned: private to the service's user
+    options = {"host": host, "port": port, "client-id": client_id, "bundle": bundle, "metrics-port": metrics_port,
+               "latency-budget-ms": latency_budget_ms, "outbox": outbox}
     overrides = {"broker.host": host, "broker.port": port, "broker.client_id": client_id, "models.bundle": bundle,
                  "runtime.metrics_port": metrics_port, "runtime.latency_budget_ms": latency_budget_ms, "runtime.outbox": outbox}
     try:
         config = load_config(config_path, overrides)
+        if workers > 1:
+            _supervise(config, config_path, options, log_level, workers, check)
+            return
+        config = for_worker(config, worker)
         from edge_runtime.runtime import Runtime
         from edge_runtime.state import prepare, state_directory
 
@@ -143,6 +154,32 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
         runtime.serve()
     except LinewatchError as error:
         raise _fail(error) from None
+
+
+def _supervise(config, config_path: str, options: dict, log_level: str, workers: int, check: bool) -> None:
+    """``run --workers N``: check that the input is partitioned, then start and supervise the workers."""
+    from edge_runtime.config import for_worker, partitioned
+    from edge_runtime.workers import Supervisor
+
+    if not partitioned(config):
+        raise ConfigError(f"--workers {workers}: every worker would subscribe to the same topics and score every stream {workers} "
+                          "times; put {worker} in the input topics (NATS partitions, static filters) or subscribe with "
+                          "$share/<group>/... (MQTT 5 shared subscriptions)")
+    derived = [for_worker(config, k) for k in range(workers)]  # every worker's configuration is valid before any starts
+    if check:
+        for k, each in enumerate(derived):
+            click.echo(f"worker {k}: client id {each.broker.client_id}, outbox {each.runtime.outbox}, metrics port "
+                       f"{each.runtime.metrics_port or 'off'}, inputs {[i.topic for m in each.models for i in m.inputs]}")
+    base = [sys.executable, "-m", "linewatch", "run", "-c", str(config_path), "--log-level", log_level, *(["--check"] if check else [])]
+    base += [item for name, value in options.items() if value is not None for item in (f"--{name}", str(value))]
+    if check:
+        import subprocess
+
+        failed = subprocess.run([*base, "--worker", "0"]).returncode  # bundles, backends and state: the same for every worker
+        if failed:
+            raise SystemExit(failed)
+        return
+    raise SystemExit(Supervisor(lambda k: [*base, "--worker", str(k)], workers, config.runtime.shutdown_timeout_s).run())
 
 
 @click.command()

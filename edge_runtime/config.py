@@ -9,6 +9,7 @@ password is read from a file or an environment variable named in the config.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import string
@@ -52,6 +53,9 @@ class BrokerConfig:
     key_file: str = setting("", help="the client certificate's private key (PEM), with cert_file")
     reconnect_min_s: float = setting(0.5, above=0, help="reconnect backoff starts here (rounded up to 1 s by paho)")
     reconnect_max_s: float = setting(30.0, above=0, help="...and doubles up to this")
+    session_expiry_s: int = setting(0, lo=0, hi=4_294_967_295, help="0: a clean session at every connect; > 0: a persistent "
+                                    "session the broker keeps this long while the runtime is away, holding its QoS 1 samples "
+                                    "(workers that must not lose samples while they restart; MQTT 3.1.1 brokers keep it by their own rule)")
     failover: list[str] = setting([], help="more brokers as \"host:port\", tried in turn after host:port when a connection "
                                           "fails (a broker cluster's other nodes); the same credentials and TLS settings")
 
@@ -420,6 +424,49 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
 SECTIONS = (("broker", BrokerConfig), ("runtime", RuntimeConfig), ("sparkplug", SparkplugConfig), ("models", ModelConfig),
             ("models.alarm", AlarmConfig), ("models.commissioning", CommissioningConfig), ("models.drift", DriftConfig),
             ("models.inputs", InputConfig))
+
+
+WORKER_FIELD = "{worker}"  # in an input topic: the worker's index (NATS partitions, static filters per worker)
+SHARED_PREFIX = "$share/"  # an MQTT 5 shared subscription: the broker hands each message to one of the group
+
+
+def partitioned(config: Config) -> bool:
+    """Whether the input topics split the streams between workers (``{worker}`` or a shared subscription)."""
+    return any(WORKER_FIELD in i.topic or i.topic.startswith(SHARED_PREFIX) for m in config.models for i in m.inputs)
+
+
+def for_worker(config: Config, worker: int | None) -> Config:
+    """The configuration of worker ``worker`` (0, 1, ...) of a partitioned runtime, or ``config`` itself for None.
+
+    A worker has its own client id (``<client_id>-w<k>``: its own session, status topic and Sparkplug node),
+    its own outbox and learned-thresholds file (``-w<k>`` before the suffix), its own metrics port (the
+    configured one plus ``k``), and its own share of the input: ``{worker}`` in an input topic becomes ``k``.
+    """
+    templated = [f"models[{i}].inputs[{j}]" for i, m in enumerate(config.models) for j, inp in enumerate(m.inputs) if WORKER_FIELD in inp.topic]
+    if worker is None:
+        if templated:
+            raise ConfigError(f"{templated[0]}: {WORKER_FIELD} in the topic names a worker's partition; "
+                              "run with --workers N (or --worker K, one per templated unit)")
+        return config
+    derived = copy.deepcopy(config)
+    derived.broker.client_id = f"{config.broker.client_id}-w{worker}"
+    r = derived.runtime
+    r.outbox, r.thresholds_file = (_for_worker_file(path, worker) for path in (r.outbox, r.thresholds_file))
+    if r.metrics_port:
+        if r.metrics_port + worker > 65535:
+            raise ConfigError(f"runtime.metrics_port: {r.metrics_port} + worker {worker} is not a port")
+        r.metrics_port += worker
+    for model in derived.models:
+        for entry in model.inputs:
+            entry.topic = entry.topic.replace(WORKER_FIELD, str(worker))
+    return derived
+
+
+def _for_worker_file(path: str, worker: int) -> str:
+    if path == ":memory:":
+        return path
+    where = Path(path)
+    return str(where.with_name(f"{where.stem}-w{worker}{where.suffix}"))
 
 
 def reference() -> list[tuple[str, str, str, object, str, str]]:

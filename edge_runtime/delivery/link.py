@@ -94,7 +94,9 @@ class Link:
 
     def _client(self) -> mqtt.Client:
         c = self.config
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol)
+        persistent = c.session_expiry_s > 0
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol,
+                             clean_session=None if self.protocol == mqtt.MQTTv5 else not persistent)
         secure(client, c)
         client.will_set(self.status_topic, orjson.dumps({**self.online, "state": "offline"}), qos=1, retain=True)
         client.max_inflight_messages_set(100)
@@ -136,7 +138,9 @@ class Link:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff after any loss."""
         try:
-            self.client.connect_async(self.config.host, self.config.port, self.config.keepalive, properties=self._connect_properties())
+            clean_start = (self.config.session_expiry_s == 0) if self.protocol == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+            self.client.connect_async(self.config.host, self.config.port, self.config.keepalive, clean_start=clean_start,
+                                      properties=self._connect_properties())
         except (OSError, ValueError) as error:
             raise BrokerError(f"cannot connect to {self.config.host}:{self.config.port}: {error}") from None
         self.client.loop_start()
@@ -144,11 +148,16 @@ class Link:
             self._watch_connack()
 
     def _connect_properties(self) -> Properties | None:
-        """MQTT 5 CONNECT properties: Maximum Packet Size, so an oversized message never reaches this process."""
-        if self.protocol != mqtt.MQTTv5 or not self.max_packet:
+        """MQTT 5 CONNECT properties: Maximum Packet Size, so an oversized message never reaches this process, and the
+        Session Expiry Interval of a persistent session.
+        """
+        if self.protocol != mqtt.MQTTv5 or not (self.max_packet or self.config.session_expiry_s):
             return None
         properties = Properties(PacketTypes.CONNECT)
-        properties.MaximumPacketSize = self.max_packet
+        if self.max_packet:
+            properties.MaximumPacketSize = self.max_packet
+        if self.config.session_expiry_s:
+            properties.SessionExpiryInterval = self.config.session_expiry_s
         return properties
 
     def _watch_connack(self) -> None:

@@ -16,29 +16,40 @@ SPARKPLUG_DEVICE_KINDS = ("DBIRTH", "DDATA", "DDEATH", "DCMD")
 class TopicTemplate:
     """A topic with ``{field}`` placeholders, each standing for exactly one topic level.
 
-    The stream key is the fields other than ``tag``, joined with ``/`` in template order.
+    The stream key is the fields other than ``tag``, joined with ``/`` in template order; a ``+`` level matches
+    any one level and is not part of the key (``part/+/plant/{line}/{machine}/telemetry``). A template
+    may start with ``$share/<group>/``: an MQTT 5 shared subscription, where the broker hands each message
+    to one subscriber of the group; messages arrive on the topic without that prefix.
     """
 
     def __init__(self, template: str) -> None:
         """Refuses (``ValueError``) a field that is not a whole level, wildcards, repeated fields, or no stream field."""
+        share = ""
+        if template.startswith("$share/"):
+            _, group, rest = (template.split("/", 2) + ["", ""])[:3]
+            if not group or any(c in group for c in "+#{}") or not rest:
+                raise ValueError(f"topic template {template!r}: a shared subscription is $share/<group>/<topic>")
+            share, template = f"$share/{group}/", rest
         self.template = template
         self.fields = re.findall(r"\{(\w+)\}", template)
         for level in template.split("/"):
             if ("{" in level or "}" in level) and not re.fullmatch(r"\{\w+\}", level):
                 raise ValueError(f"topic template {template!r}: {level!r} is not one whole {{field}} per level")
-            if "+" in level or "#" in level:
-                raise ValueError(f"topic template {template!r}: write {{field}} instead of MQTT wildcards")
+            if ("+" in level and level != "+") or "#" in level:
+                raise ValueError(f"topic template {template!r}: write {{field}} for a level of the stream key, + for a level "
+                                 "that is not part of it; no #")
         if len(set(self.fields)) != len(self.fields):
             raise ValueError(f"topic template {template!r}: a field appears twice")
         if not [f for f in self.fields if f != "tag"]:
             raise ValueError(f"topic template {template!r} has no {{field}} naming the stream: every stream would be the same")
-        pattern = "".join(
-            f"(?P<{part[1:-1]}>[^/]+)" if re.fullmatch(r"\{\w+\}", part) else re.escape(part)
-            for part in re.split(r"(\{\w+\})", template)
-            if part
+        pattern = "/".join(
+            "[^/]+" if level == "+" else "".join(
+                f"(?P<{part[1:-1]}>[^/]+)" if re.fullmatch(r"\{\w+\}", part) else re.escape(part)
+                for part in re.split(r"(\{\w+\})", level) if part)
+            for level in template.split("/")
         )
         self.regex = re.compile(f"^{pattern}$")
-        self.subscription = re.sub(r"\{\w+\}", "+", template)
+        self.subscription = share + re.sub(r"\{\w+\}", "+", template)
         self.key_fields = [f for f in self.fields if f != "tag"]
 
     def match(self, topic: str) -> tuple[str, str | None] | None:
