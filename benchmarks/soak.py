@@ -260,7 +260,8 @@ class Runtime:
         return self.totals.get(name, 0.0) + self.last.get(name, 0.0)
 
 
-def soak(bundle: str, minutes: float, restart_every: float, backend: str = "onnxruntime", precision: str = "fp32") -> dict:
+def soak(bundle: str, minutes: float, restart_every: float, backend: str = "onnxruntime", precision: str = "fp32",
+         fault_at: float = 60.0) -> dict:
     """Run the soak with the runtime on ``backend``; returns counts, faults, latencies and the memory series."""
     folder = Path(tempfile.mkdtemp(prefix="linewatch-soak-"))
     port, metrics_port = free_port(), free_port()
@@ -280,13 +281,13 @@ def soak(bundle: str, minutes: float, restart_every: float, backend: str = "onnx
     runtime = Runtime(folder, config, metrics_port)
     runtime.start()
     try:
-        return _drive(runtime, broker, subscriber, disk, outbox, bundle, port, minutes, restart_every)
+        return _drive(runtime, broker, subscriber, disk, outbox, bundle, port, minutes, restart_every, fault_at)
     finally:
         disk.unmount()
 
 
 def _drive(runtime: Runtime, broker: Broker, subscriber: Subscriber, disk: Disk, outbox: Path, bundle: str, port: int, minutes: float,
-           restart_every: float) -> dict:
+           restart_every: float, fault_at: float) -> dict:
     stop = threading.Event()
     spec = load_bundle(bundle).manifest["input"]
     block = BLOCKS_PER_WINDOW * spec["window"]
@@ -294,7 +295,6 @@ def _drive(runtime: Runtime, broker: Broker, subscriber: Subscriber, disk: Disk,
                                  daemon=True)
     publisher.start()
     length = minutes * 60
-    fault_at = 0.45 * length  # between two broker restarts
     started = time.monotonic()
     memory, faults, next_restart, next_sample = [], [], restart_every, 10.0
     pending_at_kill: set[str] = set()
@@ -363,9 +363,13 @@ def main() -> None:
     parser.add_argument("--restart-every", type=float, default=300.0, help="seconds between broker restarts")
     parser.add_argument("--backend", default="onnxruntime", help="the runtime's backend, e.g. onnxruntime-cuda or tensorrt")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--fault-at", type=float, default=60.0,
+                        help="seconds into the run of the full disk and the kill: early, while the outbox's write-ahead log is small "
+                             "(a log grown by hours of writes holds enough reusable space for SQLite to keep storing on a full disk)")
     parser.add_argument("--results", default=None, help="results sub-folder (e.g. a GPU's name) instead of results/")
     args = parser.parse_args()
-    result = {"backend": args.backend, "precision": args.precision, **soak(args.bundle, args.minutes, args.restart_every, args.backend, args.precision)}
+    result = {"backend": args.backend, "precision": args.precision, **soak(args.bundle, args.minutes, args.restart_every, args.backend, args.precision,
+                                                                                 args.fault_at)}
     rows = [[result["minutes"], result["broker_restarts"], "yes" if result["full_disk"] else "no (" + result["full_disk_not_run_because"] + ")",
              result["durable_events_stored"], result["durable_events_delivered"], result["durable_events_lost"],
              f'{result["undelivered_at_kill_delivered_later"]} of {result["undelivered_at_kill"]}', result["duplicates"],
