@@ -336,7 +336,7 @@ def _check_topics(config: Config) -> None:
         for j, inp in enumerate(m.inputs):
             where = f"models[{i}].inputs[{j}].topic"
             try:
-                template = template_for(inp.topic, inp.format)
+                template = template_for(inp.topic.replace(WORKER_FIELD, "0"), inp.format)  # as any worker will see it
             except ValueError as error:
                 raise ConfigError(f"{where}: {error}") from None
             if (inp.format == "tag") != ("tag" in template.fields):

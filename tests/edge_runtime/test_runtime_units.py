@@ -93,7 +93,9 @@ def test_topic_templates():
         ({"models": [{"bundle": "b"}], "runtime": {"status_topic": "lw/{gateway}/status"}}, "runtime.status_topic: only {client_id}"),
         ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/telemetry"}]}]}, "has no {field} naming the stream"),
         ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/{line}-{machine}"}]}]}, "is not one whole {field} per level"),
-        ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/+/{machine}"}]}]}, "instead of MQTT wildcards"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/#/{machine}"}]}]}, "+ for a level that is not part of it; no #"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "plant/l+/{machine}"}]}]}, "+ for a level that is not part of it; no #"),
+        ({"models": [{"bundle": "b", "inputs": [{"topic": "$share//plant/{machine}"}]}]}, "a shared subscription is $share/<group>/<topic>"),
         ({"models": [{"bundle": "b"}], "runtime": {"latency_budget_ms": float("nan")}}, "runtime.latency_budget_ms: expected a finite number"),
         ({"models": [{"bundle": "b"}], "runtime": {"reorder_s": float("inf")}}, "runtime.reorder_s: expected a finite number"),
         ({"models": [{"bundle": "b"}], "runtime": {"max_batch": 2.5}}, "runtime.max_batch: expected an integer, got 2.5"),
@@ -284,3 +286,48 @@ def test_an_event_key_names_the_decision_so_duplicates_from_two_runtimes_are_one
     assert validate_event(first) and first["id"] != again["id"] and first["key"] == again["key"]
     assert first["key"] == "c1848063cd103ab9|l1/m2|1970-01-01T00:02:29.000Z|alarm_raised"
     assert make_event("alarm_cleared", *args[1:])["key"] != first["key"]
+
+
+def test_plus_levels_and_shared_subscriptions_match_without_entering_the_key():
+    partitioned = TopicTemplate("part/+/plant/{line}/{machine}/telemetry")
+    assert partitioned.subscription == "part/+/plant/+/+/telemetry"
+    assert partitioned.match("part/3/plant/l1/m2/telemetry") == ("l1/m2", None) and partitioned.match("part/3/x/l1/m2/telemetry") is None
+    shared = TopicTemplate("$share/linewatch/plant/{line}/{machine}/{tag}")
+    assert shared.subscription == "$share/linewatch/plant/+/+/+"
+    assert shared.match("plant/l1/m2/temp") == ("l1/m2", "temp")  # messages arrive on the topic without the share prefix
+
+
+def test_each_worker_gets_its_own_identity_state_port_and_partition(tmp_path):
+    from edge_runtime.config import for_worker, partitioned
+
+    config = parse_config({"broker": {"client_id": "gw"}, "runtime": {"state_dir": str(tmp_path), "metrics_port": 9100},
+                           "models": [{"bundle": "b", "inputs": [{"topic": "part/{worker}/plant/{line}/{machine}/telemetry"}]}]})
+    assert partitioned(config)
+    with pytest.raises(ConfigError, match="run with --workers N"):
+        for_worker(config, None)
+    third = for_worker(config, 2)
+    assert third.broker.client_id == "gw-w2" and third.runtime.metrics_port == 9102
+    assert third.runtime.outbox == str(tmp_path / "linewatch-outbox-w2.sqlite")
+    assert third.runtime.thresholds_file == str(tmp_path / "linewatch-thresholds-w2.json")
+    assert third.models[0].inputs[0].topic == "part/2/plant/{line}/{machine}/telemetry"
+    assert config.broker.client_id == "gw" and "{worker}" in config.models[0].inputs[0].topic  # the original is untouched
+    plain = parse_config({"models": [{"bundle": "b"}]})
+    assert not partitioned(plain) and for_worker(plain, None) is plain
+    assert partitioned(parse_config({"models": [{"bundle": "b", "inputs": [{"topic": "$share/g/plant/{line}/{machine}/telemetry"}]}]}))
+
+
+def test_several_workers_on_topics_that_do_not_split_the_streams_are_refused(runtime_bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from linewatch.cli import main
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[runtime]\nstate_dir = "{tmp_path}"\n[[models]]\nname = "pumps"\nbundle = "{runtime_bundle}"\n')
+    result = CliRunner().invoke(main, ["run", "-c", str(config), "--workers", "2"])
+    assert result.exit_code == 1 and "and score every stream 2 times" in result.output
+    config.write_text(f'[runtime]\nstate_dir = "{tmp_path}"\nmetrics_port = 9100\n[[models]]\nname = "pumps"\nbundle = "{runtime_bundle}"\n'
+                      '[[models.inputs]]\ntopic = "plant/line{worker}/{machine}/telemetry"\n')
+    result = CliRunner().invoke(main, ["run", "-c", str(config), "--workers", "2", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "worker 1: client id linewatch-w1" in result.output and "metrics port 9101" in result.output
+    assert "plant/line1/{machine}/telemetry" in result.output

@@ -168,7 +168,7 @@ def stored(outbox: Path) -> int:
 
 def worker_pid(supervisor: subprocess.Popen, k: int) -> int:
     """The process id of a supervisor's worker ``k``."""
-    found = subprocess.run(["pgrep", "-P", str(supervisor.pid), "-f", f"--worker {k}$"], capture_output=True, text=True).stdout.split()
+    found = subprocess.run(["pgrep", "-P", str(supervisor.pid), "-f", "--", f"--worker {k}$"], capture_output=True, text=True).stdout.split()
     assert len(found) == 1, found
     return int(found[0])
 
