@@ -212,11 +212,13 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
 @click.option("--score-events", type=click.Choice(["window", "grouped"]), default="window", show_default=True,
               help="The runtime's score_events: one event per window, or one linewatch.scores/1 message per stream per batch.")
 @click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Run the runtime as N workers (run --workers N), the machines split between them by static filters (json only).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
 @click.option("--quick", "is_quick", is_flag=True, help=QUICK_HELP + " Rates 600,1200; 4 machines; 0.5 s steps and ceiling.")
 @click.pass_context
-def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, score_events, ceiling_seconds, output,
-        is_quick):
+def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, score_events, ceiling_seconds, workers,
+        output, is_quick):
     """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
     if is_quick:
         rates, machines, seconds, ceiling_seconds = quick(ctx, rates="600,1200", machines=4, seconds=0.5, ceiling_seconds=0.5)
@@ -232,6 +234,8 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
     unknown = set(format_list) - set(harness.TOPICS)
     if unknown:
         raise click.BadParameter(f"unknown formats {sorted(unknown)}; expected some of {sorted(harness.TOPICS)}", param_hint="--formats")
+    if workers > 1 and format_list != ["json"]:
+        raise click.BadParameter("several workers are measured on json only: add --formats json", param_hint="--workers")
     values = harness.sample_values(len(bundle.features))
     period = bundle.sample_period
     planned = sum(r * seconds / machines * chunk for r in rate_list) * (len(format_list) + 1)
@@ -252,13 +256,14 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
         collector = harness.EventCollector(port)
         stack.callback(collector.close)
         metrics_port = free_port()
-        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events, format_list)
-        runtime = harness.start_process([sys.executable, "-m", "linewatch", "run", "-c", str(config)],
-                                        f"http://127.0.0.1:{metrics_port}/metrics", folder / "runtime.log")
+        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events, format_list, workers)
+        command = [sys.executable, "-m", "linewatch", "run", "-c", str(config), *(["--workers", str(workers)] if workers > 1 else [])]
+        runtime = harness.start_process(command, [f"http://127.0.0.1:{metrics_port + k}/metrics" for k in range(workers)], folder / "runtime.log")
+        system = f"linewatch x{workers}" if workers > 1 else "linewatch"
         try:
             for fmt in format_list:
-                results += harness.sweep("linewatch", fmt, rate_list, machines, seconds, chunk, bundle, t0, values, port, budget_s, collector, cursor,
-                                         click.echo)
+                results += harness.sweep(system, fmt, rate_list, machines, seconds, chunk, bundle, t0, values, port, budget_s, collector, cursor,
+                                         click.echo, groups=workers)
         finally:
             stop_process(runtime)
         found = harness.peer_command(bundle, port) if peer else None
@@ -282,9 +287,9 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
              "message that completed a window to its score event at a subscriber (open loop: a late publisher counts). "
              f"Command: `linewatch bench e2e {bundle_path} --rates {rates} --formats {formats} --machines {machines} --seconds {seconds:g}"
              + (f" --chunk {chunk}" if chunk != 10 else "") + (f" --score-events {score_events}" if score_events != "window" else "")
-             + (f" --protocol {protocol}`." if protocol != "auto" else "`."))
+             + (f" --protocol {protocol}" if protocol != "auto" else "") + (f" --workers {workers}`." if workers > 1 else "`."))
     folder = Path(output)
-    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "score_events": score_events,
+    write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "score_events": score_events, "workers": workers,
                                   "chunk": chunk, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
                                   "results": results},
                   ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms"],

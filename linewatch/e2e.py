@@ -50,6 +50,7 @@ class Step:
     chunk: int = 1  # samples per message (chunk format)
     first_sample: int = 0  # index of each machine's first sample in this step (streams continue across steps)
     features: int = 1
+    groups: int = 1  # json with several workers: machine m publishes under plant/g<m % groups>/, worker k subscribes to g<k>
 
     @property
     def messages_per_sample(self) -> int:
@@ -122,7 +123,8 @@ def payloads(step: Step, bundle_features: list[str], period: float, t0: float, v
             elif step.fmt == "sparkplug":
                 out.append(nodes[m].data(None, row.tolist(), round(stamp * 1000)))
             else:
-                out.append((f"plant/{name}/telemetry", orjson.dumps({"ts": stamp, **{f: float(v) for f, v in zip(bundle_features, row)}})))
+                group = f"g{m % step.groups}/" if step.groups > 1 else ""
+                out.append((f"plant/{group}{name}/telemetry", orjson.dumps({"ts": stamp, **{f: float(v) for f, v in zip(bundle_features, row)}})))
     return out
 
 
@@ -329,11 +331,13 @@ class LocalBroker:
 
 
 def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int, protocol: str = "auto",
-                   score_events: str = "window", formats: list[str] | None = None) -> Path:
+                   score_events: str = "window", formats: list[str] | None = None, workers: int = 1) -> Path:
     """A gateway config: an input per swept payload format (machine names differ per format), score events on; only
-    the settings a step needs, so that an older runtime takes it for back-to-back comparisons.
+    the settings a step needs, so that an older runtime takes it for back-to-back comparisons. With several workers
+    (json only) worker k subscribes to the machines published under ``plant/g<k>/`` (static filters).
     """
-    inputs = "".join(f'[[models.inputs]]\ntopic = "{TOPICS[f]}"\nformat = "{f}"\n' for f in formats or TOPICS)
+    topics = {**TOPICS, "json": "plant/g{worker}/{machine}/telemetry"} if workers > 1 else TOPICS
+    inputs = "".join(f'[[models.inputs]]\ntopic = "{topics[f]}"\nformat = "{f}"\n' for f in formats or TOPICS)
     grouped = f'score_events = "{score_events}"\n' if score_events != "window" else ""
     path = folder / "gateway.toml"
     path.write_text(f'[broker]\nport = {port}\nclient_id = "lw-e2e"\nprotocol = "{protocol}"\n'
@@ -343,18 +347,21 @@ def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, me
     return path
 
 
-def _ready(ready_url: str | None, log: Path) -> bool:
-    """The runtime reports itself connected on its metrics endpoint; the peer prints ``subscribed``."""
+def _ready(ready_url: str | list[str] | None, log: Path) -> bool:
+    """The runtime (every worker) reports itself connected on its metrics endpoint; the peer prints ``subscribed``."""
     if ready_url is None:
         return "subscribed" in log.read_text()
     try:
-        return "linewatch_connected 1.0" in urllib.request.urlopen(ready_url, timeout=1).read().decode()
+        return all("linewatch_connected 1.0" in urllib.request.urlopen(url, timeout=1).read().decode()
+                   for url in ([ready_url] if isinstance(ready_url, str) else ready_url))
     except OSError:
         return False
 
 
-def start_process(command: list[str], ready_url: str | None, log: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """Start the system under test and wait until it is connected and subscribed (60 s at most)."""
+def start_process(command: list[str], ready_url: str | list[str] | None, log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """Start the system under test and wait until it is connected and subscribed (60 s at most); ``ready_url``: the
+    metrics endpoint (of each worker) that says so.
+    """
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True, cwd=cwd)
     deadline = time.time() + 60
     while time.time() < deadline and not _ready(ready_url, log):
@@ -368,16 +375,16 @@ def start_process(command: list[str], ready_url: str | None, log: Path, cwd: Pat
 
 
 def sweep(system: str, fmt: str, rates: list[float], machines: int, seconds: float, chunk: int, bundle: Bundle, t0: float,
-          values: np.ndarray, port: int, budget_s: float, collector: EventCollector, cursor: dict, echo) -> list[dict]:
+          values: np.ndarray, port: int, budget_s: float, collector: EventCollector, cursor: dict, echo, groups: int = 1) -> list[dict]:
     """Steps at rising rates until one loses more than half its windows or its p99 exceeds 20 budgets."""
     results = []
     if (system, fmt) not in cursor:  # fill every stream's first window before anything is measured
-        warm = Step(system, fmt, max(rates[0], 2000.0), machines, 0, chunk, 0, len(bundle.features))
+        warm = Step(system, fmt, max(rates[0], 2000.0), machines, 0, chunk, 0, len(bundle.features), groups)
         warm.seconds = warm.seconds_for(bundle.window + bundle.stride)
         measure_step(warm, collector, bundle, t0, values, port, budget_s)
         cursor[(system, fmt)] = warm.samples_per_machine
     for rate in rates:
-        step = Step(system, fmt, rate, machines, seconds, chunk, cursor.get((system, fmt), 0), len(bundle.features))
+        step = Step(system, fmt, rate, machines, seconds, chunk, cursor.get((system, fmt), 0), len(bundle.features), groups)
         step.seconds = max(seconds, step.seconds_for(5 * bundle.stride))  # at least five windows per machine, at slow rates too
         result = measure_step(step, collector, bundle, t0, values, port, budget_s)
         cursor[(system, fmt)] = step.first_sample + step.samples_per_machine

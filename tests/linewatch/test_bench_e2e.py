@@ -41,3 +41,17 @@ def test_grouped_score_messages_account_for_every_window(mosquitto_path, runtime
     chunk = next(r for r in data["results"] if r["format"] == "chunk")
     assert chunk["event_messages"] < chunk["windows_received"]
     assert "--score-events grouped" in (out / "e2e.md").read_text()
+
+
+def test_two_workers_split_the_machines_and_every_window_arrives(mosquitto_path, runtime_bundle, tmp_path):
+    out = tmp_path / "e2e"
+    result = CliRunner().invoke(main, ["bench", "e2e", str(runtime_bundle), "--quick", "--formats", "json", "--workers", "2", "--no-peer",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "e2e.json").read_text())
+    assert data["workers"] == 2 and {r["system"] for r in data["results"]} == {"linewatch x2"}
+    for r in data["results"]:  # machines under plant/g0/ and plant/g1/, one worker each: every window scored once
+        assert r["windows_expected"] >= 4 * 5 and r["lost"] == 0, r
+    assert "--workers 2" in (out / "e2e.md").read_text()
+    refused = CliRunner().invoke(main, ["bench", "e2e", str(runtime_bundle), "--quick", "--formats", "json,tag", "--workers", "2"])
+    assert refused.exit_code == 2 and "json only" in refused.output
