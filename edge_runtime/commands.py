@@ -129,6 +129,8 @@ def run(config_path, check, host, port, client_id, bundle, metrics_port, latency
     try:
         config = load_config(config_path, overrides)
         if workers > 1:
+            if worker is not None:
+                raise click.UsageError("--worker K runs one worker; --workers N starts N of them: give one of the two")
             _supervise(config, config_path, options, log_level, workers, check)
             return
         config = for_worker(config, worker)

@@ -22,7 +22,7 @@ from edge_runtime.contract.alarms import AlarmConfig
 from edge_runtime.contract.errors import ConfigError
 from edge_runtime.contract.settings import setting
 from edge_runtime.delivery.outbox import SYNC_MODES
-from edge_runtime.ingest.topics import template_for
+from edge_runtime.ingest.topics import SHARED_PREFIX, template_for
 from edge_runtime.state import state_directory
 
 if sys.version_info >= (3, 11):
@@ -427,7 +427,6 @@ SECTIONS = (("broker", BrokerConfig), ("runtime", RuntimeConfig), ("sparkplug", 
 
 
 WORKER_FIELD = "{worker}"  # in an input topic: the worker's index (NATS partitions, static filters per worker)
-SHARED_PREFIX = "$share/"  # an MQTT 5 shared subscription: the broker hands each message to one of the group
 
 
 def partitioned(config: Config) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 SPARKPLUG_NAMESPACE = "spBv1.0"
+SHARED_PREFIX = "$share/"  # an MQTT 5 shared subscription: the broker hands each message to one member of the group
 SPARKPLUG_NODE_KINDS = ("NBIRTH", "NDATA", "NDEATH", "NCMD")
 SPARKPLUG_DEVICE_KINDS = ("DBIRTH", "DDATA", "DDEATH", "DCMD")
 
@@ -25,7 +26,7 @@ class TopicTemplate:
     def __init__(self, template: str) -> None:
         """Refuses (``ValueError``) a field that is not a whole level, wildcards, repeated fields, or no stream field."""
         share = ""
-        if template.startswith("$share/"):
+        if template.startswith(SHARED_PREFIX):
             _, group, rest = (template.split("/", 2) + ["", ""])[:3]
             if not group or any(c in group for c in "+#{}") or not rest:
                 raise ValueError(f"topic template {template!r}: a shared subscription is $share/<group>/<topic>")
