@@ -168,7 +168,8 @@ def stored(outbox: Path) -> int:
 
 def worker_pid(supervisor: subprocess.Popen, k: int) -> int:
     """The process id of a supervisor's worker ``k``."""
-    found = subprocess.run(["pgrep", "-P", str(supervisor.pid), "-f", "--", f"--worker {k}$"], capture_output=True, text=True).stdout.split()
+    children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children").read_text().split()
+    found = [pid for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[-2:] == [b"--worker", str(k).encode()]]
     assert len(found) == 1, found
     return int(found[0])
 
