@@ -63,6 +63,8 @@ class Metrics:
         streams = GaugeMetricFamily("linewatch_streams", "Streams held (at most runtime.max_streams)", labels=["model"])
         evicted = CounterMetricFamily("linewatch_streams_evicted", "Streams forgotten after runtime.stream_idle_s without samples",
                                       labels=["model"])
+        quiet = GaugeMetricFamily("linewatch_streams_quiet", "Streams held without a sample for runtime.silent_after_s: a machine "
+                                  "that stopped, or a stream now owned by another worker", labels=["model"])
         gaps = CounterMetricFamily("linewatch_sample_gaps", "Steps in a stream's sample times longer than 1.5 sample periods "
                                    "(samples lost before linewatch, e.g. dropped by the broker)", labels=["model"])
         refused = CounterMetricFamily("linewatch_reloads_refused", "Bundle reloads refused (the old bundle kept running)", labels=["model"])
@@ -79,11 +81,12 @@ class Metrics:
             drifting.add_metric([name], m["drifting"])
             streams.add_metric([name], m["streams"])
             evicted.add_metric([name], m["streams_evicted"])
+            quiet.add_metric([name], m["streams_quiet"])
             gaps.add_metric([name], m["gaps"])
             refused.add_metric([name], m["reloads_refused"])
             commissioning.add_metric([name, "learning"], m["commissioning"])
             commissioning.add_metric([name, "learned"], m["commissioned"])
-        yield from (windows, misses, drops, alarms, drifting, streams, evicted, gaps, refused, commissioning)
+        yield from (windows, misses, drops, alarms, drifting, streams, evicted, quiet, gaps, refused, commissioning)
         yield CounterMetricFamily("linewatch_events_stored", "Durable events (alarm transitions) written to the outbox",
                                   value=snap["events_stored"])
         yield CounterMetricFamily("linewatch_events_published", "Durable events (alarm transitions) handed to the broker, each once",

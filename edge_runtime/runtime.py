@@ -119,7 +119,8 @@ class Runtime:
                 m.config.name: {"scored": m.scored, "deadline_misses": m.deadline_misses, "shed": m.batcher.shed,
                                 "failed": m.batcher.failed, "undecided": m.undecided, "unseen": m.unseen,
                                 "alarms_active": m.streams.alarms_active(), "drifting": m.streams.drifting(), "streams": len(m.streams),
-                                "streams_evicted": m.streams.evicted, "gaps": m.streams.gaps(), "reloads_refused": m.reloads_refused,
+                                "streams_evicted": m.streams.evicted, "streams_quiet": m.streams.quiet, "gaps": m.streams.gaps(),
+                                "reloads_refused": m.reloads_refused,
                                 "commissioning": len(m.commissioning.learning) if m.commissioning else 0,
                                 "commissioned": len(m.commissioning.learned) if m.commissioning else 0}
                 for m in self.models
@@ -208,7 +209,8 @@ class Runtime:
         streams that went quiet; evict idle streams. Survives any error.
         """
         r = self.config.runtime
-        sweep_every = min(60.0, r.stream_idle_s / 2) if r.stream_idle_s else float("inf")
+        sweep_every = min(60.0, *(limit / 2 for limit in (r.stream_idle_s, r.silent_after_s) if limit)) \
+            if r.stream_idle_s or r.silent_after_s else float("inf")
         last_sweep = time.monotonic()
         poll = min(r.reload_poll_s, r.reorder_s) if r.reorder_s else r.reload_poll_s
         watchdog = systemd.watchdog_interval()
@@ -238,7 +240,7 @@ class Runtime:
                     last_sweep = time.monotonic()
                     with self.ingest_lock:
                         for runner in self.models:
-                            runner.evict_idle(r.stream_idle_s)
+                            runner.evict_idle(r.stream_idle_s, r.silent_after_s)
                 self.thresholds.flush()  # what commissioning learned since the last turn, in one write
             except Exception:  # the watcher must outlive anything a bundle or the disk does to it
                 self.watch_errors += 1

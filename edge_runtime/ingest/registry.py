@@ -50,6 +50,7 @@ class StreamRegistry:
         self.clock = clock or time.monotonic
         self.states: dict[str, StreamState] = {}
         self.evicted = 0
+        self.quiet = 0  # streams held that sent nothing for the quiet time, at the last sweep
         self.evicted_gaps = 0  # gaps counted by evicted streams, so the total never goes down
 
     def get(self, key: str, key_fields: tuple[str, ...] = ()) -> StreamState:
@@ -94,19 +95,23 @@ class StreamRegistry:
         """Gaps in sample time seen by all streams, evicted ones included."""
         return self.evicted_gaps + sum(state.ring.gaps for state in self)
 
-    def evict_idle(self, idle_s: float) -> list[str]:
-        """Forget streams that received no sample for ``idle_s`` seconds (as seen by successive sweeps); returns their keys.
+    def evict_idle(self, idle_s: float, quiet_s: float = 0.0) -> list[str]:
+        """Forget streams that received no sample for ``idle_s`` seconds (as seen by successive sweeps; 0: never); returns
+        their keys. Streams kept but quiet for ``quiet_s`` (0: not counted) are counted in :attr:`quiet`.
 
         Call it regularly (the runtime does, holding the ingest lock); a stream counts as quiet
         from the first sweep that saw no new sample on it.
         """
-        now, gone = self.clock(), []
+        now, gone, quiet = self.clock(), [], 0
         for state in self:
             last = state.ring.last_time
             if last != state.seen_time:
                 state.seen_time, state.quiet_since = last, now
-            elif now - state.quiet_since >= idle_s:
+            elif idle_s and now - state.quiet_since >= idle_s:
                 gone.append(state)
+            elif quiet_s and now - state.quiet_since >= quiet_s:
+                quiet += 1
+        self.quiet = quiet
         for state in gone:
             del self.states[state.key]
             self.evicted_gaps += state.ring.gaps

@@ -94,11 +94,11 @@ class ModelRunner:
             return None
         return DriftRule(float(reference), d.windows, d.raise_share, d.clear_share)
 
-    def evict_idle(self, idle_s: float) -> int:
+    def evict_idle(self, idle_s: float, quiet_s: float = 0.0) -> int:
         """Forget streams that sent nothing for ``idle_s`` (call it holding the ingest lock), with their commissioning in
-        progress; returns how many.
+        progress; returns how many. Those quiet for ``quiet_s`` are counted (``streams.quiet``).
         """
-        gone = self.streams.evict_idle(idle_s)
+        gone = self.streams.evict_idle(idle_s, quiet_s)
         if gone and self.commissioning is not None:
             self.commissioning.forget(gone)
         return len(gone)

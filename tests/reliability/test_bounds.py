@@ -63,15 +63,36 @@ def test_idle_streams_are_evicted_and_make_room(runtime_bundle):
     assert len(registry.evict_idle(60)) == 2 and len(registry) == 0
 
 
+def test_quiet_streams_are_counted_until_they_are_evicted_and_never_evicted_at_zero(runtime_bundle):
+    now = [0.0]
+    registry = StreamRegistry(load_bundle(runtime_bundle), lambda: Alarm(2, 3, 3, 0.1), clock=lambda: now[0])
+    for key in ("a", "b"):
+        registry.get(key).ring.push(1.0, [0.0] * len(FEATURES))
+    assert registry.evict_idle(0, quiet_s=10) == [] and registry.quiet == 0  # the first sweep notes what it saw
+    now[0] = 5
+    registry["a"].ring.push(2.0, [0.0] * len(FEATURES))
+    registry.evict_idle(0, quiet_s=10)
+    now[0] = 12
+    assert registry.evict_idle(0, quiet_s=10) == [] and registry.quiet == 1  # b went quiet (moved away, or stopped); 0: kept
+    now[0] = 16
+    assert registry.evict_idle(0, quiet_s=10) == [] and registry.quiet == 2
+    registry["b"].ring.push(2.0, [0.0] * len(FEATURES))  # b is back
+    assert registry.evict_idle(30, quiet_s=10) == [] and registry.quiet == 1
+    now[0] = 40
+    assert registry.evict_idle(30, quiet_s=10) == ["a"] and registry.quiet == 1  # a evicted, no longer counted; b quiet
+
+
 def test_samples_lost_upstream_show_as_counted_gaps(runtime_bundle):
     bundle = load_bundle(runtime_bundle)
-    registry = StreamRegistry(bundle, lambda: Alarm(2, 3, 3, 0.1), clock=lambda: 0.0)
+    now = [0.0]
+    registry = StreamRegistry(bundle, lambda: Alarm(2, 3, 3, 0.1), clock=lambda: now[0])
     ring, period = registry.get("a").ring, bundle.sample_period
     for k in (0, 1, 2, 5, 6, 7, 9):  # samples 3, 4 and 8 never arrived
         ring.push(1.7e9 + k * period, [0.0] * len(FEATURES))
     assert registry.gaps() == 2
-    registry.evict_idle(0)  # the first sweep notes the stream's last sample, the next finds it quiet
-    registry.evict_idle(0)
+    registry.evict_idle(1.0)  # the first sweep notes the stream's last sample, the next finds it quiet
+    now[0] = 1.0
+    registry.evict_idle(1.0)
     assert len(registry) == 0 and registry.gaps() == 2  # the count outlives the stream
 
 
