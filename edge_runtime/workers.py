@@ -9,6 +9,7 @@ MQTT 5 shared subscription), never from this process. The supervisor:
   (then it says ``READY=1`` itself) and when one stops pinging its watchdog (then it kills that worker);
 - restarts a worker that exits or is killed, after a back-off that doubles from 1 s to 30 s (reset once
   the worker has run for a minute), and counts the restarts in its ``STATUS=`` line and log;
+- passes SIGHUP on to every worker (``systemctl reload``: each reloads its bundles);
 - on SIGTERM or SIGINT, passes SIGTERM to every worker, waits for them within their own shutdown
   budget, then kills what is left.
 """
@@ -78,6 +79,7 @@ class Supervisor:
     def run(self) -> int:
         """Start every worker and supervise them until SIGTERM or SIGINT; returns the exit status (0 after a clean stop)."""
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._reload)
         try:
             for worker in self.workers:
                 self._start(worker)
@@ -94,6 +96,12 @@ class Supervisor:
 
     def _stop(self, signum, frame) -> None:
         self.stopping = True
+
+    def _reload(self, signum, frame) -> None:
+        """SIGHUP (``systemctl reload``): every running worker reloads its bundles."""
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     def _start(self, worker: Worker) -> None:
         worker.process = subprocess.Popen(worker.argv, env=worker.env)
