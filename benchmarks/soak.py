@@ -26,7 +26,6 @@ import argparse
 import errno
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import write_results
 from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.delivery.outbox import Outbox
 from linewatch.localbroker import free_port, start_mosquitto
 from train.simulate import simulate_plant
 
@@ -197,13 +197,11 @@ def rss_mb(pid: int) -> float:
 
 def outbox_rows(path: Path) -> tuple[int, set[str]]:
     """``(stored ever, ids still pending)`` read from the outbox file (the runtime holding it is stopped or dead)."""
-    db = sqlite3.connect(path)
+    outbox = Outbox(path)
     try:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        pending = {orjson.loads(payload)["id"] for (payload,) in db.execute("SELECT payload FROM events")}
+        return outbox.stored_ever(), {orjson.loads(payload)["id"] for _, _, payload in outbox.pending(limit=outbox.depth())}
     finally:
-        db.close()
-    return (row[0] if row else 0), pending
+        outbox.close()
 
 
 class Runtime:
@@ -350,7 +348,7 @@ def _drive(runtime: Runtime, broker: Broker, subscriber: Subscriber, disk: Disk,
             "store_failed": int(runtime.total('linewatch_events_dropped_total{reason="store_failed"}')),
             "dropped_outbox_full": int(runtime.total('linewatch_events_dropped_total{reason="outbox_full"}')),
             "store_errors_logged": store_failures, "unstored_peak": int(unstored_peak),
-            "rss_first_minute_mb": round(sum(first) / len(first), 1), "rss_last_minute_mb": round(sum(last) / len(last), 1),
+            "rss_first_minute_mb": round(sum(first) / max(len(first), 1), 1), "rss_last_minute_mb": round(sum(last) / max(len(last), 1), 1),
             "batches_scored": int(runtime.total("linewatch_inference_seconds_count")),
             **{k: round(v, 3) for k, v in means.items()}, "memory": memory}
 

@@ -106,6 +106,12 @@ class Outbox:
         with self.lock:
             return self.db.execute("SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
 
+    def stored_ever(self) -> int:
+        """Events this outbox file ever stored, by every process that held it (its AUTOINCREMENT sequence)."""
+        with self.lock:
+            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return row[0] if row else 0
+
     def depth(self) -> int:
         """How many events wait for acknowledgement (still reported after :meth:`close`)."""
         return self.rows

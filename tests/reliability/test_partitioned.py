@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_runtime.delivery.outbox import Outbox
 from helpers import FEATURES, FLAP_THRESHOLD, TEST_DATA, need, wait_for
 from linewatch.localbroker import free_port
 from mqtt_helpers import NATS_SERVER, Collector, NatsCluster
@@ -156,14 +156,13 @@ def complete_streams(collector: Collector, prefix: str) -> set[str]:
     return {stream for stream, ends in scored_windows(collector, prefix).items() if len(ends) == WINDOWS}
 
 
-def stored(outbox: Path) -> int:
-    """Durable events an outbox ever stored (its own sequence)."""
-    db = sqlite3.connect(outbox)
+def stored(path: Path) -> int:
+    """Durable events an outbox ever stored."""
+    outbox = Outbox(path)
     try:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return outbox.stored_ever()
     finally:
-        db.close()
-    return row[0] if row else 0
+        outbox.close()
 
 
 def worker_pid(supervisor: subprocess.Popen, k: int) -> int:

@@ -238,3 +238,13 @@ def test_outbox_sync_modes_store_and_count(tmp_path, sync):
     assert Outbox(tmp_path / "o.sqlite", sync=sync).depth() == 1
     with pytest.raises(ValueError, match="sync"):
         Outbox(tmp_path / "p.sqlite", sync="off")
+
+
+def test_the_outbox_counts_what_it_ever_stored_across_processes(tmp_path):
+    first = Outbox(tmp_path / "o.sqlite")
+    first.remove_many(first.add_many([("t", b"1"), ("t", b"2"), ("t", b"3")])[:2])
+    first.close()
+    again = Outbox(tmp_path / "o.sqlite")  # another process opening the same file
+    again.add_many([("t", b"4")])
+    assert again.stored_ever() == 4 and again.depth() == 2
+    again.close()
