@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("hdrh", reason="needs hdrhistogram (the bench extra)")
+pytestmark = pytest.mark.slow  # each drives a whole benchmark through mosquitto
 
 from linewatch.cli import main  # noqa: E402
 

@@ -33,6 +33,7 @@ def fast_bundle(tmp_path_factory):
     return committed_bundle("fast", tmp_path_factory.mktemp("fast_bundle"))
 
 
+@pytest.mark.slow
 def test_events_flow_again_within_seconds_after_an_overload(broker, fast_bundle, tmp_path):
     config = flapping_config(broker.port, fast_bundle, tmp_path, publish_scores=True, queue_windows=1024)
     config.models[0].inputs[0].qos = 0
