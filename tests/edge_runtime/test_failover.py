@@ -1,6 +1,7 @@
 """Broker failover: when the broker a runtime is connected to dies, it moves to the next one configured."""
 
 import orjson
+import pytest
 
 from edge_runtime.contract.bundle import load_bundle
 from edge_runtime.runtime import Runtime
@@ -8,6 +9,7 @@ from helpers import runtime_config, wait_for
 from mqtt_helpers import Collector, Mosquitto, client
 
 
+@pytest.mark.slow
 def test_the_runtime_moves_to_the_next_broker_when_its_broker_dies(mosquitto_path, runtime_bundle, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -12,6 +12,7 @@ import math
 import os
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,6 +53,7 @@ def check_time_in_window(t: float) -> None:
     assert math.isfinite(t) and -WINDOW[0] <= t - NOW <= WINDOW[1]
 
 
+@pytest.mark.slow
 @FUZZ
 @given(payloads)
 def test_json_decoder_refuses_by_kind_or_returns_a_clean_sample(payload):
@@ -66,6 +68,7 @@ def test_json_decoder_refuses_by_kind_or_returns_a_clean_sample(payload):
     assert all(kind in NOTES for kind, _ in notes)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.one_of(payloads, st.fixed_dictionaries({"value": values}, optional={"ts": times}).map(orjson.dumps), numbers.map(orjson.dumps)))
 def test_tag_decoder_refuses_by_kind_or_returns_a_clean_value(payload):
@@ -82,6 +85,7 @@ chunks = st.fixed_dictionaries({}, optional={"t0": times, "dt": st.one_of(number
                                              "values": st.one_of(values, st.lists(st.lists(numbers, min_size=0, max_size=4), max_size=4))})
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.one_of(payloads, chunks.map(lambda c: orjson.dumps(c, option=orjson.OPT_SERIALIZE_NUMPY))))
 def test_chunk_decoder_refuses_by_kind_or_returns_clean_rows(payload):

@@ -31,6 +31,7 @@ def tls_case(tmp_path, case: str):
     return broker, {"tls": True, "ca_file": str(pki / "ca.crt")}, "tls_verify", "does not name '127.0.0.1'"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["wrong_ca", "name_mismatch", "plain_to_tls", "tls_to_plain"])
 def test_connection_failures_are_logged_once_with_their_cause(mosquitto_path, runtime_bundle, tmp_path, caplog, case):
     broker, settings, reason, words = tls_case(tmp_path, case)

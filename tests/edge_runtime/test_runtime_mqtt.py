@@ -118,6 +118,7 @@ def test_json_samples_raise_and_clear_alarms_for_injected_faults(broker, runtime
     collector.close()
 
 
+@pytest.mark.slow
 def test_tag_and_chunk_payloads_raise_alarms(broker, runtime_bundle, tmp_path, plant):
     inputs = [{"topic": "plant/{machine}/tags/{tag}", "format": "tag", "qos": 1, "staleness_s": 1.5},
               {"topic": "plant/{machine}/chunks", "format": "chunk", "qos": 1}]
@@ -153,6 +154,7 @@ def fault_payloads(plant: pd.DataFrame, machine: str = "m1") -> list[tuple[str, 
             for r in part.itertuples(index=False)]
 
 
+@pytest.mark.slow
 def test_outbox_delivers_after_broker_outage_and_runtime_restart(mosquitto_path, runtime_bundle, tmp_path, plant):
     port = free_port()
     broker = Mosquitto(tmp_path, port).start()
@@ -406,6 +408,7 @@ def test_mutual_tls_and_password_authentication(tls_broker, runtime_bundle, tmp_
         refused.stop()
 
 
+@pytest.mark.slow
 def test_runtime_started_before_its_broker_connects_with_mqtt5_when_it_comes_up(mosquitto_path, runtime_bundle, tmp_path):
     import paho.mqtt.client as mqtt
 

@@ -160,6 +160,7 @@ def iso_ms(text: str) -> float:
     return pd.Timestamp(text).timestamp() * 1000
 
 
+@pytest.mark.slow
 def test_sparkplug_node_replays_a_csv_with_gaps_and_answers_rebirths(broker, runtime_bundle, tmp_path, plant_csv):
     from click.testing import CliRunner
 

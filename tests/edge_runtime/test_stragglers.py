@@ -85,7 +85,7 @@ def test_stragglers_cost_a_sample_and_a_reset_clock_is_followed(fmt, reorder_s):
     assert windows["reset"] >= 2 * ((N // 2 - 50) // 10 + 1) - 2
 
 
-@pytest.mark.parametrize("reorder_s", [0.0, 5.0])
+@pytest.mark.parametrize("reorder_s", [0.0, pytest.param(5.0, marks=pytest.mark.slow)])
 def test_stragglers_through_mosquitto(broker, runtime_bundle, tmp_path, reorder_s):
     """The scenario end to end: a straggling stream keeps its windows, a reset clock is followed."""
     from edge_runtime.contract.bundle import load_bundle

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from helpers import wait_for
 
 WORKER = textwrap.dedent("""
@@ -29,6 +31,7 @@ def files(folder, prefix: str) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.startswith(prefix))
 
 
+@pytest.mark.slow
 def test_the_supervisor_starts_restarts_reloads_and_stops_its_workers(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

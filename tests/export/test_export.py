@@ -44,6 +44,7 @@ def test_round_trip_train_export_score(kind, kind_bundles, plant_csv, plant_tabl
     assert set(scored["file"]) == {str(plant_csv)}
 
 
+@pytest.mark.slow
 def test_variants_record_parity_and_calibration_effect(kind_bundles, tmp_path):
     run_dir = kind_bundles["conv"][1].parent / "run_conv"
     bundle = load_bundle(export_run(run_dir, tmp_path / "b", fp16=True, int8=True, echo=lambda *_: None))
@@ -53,6 +54,7 @@ def test_variants_record_parity_and_calibration_effect(kind_bundles, tmp_path):
         assert set(artifact["parity"]["calibration"]) == {"quantiles_reference", "quantiles", "decision_flips"}
 
 
+@pytest.mark.slow
 def test_failed_parity_says_by_how_much_and_writes_nothing(kind_bundles, tmp_path):
     run_dir = kind_bundles["dense"][1].parent / "run_dense"
     with pytest.raises(ParityError, match=r"parity failed: worst error is [\d.e+]+x the fp32 tolerance \(rtol 1e-12\)"):
@@ -60,6 +62,7 @@ def test_failed_parity_says_by_how_much_and_writes_nothing(kind_bundles, tmp_pat
     assert not (tmp_path / "strict").exists() and not (tmp_path / "strict.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_int8_artifact_says_which_tolerance_would_pass(kind_bundles, tmp_path):
     import re
 

@@ -8,6 +8,7 @@ pytest.importorskip("hdrh", reason="needs hdrhistogram (the bench extra)")
 from linewatch.cli import main  # noqa: E402
 
 
+@pytest.mark.slow
 def test_bench_backends_measures_each_backend_in_its_own_process(runtime_bundle, tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["bench", "backends", str(runtime_bundle), "--backends", "onnxruntime-cpu,torch-pt2-cpu,tensorrt",

@@ -153,6 +153,7 @@ def test_events_the_broker_refuses_stay_in_the_outbox_counted_and_logged(mosquit
         broker.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("everything", [False, True], ids=["events", "every-feature"])
 def test_shutdown_keeps_its_timeout_when_the_broker_never_acknowledges(broker, runtime_bundle, tmp_path, flapping, everything):
     payloads, windows = flapping

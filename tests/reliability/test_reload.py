@@ -86,6 +86,7 @@ def test_the_watcher_survives_any_exception(broker, runtime_bundle, tmp_path, mo
         runtime.stop()
 
 
+@pytest.mark.slow
 def test_input_spec_changes_while_samples_pour_in_never_mix_layouts(runtime_bundle, other_bundles, tmp_path, flapping):
     payloads, _ = flapping
     current = tmp_path / "current"

@@ -7,6 +7,7 @@ and whatever could not be kept is counted (``events_dropped{reason="store_failed
 import sqlite3
 
 import orjson
+import pytest
 from reliability.test_sink import batch, make_sink, stop
 
 from edge_runtime.delivery import sink as sink_module
@@ -22,6 +23,7 @@ def sent_numbers(link) -> list[int]:
     return [event["n"] for event in link.events()]
 
 
+@pytest.mark.slow
 def test_a_full_database_keeps_events_in_memory_until_there_is_room(tmp_path):
     sink, link = make_sink(tmp_path / "o.sqlite")
     try:
@@ -58,6 +60,7 @@ class FailingConnection:
         return getattr(self.db, name)
 
 
+@pytest.mark.slow
 def test_an_io_error_is_rolled_back_and_retried(tmp_path):
     sink, link = make_sink(tmp_path / "o.sqlite")
     try:
@@ -87,6 +90,7 @@ def test_a_lock_held_by_another_process_is_waited_out(tmp_path):
         stop(sink)
 
 
+@pytest.mark.slow
 def test_beyond_the_memory_bound_the_oldest_unstored_events_are_dropped_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(sink_module, "MAX_UNSTORED", 5)
     sink, link = make_sink(tmp_path / "o.sqlite")

@@ -87,6 +87,7 @@ def test_conditions_only_with_the_conditional_kinds(regime_csv):
         tiny_detector("vae", conditions=["recipe"]).fit(read_table(regime_csv, series_column="machine"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dense", "vae"])
 def test_conditional_export_takes_window_and_condition_with_parity(kind, regime_csv, tmp_path):
     import onnxruntime as ort
@@ -116,6 +117,7 @@ def test_conditional_export_takes_window_and_condition_with_parity(kind, regime_
         export_run(tmp_path / "run", tmp_path / "trt", tensorrt=True)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_path):
     import json
 

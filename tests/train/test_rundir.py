@@ -48,6 +48,7 @@ def test_missing_pieces_are_named(run_dir, tmp_path):
         load_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_saving_a_model_does_not_import_matplotlib(kind_bundles, tmp_path):
     code = ("import sys, pickle\nfrom train.detector import AutoencoderDetector\n"
             f"d = AutoencoderDetector.load({str(kind_bundles['pca'][0].save(tmp_path / 'a'))!r})\n"

@@ -43,6 +43,7 @@ def _mean_exceedance(rng, method: str, parameter: float, n: int, sets: int = 200
     return float(np.mean(exceed))
 
 
+@pytest.mark.slow
 def test_the_other_methods_finite_sample_behaviour_at_a_one_percent_target(rng):
     # the plug-in quantiles (percentile, fpr) and POT promise more than small samples give, and converge with n
     for method, parameter in (("percentile", 99.0), ("fpr", 0.01), ("pot", 0.01)):
