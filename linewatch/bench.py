@@ -208,7 +208,7 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
 @click.option("--peer/--no-peer", default=True, show_default=True, help="Also drive benchmarks/naive_peer.py (JSON; needs torch and a checkout).")
 @click.option("--broker", default=None, help="HOST:PORT of a broker to use instead of starting mosquitto on loopback.")
 @click.option("--protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
-              help="The runtime's MQTT protocol (paho parses MQTT 5 properties on every message).")
+              help="The runtime's MQTT protocol.")
 @click.option("--score-events", type=click.Choice(["window", "grouped"]), default="window", show_default=True,
               help="The runtime's score_events: one event per window, or one linewatch.scores/1 message per stream per batch.")
 @click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")

@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from edge_runtime.config import BrokerConfig
 from edge_runtime.contract.errors import BrokerError
+from edge_runtime.delivery import publish_decoder
 from edge_runtime.delivery.linkerrors import classify, closed_before_connack, refused_by_broker
 from edge_runtime.throttle import Throttle
 
@@ -95,6 +96,7 @@ class Link:
     def _client(self) -> mqtt.Client:
         c = self.config
         persistent = c.session_expiry_s > 0
+        publish_decoder.install()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol,
                              clean_session=None if self.protocol == mqtt.MQTTv5 else not persistent)
         secure(client, c)
