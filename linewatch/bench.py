@@ -197,6 +197,17 @@ def plot_e2e(results: list[dict], ceiling: float, budget_ms: float, path: Path) 
     return path
 
 
+COST_COLUMNS = ["runtime CPU µs/msg", "runtime cores", "machine busy %", "msg/s per worker"]
+
+
+def cost_cells(result: dict) -> list[str]:
+    """A step's cost (:func:`linewatch.probe.usage`) as table cells; blank where it was not measured (the naive peer)."""
+    if "runtime_cores" not in result:
+        return [""] * len(COST_COLUMNS)
+    return [f"{result['runtime_cpu_us_per_msg']:.0f}", f"{result['runtime_cores']:.2f}", f"{result['machine_busy_pct']:.0f}",
+            " / ".join(f"{rate:,}" for rate in result["worker_msg_per_s"])]
+
+
 @bench.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, file_okay=False))
 @click.option("--rates", default="500,1000,2000,4000,8000,12000,16000", show_default=True, help="Offered MQTT messages per second.")
@@ -227,6 +238,7 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
 
     from linewatch import e2e as harness
     from linewatch.localbroker import free_port, stop_process
+    from linewatch.probe import RuntimeProbe
 
     bundle = load_bundle(bundle_path)
     rate_list = [float(r) for r in rates.split(",")]
@@ -258,12 +270,14 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
         metrics_port = free_port()
         config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events, format_list, workers)
         command = [sys.executable, "-m", "linewatch", "run", "-c", str(config), *(["--workers", str(workers)] if workers > 1 else [])]
-        runtime = harness.start_process(command, [f"http://127.0.0.1:{metrics_port + k}/metrics" for k in range(workers)], folder / "runtime.log")
+        urls = [f"http://127.0.0.1:{metrics_port + k}/metrics" for k in range(workers)]
+        runtime = harness.start_process(command, urls, folder / "runtime.log")
+        probe = RuntimeProbe(runtime.pid, urls)
         system = f"linewatch x{workers}" if workers > 1 else "linewatch"
         try:
             for fmt in format_list:
                 results += harness.sweep(system, fmt, rate_list, machines, seconds, chunk, bundle, t0, values, port, budget_s, collector, cursor,
-                                         click.echo, groups=workers)
+                                         click.echo, groups=workers, probe=probe)
         finally:
             stop_process(runtime)
         found = harness.peer_command(bundle, port) if peer else None
@@ -279,7 +293,8 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
     held = {f"{s} {f}": harness.highest_held([r for r in results if (r["system"], r["format"]) == (s, f)], budget_ms)
             for s, f in dict.fromkeys((r["system"], r["format"]) for r in results)}
     rows = [[r["system"], r["format"], f"{r['offered_msg_per_s']:,.0f}", f"{r['offered_samples_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-             f"{r['max_ms']:.1f}", f"{r['lost']} / {r['windows_expected']}", r["late"], f"{r['publisher_worst_lag_ms']:.0f}"] for r in results]
+             f"{r['max_ms']:.1f}", f"{r['lost']} / {r['windows_expected']}", r["late"], f"{r['publisher_worst_lag_ms']:.0f}",
+             *cost_cells(r)] for r in results]
     notes = (f"{machines} machines, {seconds:g} s per step, budget {budget_ms:g} ms, chunk {chunk} samples per message, score events "
              f"{score_events}; bare paho receive rate "
              f"{ceiling['receive_msg_per_s']:,.0f} msg/s (publisher {ceiling['publish_msg_per_s']:,.0f} msg/s). Highest rate held (p99 within the "
@@ -292,7 +307,7 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
     write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "score_events": score_events, "workers": workers,
                                   "chunk": chunk, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
                                   "results": results},
-                  ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms"],
-                  rows, notes, bundle_id=bundle.model_id)
+                  ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms",
+                   *COST_COLUMNS], rows, notes, bundle_id=bundle.model_id)
     figure = plot_e2e(results, ceiling["receive_msg_per_s"], budget_ms, folder / "e2e.png")
     click.echo(f"wrote {folder / 'e2e.json'}, {folder / 'e2e.md'}" + (f", {figure}" if figure else ""))

@@ -31,6 +31,7 @@ from edge_runtime.contract.bundle import Bundle
 from edge_runtime.contract.timeparse import to_seconds
 from edge_runtime.delivery.link import no_delay
 from linewatch.localbroker import start_mosquitto, stop_process
+from linewatch.probe import RuntimeProbe, usage
 
 TOPICS = {"json": "plant/{machine}/telemetry", "tag": "plant/{machine}/tags/{tag}", "chunk": "plant/{machine}/chunks",
           "sparkplug": "spBv1.0/e2e"}
@@ -266,8 +267,11 @@ def expected_windows(first: int, count: int, window: int, stride: int) -> np.nda
     return (k[(k + 1 >= window) & ((k + 1 - window) % stride == 0)] - first).astype(np.int64)
 
 
-def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: float, values: np.ndarray, port: int, budget_s: float) -> dict:
-    """Run one step and account for every window it should produce."""
+def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: float, values: np.ndarray, port: int, budget_s: float,
+                 probe: RuntimeProbe | None = None) -> dict:
+    """Run one step and account for every window it should produce; with a ``probe``, also what the step cost the runtime
+    and the machine (:func:`linewatch.probe.usage`).
+    """
     from hdrh.histogram import HdrHistogram
 
     nodes = edge_nodes(step, bundle.features) if step.fmt == "sparkplug" else None
@@ -279,7 +283,10 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
     collector.take()
     publisher = context.Process(target=publish_open_loop, args=(port, messages, step.rate, start, report, first))
     publisher.start()
+    time.sleep(max(0.0, start - time.time()))
+    begun = probe.read() if probe else None
     sent = report.get(timeout=step.seconds * 20 + 60)
+    loaded = probe.read() if probe else None
     publisher.join(10)
     quiet_since = time.time()
     deadline = quiet_since + max(5.0, 20 * budget_s)
@@ -288,6 +295,7 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
         if time.time() - max(collector.last_arrival, quiet_since) > 1.0:
             break
     rows, messages = collector.take()
+    cost = usage(begun, loaded, probe.read()) if probe else {}
     n = step.samples_per_machine
     ends = expected_windows(step.first_sample, n, bundle.window, bundle.stride)
     prefix = PREFIX[step.fmt]
@@ -314,7 +322,7 @@ def measure_step(step: Step, collector: EventCollector, bundle: Bundle, t0: floa
             "event_messages": messages,
             "lost": expected - len(latencies), "lost_examples": missing, "late": late, "p50_ms": histogram.get_value_at_percentile(50) / 1e3,
             "p99_ms": histogram.get_value_at_percentile(99) / 1e3, "max_ms": histogram.get_max_value() / 1e3,
-            "histogram": histogram.encode().decode() if latencies else ""}
+            "histogram": histogram.encode().decode() if latencies else "", **cost}
 
 
 class LocalBroker:
@@ -375,7 +383,8 @@ def start_process(command: list[str], ready_url: str | list[str] | None, log: Pa
 
 
 def sweep(system: str, fmt: str, rates: list[float], machines: int, seconds: float, chunk: int, bundle: Bundle, t0: float,
-          values: np.ndarray, port: int, budget_s: float, collector: EventCollector, cursor: dict, echo, groups: int = 1) -> list[dict]:
+          values: np.ndarray, port: int, budget_s: float, collector: EventCollector, cursor: dict, echo, groups: int = 1,
+          probe: RuntimeProbe | None = None) -> list[dict]:
     """Steps at rising rates until one loses more than half its windows or its p99 exceeds 20 budgets."""
     results = []
     if (system, fmt) not in cursor:  # fill every stream's first window before anything is measured
@@ -386,11 +395,13 @@ def sweep(system: str, fmt: str, rates: list[float], machines: int, seconds: flo
     for rate in rates:
         step = Step(system, fmt, rate, machines, seconds, chunk, cursor.get((system, fmt), 0), len(bundle.features), groups)
         step.seconds = max(seconds, step.seconds_for(5 * bundle.stride))  # at least five windows per machine, at slow rates too
-        result = measure_step(step, collector, bundle, t0, values, port, budget_s)
+        result = measure_step(step, collector, bundle, t0, values, port, budget_s, probe)
         cursor[(system, fmt)] = step.first_sample + step.samples_per_machine
         results.append(result)
         echo(f"  {system:<9} {fmt:<5} {rate:>8,.0f} msg/s  p50 {result['p50_ms']:7.2f}  p99 {result['p99_ms']:8.2f}  max {result['max_ms']:8.1f} ms  "
-             f"lost {result['lost']}/{result['windows_expected']}  late {result['late']}  publisher lag {result['publisher_worst_lag_ms']:.0f} ms")
+             f"lost {result['lost']}/{result['windows_expected']}  late {result['late']}  publisher lag {result['publisher_worst_lag_ms']:.0f} ms"
+             + (f"  runtime {result['runtime_cpu_us_per_msg']:.0f} µs/msg, {result['runtime_cores']:.2f} cores; machine {result['machine_busy_pct']:.0f}% busy"
+                if "runtime_cores" in result else ""))
         if result["lost"] > result["windows_expected"] / 2 or result["p99_ms"] > 20 * budget_s * 1e3:
             break
     return results

@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from helpers import wait_for
-from linewatch.localbroker import find_mosquitto, free_port, loopback_config, wait_for_port  # noqa: F401
+from linewatch.localbroker import NatsCluster, find_mosquitto, find_nats_server, free_port, loopback_config, wait_for_port  # noqa: F401
 
 MOSQUITTO = find_mosquitto()
-NATS_SERVER = shutil.which("nats-server") or next((p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.path.exists(p)), None)
+NATS_SERVER = find_nats_server()
 
 
 class Mosquitto:
@@ -46,77 +46,6 @@ class Mosquitto:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(5)
-
-
-class NatsCluster:
-    """``nodes`` nats-server processes clustered on loopback, each with JetStream and an MQTT listener (MQTT 3.1.1 only).
-
-    ``partitions`` > 0 adds a subject mapping that sends ``plant/<line>/<machine>/telemetry`` to
-    ``part/<k>/plant/<line>/<machine>/telemetry``, k = partition(partitions, line, machine): the broker decides which
-    worker owns each machine. MQTT sessions and retained messages are replicated on every node.
-    """
-
-    def __init__(self, folder: Path, nodes: int = 3, partitions: int = 0, replicas: int = 1) -> None:
-        self.folder = folder
-        self.mqtt_ports = [free_port() for _ in range(nodes)]
-        self.client_ports = [free_port() for _ in range(nodes)]
-        self.route_ports = [free_port() for _ in range(nodes)]
-        self.processes: list[subprocess.Popen | None] = [None] * nodes
-        mapping = ('mappings = { "plant.*.*.telemetry": '
-                   f'"part.{{{{partition({partitions},1,2)}}}}.plant.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.telemetry" }}\n') if partitions else ""
-        replicas_line = f", stream_replicas: {replicas}" if replicas > 1 else ""
-        for k in range(nodes):
-            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for j, p in enumerate(self.route_ports) if j != k)
-            (folder / f"nats-{k}.conf").write_text(
-                f"server_name: n{k}\nlisten: 127.0.0.1:{self.client_ports[k]}\n"
-                f'jetstream {{ store_dir: "{folder}/js-{k}" }}\n'
-                f"cluster {{ name: linewatch, listen: 127.0.0.1:{self.route_ports[k]}, routes: [{routes}] }}\n"
-                f"mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[k]}{replicas_line} }}\n" + mapping)
-
-    def start(self, k: int | None = None) -> NatsCluster:
-        """Start every node (or node ``k``), then wait until each accepts MQTT connections with its JetStream ready."""
-        for j in range(len(self.processes)) if k is None else [k]:
-            log = (self.folder / f"nats-{j}.log").open("ab")
-            self.processes[j] = subprocess.Popen([NATS_SERVER, "-c", str(self.folder / f"nats-{j}.conf")], stdout=log, stderr=log)
-        for j in range(len(self.processes)) if k is None else [k]:
-            wait_for_port(self.mqtt_ports[j], self.processes[j], timeout=30)
-        assert wait_for(self._mqtt_ready, 60), "the NATS cluster's MQTT did not become ready (JetStream meta leader, streams)"
-        return self
-
-    def _mqtt_ready(self) -> bool:
-        """Every running node takes an MQTT session (the first ones wait for JetStream's meta leader and MQTT streams)."""
-        for port, process in zip(self.mqtt_ports, self.processes):
-            if process is None or process.poll() is not None:
-                continue
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{port}", protocol=mqtt.MQTTv311)
-            connected = threading.Event()
-            c.on_connect = lambda client, userdata, flags, code, properties, done=connected: code == 0 and done.set()
-            try:
-                c.connect("127.0.0.1", port, keepalive=5)
-            except OSError:
-                return False
-            c.loop_start()
-            ok = connected.wait(5)
-            c.disconnect()
-            c.loop_stop()
-            if not ok:
-                return False
-        return True
-
-    def kill(self, k: int) -> None:
-        """SIGKILL node ``k``: a crash, not a shutdown."""
-        self.processes[k].kill()
-        self.processes[k].wait(10)
-
-    def stop(self) -> None:
-        """Stop every node."""
-        for process in self.processes:
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
 
 
 def client(port: int, client_id: str = "", protocol: int = mqtt.MQTTv5, **tls) -> mqtt.Client:
@@ -258,8 +187,6 @@ class FaultProxy:
 
 def make_pki(folder: Path, server_names: str = "DNS:localhost,IP:127.0.0.1", ca: str = "ca") -> Path:
     """A CA (``<ca>.crt``), a server certificate for ``server_names`` and a client certificate, made with openssl."""
-    import shutil
-
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make test certificates"
     folder.mkdir(parents=True, exist_ok=True)
