@@ -28,9 +28,10 @@ $(GATEWAY)/.installed: pyproject.toml
 	$(GATEWAY)/bin/pip install --quiet '.[test]'
 	touch $@
 
-# What the tests need from Debian: mosquitto (the broker), nats-server (a NATS cluster speaking MQTT, for the partitioned workers), systemd (systemd-analyze verifies the unit), util-linux
+# What the tests need from Debian: mosquitto (the broker), nats-server (a NATS cluster speaking MQTT, for the partitioned workers),
+# chromium (the status page's browser test, driven by Playwright), systemd (systemd-analyze verifies the unit), util-linux
 # (setpriv runs the runtime with file permissions binding). Installed only when missing.
-DEBIAN_NEEDS := mosquitto:/usr/sbin/mosquitto nats-server:/usr/sbin/nats-server systemd:/usr/bin/systemd-analyze util-linux:/usr/bin/setpriv
+DEBIAN_NEEDS := mosquitto:/usr/sbin/mosquitto nats-server:/usr/sbin/nats-server chromium:/usr/bin/chromium systemd:/usr/bin/systemd-analyze util-linux:/usr/bin/setpriv
 system-packages:
 	@missing=""; for need in $(DEBIAN_NEEDS); do test -x "$${need#*:}" || missing="$$missing $${need%%:*}"; done; \
 	if [ -n "$$missing" ]; then \

@@ -144,6 +144,10 @@ class RuntimeConfig:
     queue_windows: int = setting(1024, lo=1, help="pending windows per model before the stalest are shed")
     metrics_port: int = setting(0, lo=0, hi=65535, help="0: no metrics endpoint")
     metrics_host: str = setting("127.0.0.1", help="address the metrics endpoint listens on (loopback by default)")
+    status_port: int = setting(0, lo=0, hi=65535, help="0: no status page; else the live status page and /status.json on this port")
+    status_host: str = setting("127.0.0.1", help="address the status page listens on (loopback by default)")
+    status_token_file: str = setting("", help="file holding a token the status page asks for (?token=... or a Bearer header; "
+                                              "empty: none)")
     state_dir: str = setting("", help="absolute folder for what the runtime writes (outbox, learned thresholds); empty: "
                                       "$STATE_DIRECTORY from systemd, else /var/lib/linewatch for root, ~/.local/state/linewatch for others")
     outbox: str = setting("linewatch-outbox.sqlite", help="durable event outbox (SQLite): alarm transitions wait here for their "
@@ -455,6 +459,10 @@ def for_worker(config: Config, worker: int | None) -> Config:
         if r.metrics_port + worker > 65535:
             raise ConfigError(f"runtime.metrics_port: {r.metrics_port} + worker {worker} is not a port")
         r.metrics_port += worker
+    if r.status_port:
+        if r.status_port + worker > 65535:
+            raise ConfigError(f"runtime.status_port: {r.status_port} + worker {worker} is not a port")
+        r.status_port += worker
     for model in derived.models:
         for entry in model.inputs:
             entry.topic = entry.topic.replace(WORKER_FIELD, str(worker))

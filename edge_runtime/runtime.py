@@ -65,6 +65,7 @@ class Runtime:
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.metrics_server = None
+        self.status_server = None
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     # -- wiring ----------------------------------------------------------------------------
@@ -158,17 +159,36 @@ class Runtime:
             subscriptions.append((self.control_topic, 1))
         return Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked, max_packet)
 
+    def _status_server(self):
+        """The status page's server, bound (not serving yet); its token file is read here."""
+        from edge_runtime.status.server import StatusServer
+        from edge_runtime.status.snapshot import StatusSnapshot
+
+        r = self.config.runtime
+        token = None
+        if r.status_token_file:
+            try:
+                token = Path(r.status_token_file).read_text().strip()
+            except OSError as error:
+                raise ConfigError(f"runtime.status_token_file: cannot read {r.status_token_file}: {error.strerror}") from None
+            if not token:
+                raise ConfigError(f"runtime.status_token_file: {r.status_token_file} is empty")
+        return StatusServer(StatusSnapshot(self), r.status_host, r.status_port, token)
+
     def preflight(self) -> None:
         """Everything ``start`` would do short of connecting (bundles and backends are already loaded by now):
-        the metrics port can be bound, TLS files and the password can be read. Raises a :class:`LinewatchError`.
+        the metrics and status ports can be bound, TLS files, the password and the status token can be read. Raises a :class:`LinewatchError`.
         """
         r = self.config.runtime
-        if r.metrics_port:
-            try:
-                with socket.create_server((r.metrics_host, r.metrics_port)):
-                    pass
-            except OSError as error:
-                raise ConfigError(f"runtime.metrics_port: cannot listen on {r.metrics_host}:{r.metrics_port}: {error.strerror}") from None
+        for name, host, port in (("metrics_port", r.metrics_host, r.metrics_port), ("status_port", r.status_host, r.status_port)):
+            if port:
+                try:
+                    with socket.create_server((host, port)):
+                        pass
+                except OSError as error:
+                    raise ConfigError(f"runtime.{name}: cannot listen on {host}:{port}: {error.strerror}") from None
+        if r.status_port:
+            self._status_server().httpd.server_close()  # the token file can be read
         self._link()
 
     def release(self) -> None:
@@ -189,6 +209,9 @@ class Runtime:
                 self.metrics_server = start_http_server(r.metrics_port, addr=r.metrics_host, registry=self.metrics.registry)
             except OSError as error:
                 raise ConfigError(f"runtime.metrics_port: cannot listen on {r.metrics_host}:{r.metrics_port}: {error.strerror}") from None
+        if r.status_port:
+            self.status_server = self._status_server()
+            self.status_server.start()
         for runner in self.models:
             runner.start()
         self.sink.start()
@@ -276,10 +299,11 @@ class Runtime:
         systemd.notify("STOPPING=1")
         deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
         link_share = min(2.0, self.config.runtime.shutdown_timeout_s / 5)  # kept back to publish "offline"
-        metrics_stopping = None
-        if self.metrics_server is not None:  # its loop notices a shutdown only every half second: stopped meanwhile
-            metrics_stopping = threading.Thread(target=self.metrics_server[0].shutdown, name="linewatch-metrics-stop", daemon=True)
-            metrics_stopping.start()
+        # the HTTP servers' loops notice a shutdown only every half second: stopped meanwhile
+        stoppers = [stop for stop in (self.metrics_server and self.metrics_server[0].shutdown, self.status_server and self.status_server.stop) if stop]
+        servers_stopping = [threading.Thread(target=stop, name="linewatch-http-stop", daemon=True) for stop in stoppers]
+        for thread in servers_stopping:
+            thread.start()
         for runner in self.models:
             runner.stop(deadline - link_share)
         self.thresholds.flush()
@@ -290,8 +314,8 @@ class Runtime:
             self.sparkplug.stop(deadline - link_share / 2)  # its NDEATH, then the link's "offline" in what is left
         if self.link is not None:
             self.link.stop(max(0.1, deadline - time.monotonic()))
-        if metrics_stopping is not None:
-            metrics_stopping.join(max(0.0, deadline - time.monotonic()))
+        for thread in servers_stopping:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if not self.sink.thread.is_alive():
             self.outbox.close()
 

@@ -226,10 +226,12 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         amqtt = broker_name.startswith("amqtt")
         qos = 0 if amqtt else 1  # amqtt loses QoS 1 messages under load; demo rates only
         data_input = {"topic": "spBv1.0/plant", "format": "sparkplug"} if sparkplug else {"topic": "plant/{line}/{machine}/telemetry", "qos": qos}
+        status_port = free_port()
         config = parse_config({
             "broker": {"port": port, "client_id": "linewatch-demo", "reconnect_min_s": 0.5, "reconnect_max_s": 2.0},
             # a replay of simulated history (2026-02-01): sample times older than the default week are accepted
-            "runtime": {"outbox": str(out / "outbox.sqlite"), "publish_scores": True, "latency_budget_ms": 100.0, "max_past_s": 1e10},
+            "runtime": {"outbox": str(out / "outbox.sqlite"), "publish_scores": True, "latency_budget_ms": 100.0, "max_past_s": 1e10,
+                        "status_port": status_port},
             "sparkplug": {"enabled": sparkplug, "group": "linewatch"},
             "models": [{"name": "pumps", "bundle": str(bundle), "inputs": [data_input]}],
         })
@@ -241,6 +243,7 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
         state = LiveState(threshold=runtime.models[0].threshold)
         listener = _subscribe(port, state, stack)
         send = _edge_node(port, sorted(test_frame.machine.unique()), stack) if sparkplug else _json_sender(port, qos, stack)
+        echo(f"    status page: http://127.0.0.1:{status_port}/ (served while the replay runs)")
         echo(f"5/5 replaying {s.test_rows} s of the test period with {len(faults)} injected faults at {s.rate:.0f}x real time"
              + (" as Sparkplug B edge node plant/line1" if sparkplug else ""))
         _replay(send, test_frame, s, state, broker_name, live)

@@ -51,14 +51,19 @@ def saturate(value: float) -> float:
     return -F32_MAX if value < 0 else F32_MAX
 
 
+def top_features(features: list[str], feature_error, top: int = 3) -> list[dict]:
+    """The ``top`` features with the largest errors, largest first, as ``{"name", "error"}`` (errors saturated)."""
+    errors = [saturate(e) for e in feature_error]
+    order = sorted(range(len(features)), key=lambda j: -errors[j])[:top]
+    return [{"name": features[j], "error": errors[j]} for j in order]
+
+
 def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[float, float], score: float, threshold: float,
                features: list[str], feature_error, latency_s: float, top: int = 3) -> dict:
     """One event: id, kind, stream, model and bundle id, window span, score, threshold,
     the top contributing features with their errors, and end-to-end latency so far. Scores and
     errors beyond float32 (inputs far outside the training range) are saturated, never ``null``.
     """
-    errors = [saturate(e) for e in feature_error]
-    order = sorted(range(len(features)), key=lambda j: -errors[j])[:top]
     window_end = iso(span[1])
     return {
         "schema": SCHEMA,
@@ -72,7 +77,7 @@ def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[fl
         "window_end": window_end,
         "score": saturate(score),
         "threshold": float(threshold),
-        "top_features": [{"name": features[j], "error": errors[j]} for j in order],
+        "top_features": top_features(features, feature_error, top),
         "latency_ms": round(float(latency_s) * 1000, 3),
         "emitted_at": iso(time.time()),
     }

@@ -22,7 +22,7 @@ from edge_runtime.scoring.drift import DriftWatch
 class StreamState:
     """Everything linewatch keeps for one stream key."""
 
-    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels", "conditions")
+    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels", "conditions", "view")
 
     def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float, labels: dict | None = None,
                  conditions: np.ndarray | None = None) -> None:
@@ -35,6 +35,7 @@ class StreamState:
         self.drift = DriftWatch()
         self.aligner: TagAligner | None = None  # created by the first tag message
         self.seen_time, self.quiet_since = ring.last_time, now  # for idle eviction (the sweep's, not the hot path's)
+        self.view = None  # what the status page shows of it (edge_runtime.status.view), when the page is on
 
 
 class StreamRegistry:

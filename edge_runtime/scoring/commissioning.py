@@ -155,6 +155,14 @@ class Commissioning:
                  "" if supported else " (fewer than the target rate needs: the largest score is used)")
         return threshold
 
+    def progress(self, key: str, sample_time: float) -> float | None:
+        """How far the stream is through commissioning (0 to 1) at this sample time, or None when it is not learning."""
+        state = self.learning.get(key)
+        if state is None:
+            return None
+        by_time = (sample_time - state.started) / self.period_s if self.period_s else 1.0
+        return max(0.0, min(1.0, state.count / self.min_windows, by_time))
+
     def restart(self, keys: list[str]) -> None:
         """Commission these streams again (their learned thresholds are forgotten)."""
         with self.lock:

@@ -30,6 +30,7 @@ from edge_runtime.scoring.backends import create_backend
 from edge_runtime.scoring.batcher import Batcher, WindowBatch
 from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore
 from edge_runtime.scoring.drift import REFERENCE_QUANTILE, DriftRule
+from edge_runtime.status.view import StreamView
 
 log = logging.getLogger("linewatch.model")
 
@@ -59,6 +60,7 @@ class ModelRunner:
         """
         self.observer = observer
         self.config, self.runtime = config, runtime
+        self.status_page = runtime.status_port > 0  # keep each stream's recent scores for the page
         self.thresholds = thresholds or ThresholdStore(Path(runtime.thresholds_file) if runtime.thresholds_file else None)
         self.sink, self.metrics = sink, metrics
         self.ingest_lock = ingest_lock or threading.Lock()
@@ -262,6 +264,10 @@ class ModelRunner:
                     events.append(Outgoing(topic, orjson.dumps(event), batch.arrivals[i], kind != "score"))
                 if self.observer is not None and (kinds or grouped):
                     self._observe(stream, score, threshold, batch.ends[i])
+                if self.status_page:
+                    if stream.view is None:
+                        stream.view = StreamView()
+                    stream.view.record(batch.ends[i], score, threshold, kinds, features, errors[k])
             except Exception as error:  # one window's bad data must not cost the other machines their events
                 alarm.restore(before)
                 stream.drift.restore(drift_before)

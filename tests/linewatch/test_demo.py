@@ -31,9 +31,23 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.slow
 def test_quick_demo_detects_faults_and_stops_everything(mosquitto_path, tmp_path):
+    import re
+    import urllib.request
+
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "linewatch", "demo", "--quick", "-o", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    demo = subprocess.Popen([sys.executable, "-m", "linewatch", "demo", "--quick", "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in demo.stdout:  # the page is served from the line that names it until the replay ends
+        lines.append(line)
+        address = re.search(r"status page: (http://127\.0\.0\.1:\d+/)", line)
+        if address:
+            status = json.loads(urllib.request.urlopen(address.group(1) + "status.json", timeout=10).read())
+            assert status["schema"] == "linewatch.status/1" and status["models"][0]["name"] == "pumps"
+            break
+    stdout, stderr = demo.communicate(timeout=300)
+    result = subprocess.CompletedProcess(demo.args, demo.returncode, "".join(lines) + stdout, stderr)
+    assert address, result.stdout
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["faults injected"] == 6 and summary["faults detected"] >= 4
