@@ -225,11 +225,12 @@ def cost_cells(result: dict) -> list[str]:
 @click.option("--ceiling-seconds", default=3.0, show_default=True, help="Length of the bare paho receive measurement (20,000 msg/s offered).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Run the runtime as N workers (run --workers N), the machines split between them by static filters (json only).")
+@click.option("--status-page", is_flag=True, help="Turn the runtime's status page on and read its JSON every second, as an open page does.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="bench-results", show_default=True)
 @click.option("--quick", "is_quick", is_flag=True, help=QUICK_HELP + " Rates 600,1200; 4 machines; 0.5 s steps and ceiling.")
 @click.pass_context
 def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, peer, broker, protocol, score_events, ceiling_seconds, workers,
-        output, is_quick):
+        status_page, output, is_quick):
     """Open-loop end-to-end latency (intended send to event at a subscriber) of the runtime, its paho ceiling and a naive peer."""
     if is_quick:
         rates, machines, seconds, ceiling_seconds = quick(ctx, rates="600,1200", machines=4, seconds=0.5, ceiling_seconds=0.5)
@@ -268,17 +269,21 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
         collector = harness.EventCollector(port)
         stack.callback(collector.close)
         metrics_port = free_port()
-        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events, format_list, workers)
+        status_port = free_port() if status_page else 0
+        config = harness.runtime_config(folder, port, bundle, budget_ms, metrics_port, protocol, score_events, format_list, workers, status_port)
         command = [sys.executable, "-m", "linewatch", "run", "-c", str(config), *(["--workers", str(workers)] if workers > 1 else [])]
         urls = [f"http://127.0.0.1:{metrics_port + k}/metrics" for k in range(workers)]
         runtime = harness.start_process(command, urls, folder / "runtime.log")
         probe = RuntimeProbe(runtime.pid, urls)
         system = f"linewatch x{workers}" if workers > 1 else "linewatch"
+        poller = harness.StatusPoller(f"http://127.0.0.1:{status_port}/status.json") if status_page else None
         try:
             for fmt in format_list:
                 results += harness.sweep(system, fmt, rate_list, machines, seconds, chunk, bundle, t0, values, port, budget_s, collector, cursor,
                                          click.echo, groups=workers, probe=probe)
         finally:
+            if poller is not None:
+                poller.stop()
             stop_process(runtime)
         found = harness.peer_command(bundle, port) if peer else None
         if peer and found is None:
@@ -302,9 +307,11 @@ def e2e(ctx, bundle_path, rates, formats, machines, seconds, chunk, budget_ms, p
              "message that completed a window to its score event at a subscriber (open loop: a late publisher counts). "
              f"Command: `linewatch bench e2e {bundle_path} --rates {rates} --formats {formats} --machines {machines} --seconds {seconds:g}"
              + (f" --chunk {chunk}" if chunk != 10 else "") + (f" --score-events {score_events}" if score_events != "window" else "")
-             + (f" --protocol {protocol}" if protocol != "auto" else "") + (f" --workers {workers}`." if workers > 1 else "`."))
+             + (f" --protocol {protocol}" if protocol != "auto" else "") + (f" --workers {workers}" if workers > 1 else "")
+             + (" --status-page`" if status_page else "`") + (f"; status page read {poller.polls} times, {poller.failures} failed." if poller else "."))
     folder = Path(output)
     write_results(folder, "e2e", {"bundle": bundle.name, "budget_ms": budget_ms, "protocol": protocol, "score_events": score_events, "workers": workers,
+                                  "status_page_polls": poller.polls if poller else None,
                                   "chunk": chunk, "paho_ceiling": ceiling, "highest_held_msg_per_s": held,
                                   "results": results},
                   ["system", "format", "offered msg/s", "samples/s", "p50 ms", "p99 ms", "max ms", "lost / expected", "late", "publisher lag ms",

@@ -339,7 +339,7 @@ class LocalBroker:
 
 
 def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, metrics_port: int, protocol: str = "auto",
-                   score_events: str = "window", formats: list[str] | None = None, workers: int = 1) -> Path:
+                   score_events: str = "window", formats: list[str] | None = None, workers: int = 1, status_port: int = 0) -> Path:
     """A gateway config: an input per swept payload format (machine names differ per format), score events on; only
     the settings a step needs, so that an older runtime takes it for back-to-back comparisons. With several workers
     (json only) worker k subscribes to the machines published under ``plant/g<k>/`` (static filters).
@@ -347,6 +347,7 @@ def runtime_config(folder: Path, port: int, bundle: Bundle, budget_ms: float, me
     topics = {**TOPICS, "json": "plant/g{worker}/{machine}/telemetry"} if workers > 1 else TOPICS
     inputs = "".join(f'[[models.inputs]]\ntopic = "{topics[f]}"\nformat = "{f}"\n' for f in formats or TOPICS)
     grouped = f'score_events = "{score_events}"\n' if score_events != "window" else ""
+    grouped += f"status_port = {status_port}\n" if status_port else ""
     path = folder / "gateway.toml"
     path.write_text(f'[broker]\nport = {port}\nclient_id = "lw-e2e"\nprotocol = "{protocol}"\n'
                     f'[runtime]\nlatency_budget_ms = {budget_ms}\npublish_scores = true\n{grouped}metrics_port = {metrics_port}\n'
@@ -405,6 +406,30 @@ def sweep(system: str, fmt: str, rates: list[float], machines: int, seconds: flo
         if result["lost"] > result["windows_expected"] / 2 or result["p99_ms"] > 20 * budget_s * 1e3:
             break
     return results
+
+
+class StatusPoller:
+    """Reads a runtime's /status.json every ``every_s`` seconds on a thread, as an open status page does."""
+
+    def __init__(self, url: str, every_s: float = 1.0) -> None:
+        self.url, self.every_s = url, every_s
+        self.polls = self.failures = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="status-poller", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.every_s):
+            try:
+                urllib.request.urlopen(self.url, timeout=5).read()
+                self.polls += 1
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self.stopping.set()
+        self.thread.join(10)
 
 
 def highest_held(results: list[dict], budget_ms: float) -> float:
