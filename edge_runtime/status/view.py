@@ -16,12 +16,11 @@ HISTORY = 120  # windows kept for the sparkline
 
 
 class StreamView:
-    """The last :data:`HISTORY` window ends and scores of a stream, its threshold, and its alarm's story."""
+    """The last :data:`HISTORY` scores of a stream, its threshold, and its alarm's story."""
 
-    __slots__ = ("ends", "scores", "next", "count", "threshold", "since", "top")
+    __slots__ = ("scores", "next", "count", "threshold", "since", "top")
 
     def __init__(self) -> None:
-        self.ends = np.zeros(HISTORY)
         self.scores = np.zeros(HISTORY, np.float32)
         self.next = self.count = 0
         self.threshold = math.nan
@@ -31,7 +30,7 @@ class StreamView:
     def record(self, end: float, score: float, threshold: float, kinds: list[str], features: list[str], feature_error) -> None:
         """One decided window; ``kinds``: the events it produced."""
         i = self.next
-        self.ends[i], self.scores[i] = end, score
+        self.scores[i] = score
         self.next = (i + 1) % HISTORY
         self.count = min(self.count + 1, HISTORY)
         self.threshold = threshold
@@ -41,7 +40,7 @@ class StreamView:
             elif kind == "alarm_cleared":
                 self.since = end
 
-    def recent(self) -> tuple[list[float], list[float]]:
-        """Window ends and scores, oldest first."""
-        order = np.roll(np.arange(HISTORY), -self.next)[HISTORY - self.count :]
-        return self.ends[order].tolist(), [min(float(s), 3.4e38) for s in self.scores[order]]
+    def recent(self) -> list[float]:
+        """The scores, oldest first, rounded for the page (an infinite score shown as the largest float32)."""
+        scores = np.roll(self.scores, -self.next)[HISTORY - self.count :] if self.count == HISTORY else self.scores[: self.count]
+        return np.minimum(np.round(scores.astype(np.float64), 4), float(np.finfo(np.float32).max)).tolist()

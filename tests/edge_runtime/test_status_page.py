@@ -144,3 +144,18 @@ def test_a_status_port_in_use_or_an_unreadable_token_is_a_clear_error(broker, ru
     with pytest.raises(ConfigError, match="runtime.status_token_file: cannot read"):
         runtime.preflight()
     runtime.release()
+
+
+def test_a_stream_view_keeps_the_last_scores_in_order_and_its_alarms_story():
+    from edge_runtime.status.view import HISTORY, StreamView
+
+    view = StreamView()
+    features = ["current", "pressure", "flow"]
+    for i in range(HISTORY + 5):
+        view.record(1000.0 + i, float(i), 50.0, [], features, [0.1, 0.2, 0.3])
+    assert view.recent() == [float(i) for i in range(5, HISTORY + 5)]
+    view.record(2000.0, float("inf"), 50.0, ["alarm_raised"], features, [0.1, 9.0, 0.5])
+    assert view.since == 2000.0 and [t["name"] for t in view.top] == ["pressure", "flow", "current"]
+    assert view.recent()[-1] == pytest.approx(3.4028e38, rel=1e-3)  # infinite, shown as the largest float32
+    view.record(2005.0, 1.0, 50.0, ["alarm_cleared"], features, [0.1, 0.2, 0.3])
+    assert view.since == 2005.0 and view.top[0]["name"] == "pressure"  # the last alarm's sensors stay on show
