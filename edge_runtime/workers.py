@@ -32,6 +32,7 @@ from edge_runtime import systemd
 log = logging.getLogger("linewatch.workers")
 BACKOFF_S = (1.0, 30.0)  # first and largest delay before a worker is started again
 STEADY_S = 60.0  # a worker that ran this long starts the back-off over
+WORKER_ENV, WORKERS_ENV = "LINEWATCH_WORKER", "LINEWATCH_WORKERS"  # set for each worker: its index and how many there are
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Supervisor:
         self.announced = False
         self.watchdog_s = systemd.watchdog_interval()  # half of WatchdogSec, or None
         self.selector = selectors.DefaultSelector()
+        self.count = workers
         self.workers = [self._worker(k, argv_for(k)) for k in range(workers)]
 
     def _worker(self, k: int, argv: list[str]) -> Worker:
@@ -72,6 +74,7 @@ class Supervisor:
         sock.setblocking(False)
         env = {name: value for name, value in os.environ.items() if name not in ("NOTIFY_SOCKET", "WATCHDOG_PID")}
         env["NOTIFY_SOCKET"] = str(path)
+        env[WORKER_ENV], env[WORKERS_ENV] = str(k), str(self.count)  # for the worker's status page
         worker = Worker(k, argv, path, sock, env=env)
         self.selector.register(sock, selectors.EVENT_READ, worker)
         return worker

@@ -6,6 +6,7 @@ path: one snapshot serves every request that arrives within ``min_interval_s`` o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -13,6 +14,7 @@ import orjson
 
 from edge_runtime import __version__
 from edge_runtime.contract.timeparse import iso
+from edge_runtime.workers import WORKER_ENV, WORKERS_ENV
 
 SCHEMA = "linewatch.status/1"
 
@@ -46,6 +48,14 @@ def stream_row(runner, state) -> dict:
             "top": view.top if view else [], "drifting": state.drift.drifting, "commissioning": commissioning,
             "last_sample": iso(last) if last == last and last > 0 else None, "threshold": view.threshold if view else None,
             "scores": view.recent() if view is not None else []}
+
+
+def workers(status_port: int) -> dict | None:
+    """Under ``linewatch run --workers N``: this worker's index, how many there are and every worker's status port."""
+    if WORKERS_ENV not in os.environ:
+        return None
+    index, count = int(os.environ[WORKER_ENV]), int(os.environ[WORKERS_ENV])
+    return {"index": index, "count": count, "status_ports": [status_port - index + k for k in range(count)]}
 
 
 def rows(runner, chunk: int = 200) -> list[dict]:
@@ -101,5 +111,5 @@ class StatusSnapshot:
                               for topic, age in snap["last_message_age"].items()],
             "accepted": snap["accepted"], "bad_input": snap["bad_input"], "outbox_depth": snap["outbox_depth"],
             "events_unsent": snap["events_unsent"], "events_dropped": snap["events_dropped"],
-            "latency_ms": quantiles(rt.metrics.latency), "models": models,
+            "latency_ms": quantiles(rt.metrics.latency), "workers": workers(rt.config.runtime.status_port), "models": models,
         }

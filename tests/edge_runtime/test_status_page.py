@@ -159,3 +159,21 @@ def test_a_stream_view_keeps_the_last_scores_in_order_and_its_alarms_story():
     assert view.recent()[-1] == pytest.approx(3.4028e38, rel=1e-3)  # infinite, shown as the largest float32
     view.record(2005.0, 1.0, 50.0, ["alarm_cleared"], features, [0.1, 0.2, 0.3])
     assert view.since == 2005.0 and view.top[0]["name"] == "pressure"  # the last alarm's sensors stay on show
+
+
+def test_each_worker_of_a_supervisor_knows_its_place_and_its_siblings_pages(monkeypatch):
+    from edge_runtime.status.snapshot import workers
+    from edge_runtime.workers import WORKER_ENV, WORKERS_ENV, Supervisor
+
+    supervisor = Supervisor(lambda k: ["true", str(k)], 3, 5.0)
+    try:
+        assert [(w.env[WORKER_ENV], w.env[WORKERS_ENV]) for w in supervisor.workers] == [("0", "3"), ("1", "3"), ("2", "3")]
+    finally:
+        for worker in supervisor.workers:
+            worker.sock.close()
+        shutil.rmtree(supervisor.folder)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert workers(8081) is None  # one process: no workers to show
+    monkeypatch.setenv(WORKER_ENV, "1")
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert workers(8081) == {"index": 1, "count": 3, "status_ports": [8080, 8081, 8082]}
