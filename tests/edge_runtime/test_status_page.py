@@ -28,9 +28,13 @@ FAULTY, SENSOR = "l1/m3", "pressure"
 @pytest.fixture
 def browser():
     """A headless Chromium from the system, driven by Playwright."""
+    import importlib.util
+
     need(CHROMIUM is not None, "chromium is not installed (apt-get install chromium)")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-    with playwright_api.sync_playwright() as p:
+    need(importlib.util.find_spec("playwright") is not None, "playwright is not installed (pip install '.[test]')")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield instance
         instance.close()
