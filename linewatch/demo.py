@@ -120,7 +120,8 @@ def render(state: LiveState, progress: float, broker: str):
 
 
 def match_faults(faults, test_frame, state: LiveState) -> tuple[list[dict], int]:
-    """Per injected fault: detected or not and the delay; plus alarms raised outside any fault.
+    """Per injected fault: detected or not, the delay and the top sensors of the alarm raised for it; plus alarms raised
+    outside any fault.
 
     An alarm up to 60 s after a fault's last row still counts for it (the window lags the fault).
     """
@@ -132,12 +133,15 @@ def match_faults(faults, test_frame, state: LiveState) -> tuple[list[dict], int]
         ts = test_frame[test_frame.machine == machine].ts.to_numpy()
         mine = [i for i, f in enumerate(faults) if f.machine == machine]
         spans = [(ts[faults[i].start], ts[min(faults[i].start + faults[i].length - 1, len(ts) - 1)]) for i in mine]
-        alarm_times = np.array([to_seconds(e["window_end"]) for e in state.raised if e["stream"] == f"line1/{machine}"])
+        raised = [e for e in state.raised if e["stream"] == f"line1/{machine}"]
+        alarm_times = np.array([to_seconds(e["window_end"]) for e in raised])
         first_alarm, used = match_alarms(spans, alarm_times, grace=60.0)
         false_alarms += int((~used).sum())
-        found.update({i: (span[0], alarm_times[k] if k >= 0 else None) for i, span, k in zip(mine, spans, first_alarm)})
+        found.update({i: (span[0], alarm_times[k] if k >= 0 else None, [t["name"] for t in raised[k]["top_features"]] if k >= 0 else [])
+                      for i, span, k in zip(mine, spans, first_alarm)})
     rows = [{"machine": f.machine, "kind": f.kind, "feature": f.feature, "detected": found[i][1] is not None,
-             "delay_s": None if found[i][1] is None else float(found[i][1] - found[i][0])} for i, f in enumerate(faults)]
+             "delay_s": None if found[i][1] is None else float(found[i][1] - found[i][0]), "top_sensors": found[i][2]}
+            for i, f in enumerate(faults)]
     return rows, false_alarms
 
 
@@ -172,8 +176,8 @@ def write_report(path: Path, state: LiveState, faults, test_frame, rows, summary
     fig.tight_layout()
     fig.savefig(path.with_name("demo_scores.png"), dpi=100)
     plt.close(fig)
-    faults_table = html_table([(r["machine"], r["kind"], r["feature"], "yes" if r["detected"] else "no", _delay(r)) for r in rows],
-                              header=("machine", "fault", "sensor", "detected", "delay"))
+    faults_table = html_table([(r["machine"], r["kind"], r["feature"], "yes" if r["detected"] else "no", _delay(r), ", ".join(r["top_sensors"]))
+                               for r in rows], header=("machine", "fault", "sensor", "detected", "delay", "alarm's top sensors"))
     body = (f"{html_table(list(summary.items()))}<h2>Faults</h2>{faults_table}"
             "<p><img src='demo_scores.png' alt='scores'></p>")
     path.write_text(html_page("linewatch demo", body))
@@ -277,7 +281,8 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
     echo("")
     echo("summary")
     for r in rows:
-        echo(f"  {r['machine']}  {r['kind']:<19} on {r['feature']:<12} {'detected after ' + _delay(r) if r['detected'] else 'missed'}")
+        echo(f"  {r['machine']}  {r['kind']:<19} on {r['feature']:<12} "
+             + (f"detected after {_delay(r)}, top sensor {r['top_sensors'][0]}" if r["detected"] else "missed"))
     for key, value in summary.items():
         echo(f"  {key:<28} {value}")
     echo(f"report: {out / 'demo_report.html'}")
@@ -291,9 +296,10 @@ def write_demo_results(folder: Path, output: Path, summary: dict) -> None:
     from edge_runtime.contract.bundle import load_bundle
     from linewatch.results import write_results
 
-    rows = [[r["machine"], r["kind"], r["feature"], _delay(r) if r["detected"] else "missed"] for r in summary["faults"]]
+    rows = [[r["machine"], r["kind"], r["feature"], _delay(r) if r["detected"] else "missed", ", ".join(r["top_sensors"])]
+            for r in summary["faults"]]
     totals = "\n".join(f"- {key}: {value}" for key, value in summary.items() if key != "faults")
-    write_results(folder, "demo", summary, ["machine", "fault", "sensor", "detected after"], rows, totals, quiet=True,
+    write_results(folder, "demo", summary, ["machine", "fault", "sensor", "detected after", "alarm's top sensors"], rows, totals, quiet=True,
                   bundle_id=load_bundle(output / "bundle").model_id)
     shutil.copyfile(output / "demo_scores.png", folder / "demo_scores.png")
 

@@ -55,6 +55,7 @@ def test_quick_demo_detects_faults_and_stops_everything(mosquitto_path, tmp_path
     assert summary["broker"].startswith("mosquitto")
     raised, cleared = map(int, summary["alarms raised / cleared"].split(" / "))
     assert raised == cleared >= summary["faults detected"]
+    assert all(r["top_sensors"] for r in summary["faults"] if r["detected"])  # each detection names its sensors
     assert (out / "demo_report.html").exists() and (out / "demo_scores.png").stat().st_size > 0
     assert "faults detected" in result.stdout and "latency p50 / p99 (ms)" in result.stdout
     assert processes_mentioning(str(out)) == []
