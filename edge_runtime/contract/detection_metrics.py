@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge_runtime.contract.alarms import Alarm
+from edge_runtime.contract.episodes import episode_metrics
 from edge_runtime.contract.rowscores import alarm_rows, spread_to_rows
 from edge_runtime.contract.timeparse import iso
 
@@ -113,7 +114,8 @@ def evaluate(results: list[SeriesResult]) -> dict:
     and ``far_after_last_anomaly``, the FAR over the scored normal rows before each series' first
     anomaly and after its last one ends (None without such rows): the second holds the alarm that
     lasts while windows still span the fault, and a machine that does not return to the state it
-    was trained on. Ranking: ``roc_auc``, ``pr_auc``; and ``point_adjusted_f1``.
+    was trained on. Ranking: ``roc_auc``, ``pr_auc``; and ``point_adjusted_f1``. Episodes (what an operator receives):
+    ``alarm_episodes``, ``episode_precision``, ``episodes_per_day``, ``nab_score`` (see :mod:`edge_runtime.contract.episodes`).
     """
     tp = fp = fn = tn = unscored = unscored_anomalous = 0
     n_events = detected = early = 0
@@ -203,6 +205,8 @@ def evaluate(results: list[SeriesResult]) -> dict:
         "false_alarms_per_day_before_first_anomaly": onsets_early / (early_seconds / DAY) if timed and early_seconds else None,
         "point_adjusted_f1": _safe(2 * adjusted_precision * adjusted_recall, adjusted_precision + adjusted_recall),
     }
+    metrics.update(episode_metrics([(r.labels, r.predictions, None if r.time is None else np.asarray(r.time, dtype=np.float64))
+                                    for r in results]))
     if all_scores:
         scores, labels = np.concatenate(all_scores), np.concatenate(all_labels)
         metrics["roc_auc"] = roc_auc(scores, labels)
