@@ -90,7 +90,8 @@ def summary(metrics: dict, prefix: str = "") -> dict:
     return {**{key: m[key] for key in ("f1", *RATES)}, "events_detected": m["events_detected"],
             "events": metrics["events"], "series_alarming_before_anomaly": m["series_with_early_false_alarm"],
             "false_alarms_per_day_before_first_anomaly": round(m["false_alarms_per_day_before_first_anomaly"], 1),
-            "roc_auc": round(metrics["roc_auc"], 3), "unscored_rows": metrics["unscored_rows"]}
+            "roc_auc": round(metrics["roc_auc"], 3), "unscored_rows": metrics["unscored_rows"],
+            **{key: m[key] for key in ("alarm_episodes", "episode_precision", "episodes_per_day", "nab_score")}}
 
 
 def pooled_results(pooled: list) -> dict:

@@ -233,7 +233,8 @@ class ScoredSeries:
 
 
 ALARM_POLICY_KEYS = ("f1", "far", "far_before_first_anomaly", "far_after_last_anomaly", "mar", "events_detected",
-                     "series_with_early_false_alarm", "false_alarms_per_day", "false_alarms_per_day_before_first_anomaly")
+                     "series_with_early_false_alarm", "false_alarms_per_day", "false_alarms_per_day_before_first_anomaly",
+                     "alarm_episodes", "episode_precision", "episodes_per_day", "nab_score")
 
 
 def decisions(parts: list[ScoredSeries], threshold: float, stride: int, policy: tuple[int, int, int, float]

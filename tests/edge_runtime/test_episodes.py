@@ -52,3 +52,12 @@ def test_episodes_their_precision_and_their_rate():
     assert found["episodes_per_day"] == pytest.approx(3 / (8 / 24))
     assert episode_metrics([(y, np.zeros(8), None)]) == {"alarm_episodes": 0, "episode_precision": None, "episodes_per_day": None,
                                                         "nab_score": 0.0}
+
+
+def test_every_evaluation_reports_the_episodes():
+    from edge_runtime.contract.detection_metrics import SeriesResult, evaluate
+
+    y = labels_with(100, (10, 20))
+    found = evaluate([SeriesResult(y, flags_at(100, 10, 11, 60), None, None, "m1")])
+    assert found["alarm_episodes"] == 2 and found["episode_precision"] == 0.5
+    assert found["nab_score"] == pytest.approx(100 * (1.0 + 0.11 * scaled_sigmoid((60 - 19) / 9) + 1) / 2)
