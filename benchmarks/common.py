@@ -1,7 +1,12 @@
-"""Shared helpers for the benchmarks: machine description and result writing (JSON + Markdown)."""
+"""Shared helpers for the benchmarks: machine description and result writing (JSON + Markdown), training with the
+defaults, and `linewatch bench e2e` runs of json samples.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import linewatch.results
@@ -38,3 +43,10 @@ def train_with_defaults(table, seed: int, work: Path, **params) -> tuple:
     detector.save(work / "run")
     bundle = load_bundle(export_run(work / "run", work / "bundle", echo=lambda *_: None))
     return detector, bundle, [str(w.message) for w in caught]
+
+
+def bench_e2e(bundle: str, folder: Path, rates: str, seconds: float, *options: str) -> dict:
+    """One `linewatch bench e2e` run of json samples in its own process, results in ``folder``; returns its JSON."""
+    subprocess.run([sys.executable, "-m", "linewatch", "bench", "e2e", bundle, "--formats", "json", "--no-peer", "--rates", rates,
+                    "--seconds", str(seconds), "-o", str(folder), *options], check=True)
+    return json.loads((folder / "e2e.json").read_text())

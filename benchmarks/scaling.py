@@ -14,13 +14,10 @@ mosquitto runs the runtime's default protocol (MQTT 5); NATS speaks MQTT 3.1.1 o
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import RESULTS, bench_e2e, write_results
 from linewatch.localbroker import NatsCluster
 
 CONFIGURATIONS = [("mosquitto", 1), ("mosquitto", 2), ("nats", 1), ("nats", 2)]
@@ -28,14 +25,10 @@ CONFIGURATIONS = [("mosquitto", 1), ("mosquitto", 2), ("nats", 1), ("nats", 2)]
 
 def run_e2e(bundle: str, broker: str, workers: int, rates: str, seconds: float, machines: int, nats_port: int | None) -> dict:
     """One `linewatch bench e2e` run; returns its JSON."""
-    folder = RESULTS / "scaling" / f"{broker}-w{workers}"
-    command = [sys.executable, "-m", "linewatch", "bench", "e2e", bundle, "--formats", "json", "--no-peer", "--rates", rates,
-               "--seconds", str(seconds), "--machines", str(machines), "--workers", str(workers), "-o", str(folder)]
-    if broker == "nats":
-        command += ["--broker", f"127.0.0.1:{nats_port}", "--protocol", "3.1.1"]
     print(f"== {broker}, {workers} worker(s)", flush=True)
-    subprocess.run(command, check=True)
-    return json.loads((folder / "e2e.json").read_text())
+    nats = ["--broker", f"127.0.0.1:{nats_port}", "--protocol", "3.1.1"] if broker == "nats" else []
+    return bench_e2e(bundle, RESULTS / "scaling" / f"{broker}-w{workers}", rates, seconds, "--machines", str(machines),
+                     "--workers", str(workers), *nats)
 
 
 def summary_row(broker: str, workers: int, run: dict) -> tuple[list, dict]:

@@ -10,22 +10,16 @@ puts p99 and the runtime's CPU per message side by side per offered rate. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import RESULTS, bench_e2e, write_results
 
 
 def run(bundle: str, page: bool, round_: int, rates: str, seconds: float) -> dict:
-    """One `linewatch bench e2e` run, json samples, one worker behind mosquitto; returns its JSON."""
-    folder = RESULTS / "status_page" / f"{'on' if page else 'off'}-{round_}"
-    command = [sys.executable, "-m", "linewatch", "bench", "e2e", bundle, "--formats", "json", "--no-peer", "--rates", rates,
-               "--seconds", str(seconds), "-o", str(folder), *(["--status-page"] if page else [])]
+    """One `linewatch bench e2e` run, one worker behind mosquitto, the page off or on; returns its JSON."""
     print(f"== page {'on' if page else 'off'}, round {round_}", flush=True)
-    subprocess.run(command, check=True)
-    return json.loads((folder / "e2e.json").read_text())
+    return bench_e2e(bundle, RESULTS / "status_page" / f"{'on' if page else 'off'}-{round_}", rates, seconds,
+                     *(["--status-page"] if page else []))
 
 
 def main() -> None:

@@ -442,8 +442,8 @@ def for_worker(config: Config, worker: int | None) -> Config:
     """The configuration of worker ``worker`` (0, 1, ...) of a partitioned runtime, or ``config`` itself for None.
 
     A worker has its own client id (``<client_id>-w<k>``: its own session, status topic and Sparkplug node),
-    its own outbox and learned-thresholds file (``-w<k>`` before the suffix), its own metrics port (the
-    configured one plus ``k``), and its own share of the input: ``{worker}`` in an input topic becomes ``k``.
+    its own outbox and learned-thresholds file (``-w<k>`` before the suffix), its own metrics and status ports (the
+    configured ones plus ``k``), and its own share of the input: ``{worker}`` in an input topic becomes ``k``.
     """
     templated = [f"models[{i}].inputs[{j}]" for i, m in enumerate(config.models) for j, inp in enumerate(m.inputs) if WORKER_FIELD in inp.topic]
     if worker is None:
@@ -455,14 +455,12 @@ def for_worker(config: Config, worker: int | None) -> Config:
     derived.broker.client_id = f"{config.broker.client_id}-w{worker}"
     r = derived.runtime
     r.outbox, r.thresholds_file = (_for_worker_file(path, worker) for path in (r.outbox, r.thresholds_file))
-    if r.metrics_port:
-        if r.metrics_port + worker > 65535:
-            raise ConfigError(f"runtime.metrics_port: {r.metrics_port} + worker {worker} is not a port")
-        r.metrics_port += worker
-    if r.status_port:
-        if r.status_port + worker > 65535:
-            raise ConfigError(f"runtime.status_port: {r.status_port} + worker {worker} is not a port")
-        r.status_port += worker
+    for name in ("metrics_port", "status_port"):  # each worker serves its own, on the configured port plus its index
+        port = getattr(r, name)
+        if port:
+            if port + worker > 65535:
+                raise ConfigError(f"runtime.{name}: {port} + worker {worker} is not a port")
+            setattr(r, name, port + worker)
     for model in derived.models:
         for entry in model.inputs:
             entry.topic = entry.topic.replace(WORKER_FIELD, str(worker))

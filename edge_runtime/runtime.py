@@ -159,21 +159,18 @@ class Runtime:
             subscriptions.append((self.control_topic, 1))
         return Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked, max_packet)
 
-    def _status_server(self):
-        """The status page's server, bound (not serving yet); its token file is read here."""
-        from edge_runtime.status.server import StatusServer
-        from edge_runtime.status.snapshot import StatusSnapshot
-
-        r = self.config.runtime
-        token = None
-        if r.status_token_file:
-            try:
-                token = Path(r.status_token_file).read_text().strip()
-            except OSError as error:
-                raise ConfigError(f"runtime.status_token_file: cannot read {r.status_token_file}: {error.strerror}") from None
-            if not token:
-                raise ConfigError(f"runtime.status_token_file: {r.status_token_file} is empty")
-        return StatusServer(StatusSnapshot(self), r.status_host, r.status_port, token)
+    def _status_token(self) -> str | None:
+        """The token the status page asks for, read from ``status_token_file`` (None without one)."""
+        path = self.config.runtime.status_token_file
+        if not path:
+            return None
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"runtime.status_token_file: cannot read {path}: {error.strerror}") from None
+        if not token:
+            raise ConfigError(f"runtime.status_token_file: {path} is empty")
+        return token
 
     def preflight(self) -> None:
         """Everything ``start`` would do short of connecting (bundles and backends are already loaded by now):
@@ -188,7 +185,7 @@ class Runtime:
                 except OSError as error:
                     raise ConfigError(f"runtime.{name}: cannot listen on {host}:{port}: {error.strerror}") from None
         if r.status_port:
-            self._status_server().httpd.server_close()  # the token file can be read
+            self._status_token()
         self._link()
 
     def release(self) -> None:
@@ -210,7 +207,10 @@ class Runtime:
             except OSError as error:
                 raise ConfigError(f"runtime.metrics_port: cannot listen on {r.metrics_host}:{r.metrics_port}: {error.strerror}") from None
         if r.status_port:
-            self.status_server = self._status_server()
+            from edge_runtime.status.server import StatusServer
+            from edge_runtime.status.snapshot import StatusSnapshot
+
+            self.status_server = StatusServer(StatusSnapshot(self), r.status_host, r.status_port, self._status_token())
             self.status_server.start()
         for runner in self.models:
             runner.start()
@@ -299,8 +299,11 @@ class Runtime:
         systemd.notify("STOPPING=1")
         deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
         link_share = min(2.0, self.config.runtime.shutdown_timeout_s / 5)  # kept back to publish "offline"
-        # the HTTP servers' loops notice a shutdown only every half second: stopped meanwhile
-        stoppers = [stop for stop in (self.metrics_server and self.metrics_server[0].shutdown, self.status_server and self.status_server.stop) if stop]
+        stoppers = []  # the HTTP servers' loops notice a shutdown only every half second: stopped meanwhile
+        if self.metrics_server is not None:
+            stoppers.append(self.metrics_server[0].shutdown)
+        if self.status_server is not None:
+            stoppers.append(self.status_server.stop)
         servers_stopping = [threading.Thread(target=stop, name="linewatch-http-stop", daemon=True) for stop in stoppers]
         for thread in servers_stopping:
             thread.start()

@@ -13,15 +13,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge_runtime.contract.alarms import Alarm
-from edge_runtime.contract.episodes import episode_metrics
+from edge_runtime.contract.episodes import episode_metrics, events
 from edge_runtime.contract.rowscores import alarm_rows, spread_to_rows
 from edge_runtime.contract.timeparse import iso
-
-
-def events(labels: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous runs of 1 as ``(start, stop)`` half-open row ranges."""
-    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(labels, dtype=np.int8), 0]))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def match_alarms(spans: list[tuple[float, float]], alarm_times: np.ndarray, grace: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -20,9 +20,9 @@ DAY = 86_400.0
 TP_WEIGHT, FP_WEIGHT, FN_WEIGHT = 1.0, 0.11, 1.0  # NAB's standard profile
 
 
-def runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous runs of true as ``(start, stop)`` half-open row ranges."""
-    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(flags, dtype=np.int8), 0]))
+def events(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs of 1 (labelled events, alarm episodes) as ``(start, stop)`` half-open row ranges."""
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(labels, dtype=np.int8), 0]))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
@@ -33,7 +33,7 @@ def scaled_sigmoid(position: float) -> float:
 
 def nab_raw(labels: np.ndarray, detections: list[int]) -> tuple[float, int]:
     """NAB's raw standard-profile score of one series and its number of windows (labelled events)."""
-    windows = runs(labels)
+    windows = events(labels)
     score, previous_end = 0.0, None
     detected = [False] * len(windows)
     w = 0
@@ -66,7 +66,7 @@ def episode_metrics(series: list[tuple[np.ndarray, np.ndarray, np.ndarray | None
     raw = null = perfect = 0.0
     for labels, flags, times in series:
         y, p = np.asarray(labels).astype(bool), np.asarray(flags).astype(bool)
-        found = runs(p)
+        found = events(p)
         episodes += len(found)
         true_episodes += sum(bool(y[start:stop].any()) for start, stop in found)
         if timed and len(times) > 1:
