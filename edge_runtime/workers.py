@@ -1,7 +1,7 @@
 """``linewatch run --workers N``: N runtime processes on one host, started, watched and stopped together.
 
 Each worker is an ordinary ``linewatch run --worker K`` process with its own client id, outbox, learned
-thresholds, metrics port and share of the input (:func:`edge_runtime.config.for_worker`); which streams a worker
+thresholds, metrics and status ports and share of the input (:func:`edge_runtime.config.for_worker`); which streams a worker
 owns comes from the messaging layer (``{worker}`` in the input topics: NATS partitions or static filters; or an
 MQTT 5 shared subscription), never from this process. The supervisor:
 
@@ -64,17 +64,16 @@ class Supervisor:
         self.announced = False
         self.watchdog_s = systemd.watchdog_interval()  # half of WatchdogSec, or None
         self.selector = selectors.DefaultSelector()
-        self.count = workers
-        self.workers = [self._worker(k, argv_for(k)) for k in range(workers)]
+        self.workers = [self._worker(k, workers, argv_for(k)) for k in range(workers)]
 
-    def _worker(self, k: int, argv: list[str]) -> Worker:
+    def _worker(self, k: int, count: int, argv: list[str]) -> Worker:
         path = self.folder / f"notify-{k}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock.bind(str(path))
         sock.setblocking(False)
         env = {name: value for name, value in os.environ.items() if name not in ("NOTIFY_SOCKET", "WATCHDOG_PID")}
         env["NOTIFY_SOCKET"] = str(path)
-        env[WORKER_ENV], env[WORKERS_ENV] = str(k), str(self.count)  # for the worker's status page
+        env[WORKER_ENV], env[WORKERS_ENV] = str(k), str(count)  # for the worker's status page
         worker = Worker(k, argv, path, sock, env=env)
         self.selector.register(sock, selectors.EVENT_READ, worker)
         return worker
