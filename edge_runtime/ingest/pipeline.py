@@ -109,7 +109,7 @@ class Ingest:
         t, value = decode_tag(payload, route.config.time_key, time.time(), self.window)
         state = self.streams.get(route.key, route.key_fields)
         if not self.streams.aligner(state, route.config.staleness_s).update(t, j, value, self._emitter(state, route.topic, arrival)):
-            self._straggler(route.topic, t)
+            self._straggler(route, t)
 
     def _emitter(self, state: StreamState, topic: str, arrival: float) -> Callable[[float, np.ndarray, tuple], None]:
         """What the grid aligner calls with each tick it completes (tag and Sparkplug data): the sample, with the
@@ -146,11 +146,11 @@ class Ingest:
             else:
                 taken = all([aligner.update(t, j, value, emit) for j, value in found.items()])
             if not taken:
-                self._straggler(route.topic, t)
+                self._straggler(route, t)
 
-    def _straggler(self, topic: str, t: float) -> None:
+    def _straggler(self, route: Route, t: float) -> None:
         """A tag or metric from further back than the gap rule: refused as late, the stream's history kept."""
-        self.bad.report("late", topic, f"t={t} is more than max_gap before the stream's time line")
+        self.bad.report("late", route.topic, f"t={t} is more than max_gap before the stream's time line", route.key)
 
     def _restart(self, key: str) -> None:
         """End a stream's current run (a Sparkplug death or sequence gap): no window spans what may be missing."""
@@ -184,14 +184,14 @@ class Ingest:
             self.on_ready(state, arrival)
         elif result != ACCEPTED:
             if result == LATE:
-                self.bad.report("late", topic, f"t={t} not after {ring.last_time}")
+                self.bad.report("late", topic, f"t={t} not after {ring.last_time}", state.key)
                 return
             if result == RESTARTED:
-                self.bad.report("gap_restart", topic, "a feature was missing for longer than the gap rule allows")
+                self.bad.report("gap_restart", topic, "a feature was missing for longer than the gap rule allows", state.key)
                 return
             if result == TOO_FAST:
                 self.bad.report("rate_mismatch", topic, f"t={t} is {t - ring.last_time:.3g} s after the last sample; "
-                                f"the bundle samples every {self.streams.bundle.sample_period:g} s")
+                                f"the bundle samples every {self.streams.bundle.sample_period:g} s", state.key)
                 return
             if state.reorder is not None:
                 state.reorder.newest = t  # the reorder buffer follows the new time line
