@@ -17,7 +17,6 @@ from collections.abc import Callable
 from edge_runtime.throttle import Throttle
 
 log = logging.getLogger("linewatch.input")
-MAX_STREAMS_COUNTED = 10_000  # a publisher minting stream ids cannot grow the per-stream counts past this
 
 KINDS = ("malformed_json", "wrong_type", "non_finite", "out_of_range", "missing_feature", "oversized",
          "future_timestamp", "past_timestamp", "late", "rate_mismatch", "gap_restart", "unknown_topic",
@@ -33,7 +32,6 @@ class BadInput:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.counts: Counter = Counter()
         self.notes: Counter = Counter()
-        self.by_stream: Counter = Counter()  # refused messages per stream key, for the status page (at most MAX_STREAMS_COUNTED keys)
         self.publish = publish
         self.clock = clock
         self.unpublished = 0  # reports over the rate limit
@@ -43,14 +41,10 @@ class BadInput:
         self._logs = Throttle(log_every_s, clock)
         self._lock = threading.Lock()  # paho's network thread reports, and the housekeeping thread when it releases held samples
 
-    def report(self, kind: str, topic: str, detail: str = "", stream: str | None = None) -> None:
-        """Count one refused message (and against its ``stream`` when the topic names one); log and publish it if the
-        limits allow.
-        """
+    def report(self, kind: str, topic: str, detail: str = "") -> None:
+        """Count one refused message; log and publish it if the limits allow."""
         with self._lock:
             self.counts[kind] += 1
-            if stream is not None and (stream in self.by_stream or len(self.by_stream) < MAX_STREAMS_COUNTED):
-                self.by_stream[stream] += 1
             self._tell(kind, topic, detail, self.counts[kind], refused=True)
 
     def note(self, kind: str, topic: str, detail: str = "") -> None:

@@ -150,7 +150,14 @@ class Ingest:
 
     def _straggler(self, route: Route, t: float) -> None:
         """A tag or metric from further back than the gap rule: refused as late, the stream's history kept."""
-        self.bad.report("late", route.topic, f"t={t} is more than max_gap before the stream's time line", route.key)
+        self.bad.report("late", route.topic, f"t={t} is more than max_gap before the stream's time line")
+        self.refused(route.key)
+
+    def refused(self, key: str) -> None:
+        """Count a refused message against its stream, when the stream is held (an id never accepted costs nothing)."""
+        state = self.states.get(key)
+        if state is not None:
+            state.refused += 1
 
     def _restart(self, key: str) -> None:
         """End a stream's current run (a Sparkplug death or sequence gap): no window spans what may be missing."""
@@ -183,15 +190,17 @@ class Ingest:
         if result == READY:
             self.on_ready(state, arrival)
         elif result != ACCEPTED:
+            if result in (LATE, RESTARTED, TOO_FAST):
+                state.refused += 1
             if result == LATE:
-                self.bad.report("late", topic, f"t={t} not after {ring.last_time}", state.key)
+                self.bad.report("late", topic, f"t={t} not after {ring.last_time}")
                 return
             if result == RESTARTED:
-                self.bad.report("gap_restart", topic, "a feature was missing for longer than the gap rule allows", state.key)
+                self.bad.report("gap_restart", topic, "a feature was missing for longer than the gap rule allows")
                 return
             if result == TOO_FAST:
                 self.bad.report("rate_mismatch", topic, f"t={t} is {t - ring.last_time:.3g} s after the last sample; "
-                                f"the bundle samples every {self.streams.bundle.sample_period:g} s", state.key)
+                                f"the bundle samples every {self.streams.bundle.sample_period:g} s")
                 return
             if state.reorder is not None:
                 state.reorder.newest = t  # the reorder buffer follows the new time line

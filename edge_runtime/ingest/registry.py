@@ -22,7 +22,8 @@ from edge_runtime.scoring.drift import DriftWatch
 class StreamState:
     """Everything linewatch keeps for one stream key."""
 
-    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels", "conditions", "view")
+    __slots__ = ("key", "ring", "aligner", "reorder", "alarm", "drift", "seen_time", "quiet_since", "labels", "conditions", "view",
+                 "refused")
 
     def __init__(self, key: str, ring: Stream, reorder: Reorder | None, alarm: Alarm, now: float, labels: dict | None = None,
                  conditions: np.ndarray | None = None) -> None:
@@ -36,6 +37,7 @@ class StreamState:
         self.aligner: TagAligner | None = None  # created by the first tag message
         self.seen_time, self.quiet_since = ring.last_time, now  # for idle eviction (the sweep's, not the hot path's)
         self.view = None  # what the status page shows of it (edge_runtime.status.view), when the page is on
+        self.refused = 0  # its messages refused as bad input (counted on the refusal path only)
 
 
 class StreamRegistry:

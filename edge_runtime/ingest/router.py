@@ -91,12 +91,14 @@ class Router:
         """Size check, then the handler under the ingest lock; False when the message was refused (and counted)."""
         self.last_message[route.index] = arrival
         if len(payload) > self.max_payload:
-            self.bad.report("oversized", route.topic, f"{len(payload)} bytes > {self.max_payload}", route.key)
+            self.bad.report("oversized", route.topic, f"{len(payload)} bytes > {self.max_payload}")
+            self.templates[route.index][2].refused(route.key)
             return False
         try:
             with self.lock:
                 route.handler(route, payload, arrival)
         except BadSample as bad:
-            self.bad.report(bad.reason, route.topic, bad.detail, route.key)
+            self.bad.report(bad.reason, route.topic, bad.detail)
+            self.templates[route.index][2].refused(route.key)
             return False
         return True

@@ -39,15 +39,15 @@ def quantiles(histogram, wanted: tuple[float, ...] = (0.5, 0.99)) -> dict[str, f
     return found
 
 
-def stream_row(runner, state, refused: dict[str, int]) -> dict:
-    """One stream of one model as the page shows it; ``refused``: messages refused per stream key."""
+def stream_row(runner, state) -> dict:
+    """One stream of one model as the page shows it."""
     view = state.view
     last = state.ring.last_time
     commissioning = runner.commissioning.progress(state.key, last) if runner.commissioning is not None else None
     return {"stream": state.key, "alarm": state.alarm.active, "since": iso(view.since) if view and view.since is not None else None,
             "top": view.top if view else [], "drifting": state.drift.drifting, "commissioning": commissioning,
             "last_sample": iso(last) if last == last and last > 0 else None, "threshold": view.threshold if view else None,
-            "refused": refused.get(state.key, 0), "scores": view.recent() if view is not None else []}
+            "refused": state.refused, "scores": view.recent() if view is not None else []}
 
 
 def workers(status_port: int) -> dict | None:
@@ -58,14 +58,14 @@ def workers(status_port: int) -> dict | None:
     return {"index": index, "count": count, "status_ports": [status_port - index + k for k in range(count)]}
 
 
-def rows(runner, refused: dict[str, int], chunk: int = 200) -> list[dict]:
+def rows(runner, chunk: int = 200) -> list[dict]:
     """Every stream of one model; the interpreter is offered to the scoring and network threads between chunks, so a
     gateway with thousands of machines never holds their windows back for a whole snapshot.
     """
     states = list(runner.streams.states.values())
     found = []
     for first in range(0, len(states), chunk):
-        found += [stream_row(runner, state, refused) for state in states[first : first + chunk]]
+        found += [stream_row(runner, state) for state in states[first : first + chunk]]
         time.sleep(0)
     return found
 
@@ -102,7 +102,7 @@ class StatusSnapshot:
                            "threshold": runner.threshold, "scored": counts["scored"], "alarms_active": counts["alarms_active"],
                            "deadline_misses": counts["deadline_misses"], "shed": counts["shed"], "drifting": counts["drifting"],
                            "commissioning": counts["commissioning"], "gaps": counts["gaps"],
-                           "streams": rows(runner, rt.bad.by_stream)})
+                           "streams": rows(runner)})
         return {
             "schema": SCHEMA, "generated_at": iso(time.time()), "version": __version__, "client_id": broker.client_id,
             "started": rt.started_at, "broker": f"{broker.host}:{broker.port}", "connected": snap["connected"],
