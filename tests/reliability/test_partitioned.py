@@ -85,14 +85,17 @@ def publish(port: int, payloads: list[tuple[str, bytes]]) -> None:
 
 
 def gateway(tmp_path: Path, name: str, cluster: NatsCluster, topic: str, events: str, metrics_port: int, bundle: Path,
-            node: int = 0, session_expiry_s: int = 0) -> Path:
-    """A runtime configuration on the cluster (node ``node`` first, the others as failover), flapping alarm rule."""
+            node: int = 0, session_expiry_s: int = 0, status_port: int = 0) -> Path:
+    """A runtime configuration on the cluster (node ``node`` first, the others as failover), flapping alarm rule, its
+    status page on ``status_port`` (each worker's on the port plus its index).
+    """
     others = ", ".join(f'"127.0.0.1:{p}"' for j, p in enumerate(cluster.mqtt_ports) if j != node)
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f'[broker]\nport = {cluster.mqtt_ports[node]}\nclient_id = "{name}"\nprotocol = "3.1.1"\nreconnect_min_s = 0.2\n'
         f"reconnect_max_s = 1.0\nsession_expiry_s = {session_expiry_s}\nfailover = [{others}]\n"
-        f'[runtime]\nstate_dir = "{tmp_path / name}"\nmetrics_port = {metrics_port}\nmax_past_s = 1e10\nqueue_windows = 4096\n'
+        f'[runtime]\nstate_dir = "{tmp_path / name}"\nmetrics_port = {metrics_port}\nstatus_port = {status_port}\nmax_past_s = 1e10\n'
+        'queue_windows = 4096\n'
         'publish_scores = true\nshutdown_timeout_s = 5.0\n'
         f'[[models]]\nname = "pumps"\nbundle = "{bundle}"\nthreshold = {FLAP_THRESHOLD}\nevent_topic = "{events}/{{stream}}"\n'
         "[models.alarm]\non_k = 1\non_n = 1\noff_m = 1\ndeadband = 0.0\n"
@@ -112,6 +115,20 @@ def counters(port: int, name: str) -> dict[str, float]:
 def scored(port: int) -> float:
     """Windows a runtime scored."""
     return sum(counters(port, "linewatch_windows_scored_total").values())
+
+
+def streams(port: int) -> list[dict]:
+    """Every stream a runtime holds, as its status page lists them (empty while it is not answering)."""
+    try:
+        body = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=2).read())
+    except OSError:
+        return []
+    return [row for model in body["models"] for row in model["streams"] if row["stream"].startswith("l")]  # not the warm-up's
+
+
+def whole_streams(*ports: int) -> set[str]:
+    """Streams with every window scored on the runtimes at ``ports``: every one of their samples arrived."""
+    return {row["stream"] for port in ports for row in streams(port) if len(row["scores"]) == WINDOWS}
 
 
 def refusals(*ports: int) -> dict:
@@ -142,20 +159,6 @@ def is_event(body) -> bool:
     return isinstance(body, dict) and body.get("schema") == "linewatch.event/1"
 
 
-def scored_windows(collector: Collector, prefix: str) -> dict[str, set[str]]:
-    """Per stream, the ends of the windows published under ``prefix``: a window's score, or the transition it made."""
-    found: dict[str, set[str]] = {}
-    for topic, body, _ in list(collector.messages):
-        if topic.startswith(prefix + "/") and is_event(body):
-            found.setdefault(body["stream"], set()).add(body["window_end"])
-    return found
-
-
-def complete_streams(collector: Collector, prefix: str) -> set[str]:
-    """Streams with every window scored: every one of their samples arrived."""
-    return {stream for stream, ends in scored_windows(collector, prefix).items() if len(ends) == WINDOWS}
-
-
 def stored(path: Path) -> int:
     """Durable events an outbox ever stored."""
     outbox = Outbox(path)
@@ -181,12 +184,15 @@ def stop(process: subprocess.Popen) -> int:
 
 def test_four_partitioned_workers_raise_the_alarms_one_process_raises(cluster, runtime_bundle, tmp_path):
     windows = MACHINES * WINDOWS
-    base, single_port = free_port(), free_port()
-    workers = gateway(tmp_path, "lw", cluster, "part/{worker}/plant/{line}/{machine}/telemetry", "partitioned", base, runtime_bundle)
+    base, single_port, status, single_status = free_port(), free_port(), free_port(), free_port()
+    workers = gateway(tmp_path, "lw", cluster, "part/{worker}/plant/{line}/{machine}/telemetry", "partitioned", base, runtime_bundle,
+                      status_port=status)
     # the mapping moves every sample to its partition: one process takes them all with a + level for the partition
-    single = gateway(tmp_path, "single", cluster, "part/+/plant/{line}/{machine}/telemetry", "single", single_port, runtime_bundle, node=1)
+    single = gateway(tmp_path, "single", cluster, "part/+/plant/{line}/{machine}/telemetry", "single", single_port, runtime_bundle, node=1,
+                     status_port=single_status)
     collector = Collector(cluster.mqtt_ports[2], "partitioned/#", "single/#", "linewatch/+/status", protocol=mqtt.MQTTv311)
     supervisor, one = start(workers, "--workers", "4", "--metrics-port", str(base)), start(single)
+    pages = range(status, status + 4)
     try:
         assert collector.wait_for(lambda c: online(c, "lw-w0", "lw-w1", "lw-w2", "lw-w3", "single"), 60), collector.messages[-5:]
         assert warm_up(cluster, single_port, *range(base, base + 4))
@@ -196,33 +202,32 @@ def test_four_partitioned_workers_raise_the_alarms_one_process_raises(cluster, r
         # every window of every sample that arrived is scored (a sample the broker did not deliver is a counted gap)
         assert wait_for(lambda: windows - sum(per_worker()) <= 5 * sum(gaps()[1:]) and windows - scored(single_port) <= 5 * gaps()[0],
                         120), (per_worker(), scored(single_port), refusals(single_port, *range(base, base + 4)))
-        # compared on the streams whose every window both sides scored and published (score telemetry is QoS 0)
-        both = lambda: complete_streams(collector, "partitioned") & complete_streams(collector, "single")  # noqa: E731
-        assert wait_for(lambda: len(both()) >= 0.9 * MACHINES, 30), (len(both()), gaps())
-        complete = both()
+        # compared on the streams whose every sample both sides got: a stream falls out only for a sample its side counted
+        # as a gap (the broker loses a few QoS 1 samples through its partition mapping on a loaded 2-core machine)
+        assert wait_for(lambda: MACHINES - len(whole_streams(*pages)) <= sum(gaps()[1:])
+                        and MACHINES - len(whole_streams(single_status)) <= gaps()[0], 30), gaps()
+        complete = whole_streams(*pages) & whole_streams(single_status)
+        assert len(complete) >= MACHINES // 2, (len(complete), gaps())
         for prefix in ("partitioned", "single"):  # the events settle after the last window
-            assert collector.wait_for(lambda c, p=prefix: sum(transitions(c, p, complete).values()) == sum(transitions(c, "single", complete).values()), 30)
+            assert collector.wait_for(lambda c, p=prefix: {s for s, kind, _ in transitions(c, p, complete) if kind == "alarm_raised"} == complete
+                                      and sum(transitions(c, p, complete).values()) == sum(transitions(c, "single", complete).values()), 30)
         expected = transitions(collector, "single", complete)
         assert transitions(collector, "partitioned", complete) == expected  # transition for transition, on the same samples
-        assert {s for s, kind, _ in expected if kind == "alarm_raised"} == complete and set(expected.values()) == {1}  # each raised, once
+        assert set(expected.values()) == {1}  # each stream raised, and each transition made once
         assert all(n > 0 for n in per_worker())  # the broker spread the machines over the four workers
-        owners: dict[str, set] = {}
-        for topic, body, _ in list(collector.messages):
-            if topic.startswith("partitioned/") and is_event(body) and body["kind"] == "score":
-                owners.setdefault(body["stream"], set()).add(body["id"][:16])  # the id's first half names the process
-        assert len(owners) == MACHINES and all(len(o) == 1 for o in owners.values())  # each stream owned by one worker
+        held = [{row["stream"] for row in streams(page)} for page in pages]
+        assert sum(len(h) for h in held) == len(set().union(*held)) == MACHINES  # each stream held by one worker alone
     finally:
         assert stop(supervisor) == 0 and stop(one) == 0
         collector.close()
 
 
 def test_a_node_crash_and_a_worker_kill_lose_no_durable_event_and_leave_no_stream_dark(cluster, runtime_bundle, tmp_path):
-    base = free_port()
+    base, status = free_port(), free_port()
     config = gateway(tmp_path, "lw", cluster, "part/{worker}/plant/{line}/{machine}/telemetry", "events", base, runtime_bundle,
-                     session_expiry_s=600)
+                     session_expiry_s=600, status_port=status)
     collector = Collector(cluster.mqtt_ports[2], "events/#", "linewatch/+/status", protocol=mqtt.MQTTv311)
     supervisor = start(config, "--workers", "4", "--metrics-port", str(base))
-    last_window = {}
     try:
         assert collector.wait_for(lambda c: online(c, "lw-w0", "lw-w1", "lw-w2", "lw-w3"), 60)
         assert warm_up(cluster, *range(base, base + 4))
@@ -231,13 +236,15 @@ def test_a_node_crash_and_a_worker_kill_lose_no_durable_event_and_leave_no_strea
         publish(cluster.mqtt_ports[2], samples(range(20, 40)))
         os.kill(worker_pid(supervisor, 1), signal.SIGKILL)  # worker 1 dies mid-stream; the supervisor starts it again
         publish(cluster.mqtt_ports[2], samples(range(40, ROWS)))
-        final = "2026-01-01T00:00:59.000Z"  # the last sample's time: every stream's last window ends there
+        final = "2026-01-01T00:00:59.000Z"  # the last sample's time
 
-        def every_stream_reached_the_end(c: Collector) -> bool:
-            last_window.update({stream: max(ends) for stream, ends in scored_windows(c, "events").items()})
-            return len(last_window) == MACHINES and all(end == final for end in last_window.values())
+        def last_samples() -> dict[str, str]:
+            """Each stream's last sample time, from the workers' status pages."""
+            return {row["stream"]: row["last_sample"] for k in range(4) for row in streams(status + k)}
 
-        assert collector.wait_for(every_stream_reached_the_end, 120), sorted(set(last_window.values()))[:5]
+        # every stream went on to its last sample on some worker, the restarted one's included
+        assert wait_for(lambda: len(last_samples()) == MACHINES and set(last_samples().values()) == {final}, 120), \
+            sorted(set(last_samples().values()))[:5]
     finally:
         assert stop(supervisor) == 0
     outboxes = sorted((tmp_path / "lw").glob("linewatch-outbox-w*.sqlite"))
