@@ -75,13 +75,16 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
 @click.option("--param", "params", multiple=True, help="Model hyper-parameter KEY=VALUE (JSON value), e.g. latent=16.")
-@click.option("--threshold", type=click.Choice(METHODS), default="conformal", show_default=True)
+@click.option("--threshold", type=click.Choice(METHODS), default="alarms", show_default=True,
+              help="alarms: the alarm policy replayed on the model's normal scores in time order, to the false alarms a day "
+                   "asked for; conformal: the same target as a per-window exceedance rate; the others per window, or labelled.")
 @click.option("--false-alarms-per-day", type=float, default=1.0, show_default=True,
-              help="conformal: the false alarms per machine and day the threshold aims at.")
+              help="alarms and conformal: the false alarms per machine and day the threshold aims at.")
 @click.option("--threshold-param", type=float, default=None,
               help="Per-window rate (conformal, instead of --false-alarms-per-day), risk (pot), percentile, k (sigma) or rate (fpr).")
 @click.option("--calibration", type=click.Choice(["out-of-fold", "holdout"]), default="out-of-fold", show_default=True,
-              help="Scores the threshold is fitted on: every training window scored by a model that did not see it, or the held-out tail.")
+              help="Where each channel's normal level (and, except for alarms, the threshold's scores) come from: every training "
+                   "window scored by a model that did not see it, or the held-out tail.")
 @click.option("--calibration-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Separate normal data to calibrate the threshold on (any unsupervised method).")
 @click.option("--threshold-data", type=click.Path(exists=True, dir_okay=False), default=None, help="Labelled data for f1/youden.")
@@ -130,7 +133,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         raise click.ClickException(f"--threshold {threshold} needs --threshold-data with labels")
     detector = AutoencoderDetector(
         kind=kind, window=window, stride=stride, model_params=model_params, max_gap=max_gap, train_stride=train_stride,
-        max_windows=max_windows, threshold="conformal" if supervised else threshold, threshold_param=threshold_param,
+        max_windows=max_windows, threshold="alarms" if supervised else threshold, threshold_param=threshold_param,
         false_alarms_per_day=false_alarms_per_day, calibration=calibration,
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, progress=not quiet,
         conditions=condition_names or None,

@@ -23,11 +23,12 @@ from train.data import Condition, SensorTable, Series, infer_sample_period
 from train.errors import DataError, NotFittedError
 from train.models import build_model
 from train.scoring import WindowScorer
-from train.thresholds import METHODS, Threshold, fit_threshold
+from train.thresholds import METHODS, Threshold, fit_alarm_threshold, fit_threshold
 from train.trainer import TrainingHistory, TrainingOptions, fit_scorer, select_device
 from train.windows import SeriesWindows, series_windows
 
 CALIBRATION_KEEP = 512
+MIN_LEVEL_WINDOWS = 100  # windows on each side before the trained windows' scores are corrected to the unseen ones' level
 CALIBRATIONS = ("out-of-fold", "holdout")  # scores the threshold is calibrated on (see AutoencoderDetector.fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 CONDITIONAL_KINDS = ("dense", "vae")  # the models that take operating conditions (conditional AE and VAE)
@@ -80,7 +81,7 @@ class AutoencoderDetector:
         train_stride: int = 1,
         max_windows: int = 50_000,
         val_fraction: float = 0.2,
-        threshold: str = "conformal",
+        threshold: str = "alarms",
         threshold_param: float | None = None,
         false_alarms_per_day: float = 1.0,
         calibration: str = "out-of-fold",
@@ -201,7 +202,7 @@ class AutoencoderDetector:
         self.scorer_.to("cpu").eval()
         out_of_fold = self._out_of_fold_errors(table) if self.calibration == "out-of-fold" else None
         self.calibration_source_ = "holdout" if out_of_fold is None else "out-of-fold"
-        self._calibrate_on_errors(self.channel_errors(val) if out_of_fold is None else out_of_fold)
+        self._calibrate_on_errors(self.channel_errors(val) if out_of_fold is None else out_of_fold, windowed, train_sel)
         self.calibration_windows_ = val[:CALIBRATION_KEEP]
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
@@ -290,26 +291,70 @@ class AutoencoderDetector:
         parts = [self.channel_errors(sw.take(np.arange(len(sw.starts)))) for sw in windowed if len(sw.starts)]
         return np.concatenate(parts) if parts else np.empty((0, len(self.features_) + 1), np.float32)
 
-    def _calibrate_on_errors(self, errors: np.ndarray) -> Threshold:
-        """Set each channel's normal level and then the threshold, both from the channel errors of normal windows.
+    def _calibrate_on_errors(self, errors: np.ndarray, windowed: list[SeriesWindows] | None = None,
+                             seen: list[np.ndarray] | None = None) -> Threshold:
+        """Set each channel's normal level from the channel errors of normal windows, then the threshold.
 
-        The deployed levels come from every window. But levels move from one stretch of normal
-        operation to the next, and the score, the largest channel, picks the channel whose level
-        came out lowest; a threshold set on the windows that set the levels sees none of that. So
-        the threshold is cross-fitted: each half of the windows is scored with the levels of the
-        other half (out of fold, the halves are also the two fold models': levels from one period
-        and model, errors from another, as in deployment), and the threshold method is applied to
-        the scores of both halves together.
+        The deployed levels come from every window. For ``alarms`` the threshold comes from the deployed model's own
+        scores of ``windowed`` in time order (:meth:`_calibrate_on_alarms`). For the other methods it is cross-fitted:
+        levels move from one stretch of normal operation to the next, and the score, the largest channel, picks the
+        channel whose level came out lowest; so each half of the windows is scored with the levels of the other half
+        and the method is applied to the scores of both halves together.
         """
         every = torch.from_numpy(errors)  # plain data, no autograd graph is built on it
         self.scorer_.set_normal_level(every)
         scores = self.scorer_.combine(every)[0].numpy()
+        if self.threshold == "alarms":
+            if seen is not None:
+                self.calibration_source_ = "training"  # the deployed model's own windows, unlike out-of-fold levels
+            return self._calibrate_on_alarms(windowed, seen, baseline=scores)
         halves = self.scorer_.crossed_halves(len(every))
         crossed = scores  # a single window leaves nothing to cross-fit
         if halves:
             crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.weights_for(every[levels]))[0]
                                  for levels, scored in halves]).numpy()
         return self.calibrate(crossed, baseline=scores)  # drift is measured against the deployed scores
+
+    def _calibrate_on_alarms(self, windowed: list[SeriesWindows], seen: list[np.ndarray] | None, baseline: np.ndarray) -> Threshold:
+        """The ``alarms`` threshold from the deployed model's scores of every window of ``windowed``, in time order.
+
+        ``seen`` (per series, the windows the model trained on) are scored lower than new normal data: their scores
+        are raised by the ratio of the 95th percentiles of the unseen (validation) windows' scores to theirs, when
+        that is above 1. Windows are scored at the training stride; every ``stride / train_stride``-th of them from
+        each offset makes one replica of the deployed stream, and the alarm policy is replayed on each.
+        """
+        scores = [self._scores_of(sw) for sw in windowed]
+        self.seen_level_ = 1.0
+        if seen is not None:
+            mask = [np.isin(np.arange(len(sc)), idx) for sc, idx in zip(scores, seen)]
+            trained = np.concatenate([sc[m] for sc, m in zip(scores, mask)] or [np.empty(0)])
+            unseen = np.concatenate([sc[~m] for sc, m in zip(scores, mask)] or [np.empty(0)])
+            if len(trained) >= MIN_LEVEL_WINDOWS and len(unseen) >= MIN_LEVEL_WINDOWS:
+                self.seen_level_ = max(1.0, float(np.quantile(unseen, 0.95) / np.quantile(trained, 0.95)))
+            scores = [np.where(m, sc * self.seen_level_, sc) for sc, m in zip(scores, mask)]
+        phases = max(1, round(self.stride / self.train_stride))
+        sequences = [run[p::phases] for sw, sc in zip(windowed, scores) for run in _contiguous(sc, sw.starts, self.train_stride)
+                     for p in range(phases)]
+        days = sum(len(s) for s in sequences) / phases * self.stride * self.sample_period_ / 86_400
+        self.alarm_calibration_ = ([s for s in sequences if len(s)], days, phases)
+        info = self.threshold_for(self.false_alarms_per_day)
+        self.threshold_info_, self.threshold_ = info, info.value
+        self.calibration_quantiles_ = quantiles(baseline)
+        return info
+
+    def threshold_for(self, false_alarms_per_day: float) -> Threshold:
+        """The ``alarms`` threshold this fit's calibration scores give for another target (the detector is unchanged);
+        only after a fit or ``calibrate_on`` in this process, with the ``alarms`` method.
+        """
+        if not hasattr(self, "alarm_calibration_"):
+            raise NotFittedError("threshold_for needs the calibration scores of a fit (or calibrate_on) with threshold='alarms'")
+        sequences, days, phases = self.alarm_calibration_
+        return fit_alarm_threshold(sequences, days, false_alarms_per_day, phases)
+
+    def _scores_of(self, sw: SeriesWindows, chunk: int = 4096) -> np.ndarray:
+        """The deployed scores of every window of one series, a chunk of windows copied at a time."""
+        parts = [self.score_windows(sw.take(slice(i, i + chunk)))[0] for i in range(0, len(sw.starts), chunk)]
+        return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
     def calibration_rate(self) -> float:
         """The per-window exceedance rate the threshold aims at: ``threshold_param``, or for ``conformal``
@@ -328,7 +373,7 @@ class AutoencoderDetector:
         if not len(errors):
             raise DataError(f"the calibration data holds no window of {self.window} gap-free normal rows")
         self.calibration_source_ = "calibration data"
-        return self._calibrate_on_errors(errors)
+        return self._calibrate_on_errors(errors, self._windows(table, self.train_stride, exclude_labelled=True))
 
     def threshold_record(self) -> dict:
         """The threshold with what it rests on and where its scores came from (the bundle's threshold section)."""
@@ -418,7 +463,8 @@ class AutoencoderDetector:
             "sample_period": self.sample_period_,
             "max_gap": self.max_gap_,
             "threshold": self.threshold_info_.to_dict(),
-            "calibration": {"source": self.calibration_source_, "false_alarms_per_day": self.false_alarms_per_day},
+            "calibration": {"source": self.calibration_source_, "false_alarms_per_day": self.false_alarms_per_day,
+                            "seen_level": getattr(self, "seen_level_", None)},
             "calibration_quantiles": self.calibration_quantiles_,
             "training": {
                 "seed": self.seed,
@@ -498,6 +544,12 @@ def clone_params(detector: AutoencoderDetector, **changes) -> AutoencoderDetecto
     """A fresh, unfitted detector with the same constructor parameters (scikit-learn's ``clone``), some changed."""
     names = [name for name in inspect.signature(type(detector).__init__).parameters if name != "self"]
     return type(detector)(**{**{name: getattr(detector, name) for name in names}, **changes})
+
+
+def _contiguous(scores: np.ndarray, starts: np.ndarray, step: int) -> list[np.ndarray]:
+    """``scores`` cut where consecutive windows' starts are more than ``step`` rows apart (a gap, a labelled stretch)."""
+    cuts = np.flatnonzero(np.diff(starts) != step) + 1
+    return np.split(scores, cuts)
 
 
 def half_table(table: SensorTable, which: int) -> SensorTable:

@@ -1,6 +1,7 @@
 """Thresholds on anomaly scores (higher score = more anomalous).
 
-Unsupervised methods use scores of normal data only; ``f1`` and ``youden`` need labels.
+Unsupervised methods use scores of normal data only; ``f1`` and ``youden`` need labels; ``alarms`` needs the scores
+in time order (see :func:`fit_alarm_threshold`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.contract.alarm_rate import DEFAULT_POLICY, calibrate_alarm_rate
 from edge_runtime.contract.conformal import conformal
 
 UNSUPERVISED = ("conformal", "pot", "percentile", "sigma", "fpr")
 SUPERVISED = ("f1", "youden")
-METHODS = UNSUPERVISED + SUPERVISED
+METHODS = ("alarms",) + UNSUPERVISED + SUPERVISED
 
 
 @dataclass
@@ -22,7 +24,9 @@ class Threshold:
 
     ``windows`` is how many calibration scores it rests on; ``supported_rate`` the lowest
     per-window exceedance rate those scores can vouch for (``1 / (windows + 1)``), and
-    ``supported`` whether the requested rate is at or above it (conformal; None for the others).
+    ``supported`` whether the requested rate is at or above it (conformal and alarms; None for the others).
+    For ``alarms``, ``parameter`` is the target in false alarms per stream and day, ``days`` the stream-days the
+    scores cover and ``policy`` the alarm policy replayed on them (``on_k, on_n, off_m, deadband``).
     """
 
     method: str
@@ -31,11 +35,14 @@ class Threshold:
     windows: int = 0
     supported_rate: float | None = None
     supported: bool | None = None
+    days: float | None = None
+    policy: list | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready form."""
-        return {"method": self.method, "value": self.value, "parameter": self.parameter, "windows": self.windows,
-                "supported_rate": self.supported_rate, "supported": self.supported}
+        """JSON-ready form (``days`` and ``policy`` only where set)."""
+        record = {"method": self.method, "value": self.value, "parameter": self.parameter, "windows": self.windows,
+                  "supported_rate": self.supported_rate, "supported": self.supported}
+        return record | {k: v for k, v in (("days", self.days), ("policy", self.policy)) if v is not None}
 
 
 def percentile(scores: np.ndarray, q: float = 99.0) -> float:
@@ -127,6 +134,8 @@ def fit_threshold(method: str, scores: np.ndarray, labels: np.ndarray | None = N
         labels = np.asarray(labels)[finite]
         value = (best_f1 if method == "f1" else youden)(scores, labels)
         return Threshold(method, float(np.nextafter(np.float32(value), np.float32(-np.inf))), None)
+    if method == "alarms":
+        raise ValueError("threshold method 'alarms' needs time-ordered scores: use fit_alarm_threshold")
     if method not in UNSUPERVISED:
         raise ValueError(f"unknown threshold method '{method}'; expected one of {METHODS}")
     p = DEFAULT_PARAMETERS[method] if parameter is None else parameter
@@ -136,3 +145,14 @@ def fit_threshold(method: str, scores: np.ndarray, labels: np.ndarray | None = N
         return Threshold(method, value, p, n, 1 / (n + 1), supported)
     fn = {"pot": peaks_over_threshold, "percentile": percentile, "sigma": mean_k_sigma, "fpr": target_fpr}[method]
     return Threshold(method, fn(scores, p), p, n, 1 / (n + 1))
+
+
+def fit_alarm_threshold(sequences: list[np.ndarray], days: float, false_alarms_per_day: float, phases: int = 1,
+                        policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> Threshold:
+    """The ``alarms`` threshold: the alarm policy replayed on time-ordered normal scores (one sequence per stretch of a
+    stream, ``phases`` replicas of the same ``days``) raises at most ``false_alarms_per_day`` a day (see
+    :func:`edge_runtime.contract.alarm_rate.calibrate_alarm_rate`).
+    """
+    found = calibrate_alarm_rate(sequences, days, false_alarms_per_day, policy, phases)
+    windows = sum(len(s) for s in sequences)
+    return Threshold("alarms", found.value, false_alarms_per_day, windows, 1 / days, found.supported, round(days, 4), list(policy))

@@ -234,6 +234,8 @@ def threshold_notes(threshold: dict, stride: int, sample_period: float) -> list[
     source = threshold.get("source", "held-out")
     lines = [f"threshold {threshold['value']:.4g} ({threshold['method']}) rests on {n} {source} calibration windows"]
     rate = threshold.get("parameter")
+    if threshold["method"] == "alarms":
+        return _alarm_rate_notes(threshold, lines[0])
     if threshold["method"] == "conformal" and rate:
         lines[0] += f"; it aims at {rate * per_day:.3g} false alarms per stream and day (per window {rate:.3g})"
     if threshold.get("supported") is False or (threshold["method"] == "pot" and rate and rate < threshold["supported_rate"]):
@@ -242,4 +244,17 @@ def threshold_notes(threshold: dict, stride: int, sample_period: float) -> list[
         lines.append(f"warning: {n} calibration windows can vouch for at best {best:.3g} false alarms per stream and day "
                      f"(1 in {n + 1} windows); the threshold goes beyond what they support. Give more normal data "
                      f"(about {needed} windows) or --calibration-data")
+    return lines
+
+
+def _alarm_rate_notes(threshold: dict, first: str) -> list[str]:
+    """:func:`threshold_notes` for the ``alarms`` method: the target, the days it rests on, and when they fall short."""
+    target, days = threshold["parameter"], threshold["days"]
+    on_k, on_n, off_m, deadband = threshold["policy"]
+    lines = [f"{first} ({days:.3g} stream-days); it aims at {target:g} false alarms per stream and day under the alarm "
+             f"policy {on_k} of {on_n} windows, off after {off_m}, deadband {deadband:g} (the runtime's default)"]
+    if threshold.get("supported") is False:
+        lines.append(f"warning: {days:.3g} stream-days of normal data hold less than one false alarm at {target:g} a day "
+                     f"(that needs {1 / target:.3g}): the threshold is extrapolated from the tail of the scores and its "
+                     "rate is not vouched for. Give more normal data or --calibration-data")
     return lines

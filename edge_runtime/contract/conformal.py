@@ -1,4 +1,4 @@
-"""The split-conformal threshold: one rule for training's calibration and the runtime's commissioning."""
+"""The split-conformal threshold for a per-window exceedance rate: `--threshold conformal` and the runtime's commissioning."""
 
 from __future__ import annotations
 

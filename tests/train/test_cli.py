@@ -26,10 +26,12 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     history = config["training"]["history"]
     stopped_at_cap = history["best_epoch"] == len(history["val_loss"]) - 1
     assert ("validation loss was still falling at the last epoch (200)" in result.output) == stopped_at_cap
-    assert config["model_params"] == {"latent": 4, "hidden": [32]} and config["threshold"]["method"] == "conformal"
-    assert config["calibration"] == {"source": "out-of-fold", "false_alarms_per_day": 1.0}
-    windows = config["threshold"]["windows"]
-    assert f"rests on {windows} out-of-fold calibration windows; it aims at 1 false alarms per stream and day" in result.output
+    assert config["model_params"] == {"latent": 4, "hidden": [32]} and config["threshold"]["method"] == "alarms"
+    calibration = config["calibration"]
+    assert (calibration["source"], calibration["false_alarms_per_day"]) == ("training", 1.0) and calibration["seen_level"] >= 1.0
+    windows, days = config["threshold"]["windows"], config["threshold"]["days"]
+    assert f"rests on {windows} training calibration windows ({days:.3g} stream-days); it aims at 1 false alarms per stream and day" in result.output
+    assert "the threshold is extrapolated from the tail of the scores" in result.output  # 2 x 40 minutes: less than a day
     assert windows > 2 * 2400 * 0.8  # every normal training window of both machines, not a held-out fifth
     result = runner.invoke(main, ["evaluate", str(run_dir), str(data), "--series-column", "machine", "--sweep"])
     assert result.exit_code == 0, result.output

@@ -179,11 +179,11 @@ def test_the_detector_calibrates_out_of_fold_or_on_separate_data_and_says_which(
     from helpers import tiny_detector
     from train.data import SensorTable
 
-    detector = tiny_detector("dense").fit(plant_table)
+    detector = tiny_detector("dense", threshold="conformal").fit(plant_table)
     info = detector.threshold_info_
     assert detector.calibration_source_ == "out-of-fold" and info.method == "conformal"
     assert info.parameter == pytest.approx(1.0 * 5 * 1.0 / 86_400)  # one false alarm a day at stride 5, 1 s samples
-    holdout = tiny_detector("dense", calibration="holdout").fit(plant_table)
+    holdout = tiny_detector("dense", threshold="conformal", calibration="holdout").fit(plant_table)
     assert holdout.calibration_source_ == "holdout" and holdout.threshold_info_.windows < info.windows / 3  # a fifth, purged
     later = SensorTable(plant_table.features, [s for s in plant_table.series][:1])
     detector.calibrate_on(later)
@@ -197,14 +197,43 @@ def test_the_detector_calibrates_out_of_fold_or_on_separate_data_and_says_which(
         assert detector.threshold_ == detector.threshold_info_.value > 0
     short = SensorTable(plant_table.features, [type(s)(s.name, s.time[:120], s.values[:120]) for s in plant_table.series])
     with pytest.warns(UserWarning, match="out-of-fold calibration skipped"):
-        fallback = tiny_detector("dense", window=20, max_windows=100).fit(short)
+        fallback = tiny_detector("dense", threshold="conformal", window=20, max_windows=100).fit(short)
     assert fallback.calibration_source_ == "holdout"
+
+
+def test_the_default_threshold_replays_the_alarm_policy_on_the_deployed_model_s_own_windows(plant_table):
+    pytest.importorskip("torch")
+    from edge_runtime.contract.alarm_rate import alarm_raises
+    from edge_runtime.contract.bundle import threshold_notes
+    from helpers import tiny_detector
+    from train.data import SensorTable
+
+    detector = tiny_detector("dense").fit(plant_table)
+    info = detector.threshold_info_
+    assert (info.method, info.parameter, info.policy, detector.calibration_source_) == ("alarms", 1.0, [2, 3, 3, 0.1], "training")
+    rows = sum(len(s) for s in plant_table.series)
+    assert 0.8 * rows / 86_400 < info.days <= rows / 86_400  # every window at every offset, the time counted once (less faults)
+    assert info.supported is False  # a few hours hold less than one false alarm at one a day: extrapolated, and said so
+    notes = threshold_notes({**info.to_dict(), "source": detector.calibration_source_}, detector.stride, 1.0)
+    assert "it aims at 1 false alarms per stream and day under the alarm policy 2 of 3" in notes[0]
+    assert notes[1].startswith("warning:") and "not vouched for" in notes[1]
+    # a target the days hold is met on the calibration scores themselves, with one alarm to spare
+    sequences, days, phases = detector.alarm_calibration_
+    generous = detector.threshold_for(20 / days)
+    assert generous.supported and generous.value < info.value
+    assert sum(alarm_raises(s, generous.value) for s in sequences) / phases <= 20 - 1
+    assert detector.threshold_ == info.value  # threshold_for leaves the detector as it was
+    later = SensorTable(plant_table.features, [s for s in plant_table.series][:1])
+    detector.calibrate_on(later)
+    assert (detector.calibration_source_, detector.threshold_info_.method) == ("calibration data", "alarms")
+    assert detector.threshold_info_.days < info.days
 
 
 def test_the_cross_fitted_threshold_keeps_its_rate_although_the_channel_levels_are_estimated(kind_bundles, rng):
     torch = pytest.importorskip("torch")
     detector = kind_bundles["dense"][0]
     saved = detector.threshold_param, detector.scorer_.channel_scale.clone(), detector.threshold_info_, detector.calibration_quantiles_
+    detector.threshold = "conformal"  # the per-window rate, cross-fitted
     n_channels, rate, exceed, exceed_same = len(detector.features_) + 1, 0.02, [], []
     spread = np.r_[np.geomspace(0.01, 10, n_channels - 1), 0.0]  # sensors reconstructed closely and loosely; no score term
     try:
@@ -220,6 +249,7 @@ def test_the_cross_fitted_threshold_keeps_its_rate_although_the_channel_levels_a
             exceed_same.append((score > on_the_same_windows.value).mean())
     finally:
         detector.threshold_param, detector.threshold_info_, detector.calibration_quantiles_ = saved[0], saved[2], saved[3]
+        detector.threshold = "alarms"
         detector.scorer_.channel_scale.copy_(saved[1])
         detector.threshold_ = saved[2].value
     assert np.mean(exceed) <= rate

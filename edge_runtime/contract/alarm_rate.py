@@ -1,0 +1,162 @@
+"""Thresholds calibrated on the thing promised: alarm raises per stream and day, with the alarm policy replayed.
+
+A per-window exceedance rate is not what an operator counts. Windows overlap, so exceedances come in clusters, and
+the alarm policy (``on_k`` of ``on_n`` windows above the threshold) raises once per cluster, or not at all for a
+single spike: on the simulator a threshold set for one exceeding window a day raised one alarm every 4 to 90 days.
+Here the policy itself is replayed on time-ordered normal scores and the threshold is the lowest value whose raise
+count, plus one, stays within the target over the days the scores cover: the ``+ 1`` plays the part of split
+conformal's ``n + 1``, so a finite sample errs towards fewer alarms.
+
+Where the scores cover too few days for the target (``target * days < 1``: not one alarm of the target fits in
+them), the raise rate is extrapolated with an exponential tail fitted to the peaks of the alarm statistic's
+clusters (the ``on_k``-th largest of the last ``on_n`` scores), and the result is marked unsupported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_POLICY = (2, 3, 3, 0.1)  # AlarmConfig's defaults: on_k, on_n, off_m, deadband
+TAIL_PEAKS = 20  # cluster peaks per phase the extrapolated tail is fitted to
+
+
+@dataclass(frozen=True)
+class AlarmRateThreshold:
+    """A threshold calibrated to alarm raises per stream and day, with what it rests on.
+
+    ``days``: stream-days the calibration scores cover; ``supported``: whether they hold at least one alarm of the
+    target (else ``value`` is extrapolated); ``raises``: the raises the policy makes on them at ``value``.
+    """
+
+    value: float
+    target: float
+    days: float
+    supported: bool
+    raises: float
+
+
+def alarm_statistic(scores: np.ndarray, on_k: int, on_n: int) -> np.ndarray:
+    """Per window (from the ``on_n``-th on), the ``on_k``-th largest of the last ``on_n`` scores: the policy raises
+    when it exceeds the threshold.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < on_n:
+        return np.empty(0)
+    recent = np.lib.stride_tricks.sliding_window_view(scores, on_n)
+    return np.partition(recent, on_n - on_k, axis=1)[:, on_n - on_k]
+
+
+def alarm_raises(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> int:
+    """How many alarms :class:`edge_runtime.contract.alarms.Alarm` raises on one stream's time-ordered window scores.
+
+    The same count as feeding every score to ``Alarm(*policy).update`` (tested against it), at numpy speed: raises
+    are found from the alarm statistic, and each raise's alarm lasts until ``off_m`` windows in a row score below
+    ``threshold * (1 - deadband)``.
+    """
+    on_k, on_n, off_m, deadband = policy
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        return 0
+    above = scores > threshold
+    padded = np.r_[np.zeros(on_n - 1, bool), above]
+    counts = np.convolve(padded, np.ones(on_n, int), mode="valid")  # exceedances among the last on_n windows (fewer at the start)
+    hot = np.flatnonzero(counts >= on_k)
+    if not len(hot):
+        return 0
+    cool = scores < threshold * (1 - deadband)
+    run = np.zeros(n + 1, np.int64)  # run[i + 1]: cool windows in a row ending at window i
+    for_cool = np.flatnonzero(cool)
+    if len(for_cool):
+        starts = np.r_[True, np.diff(for_cool) > 1]
+        group = np.cumsum(starts) - 1
+        first = for_cool[starts][group]
+        run[for_cool + 1] = for_cool - first + 1
+    clears = np.flatnonzero(run[1:] >= off_m)  # windows at which an active alarm clears
+    raises, i = 0, 0
+    while i < len(hot):
+        start = hot[i]
+        raises += 1
+        k = np.searchsorted(clears, start, side="right")
+        if k == len(clears):
+            break
+        end = clears[k]
+        # after a clear the policy starts its count afresh: exceedances up to the clear no longer count
+        i = _next_hot_after(above, hot, end, on_k, on_n, i)
+    return raises
+
+
+def _next_hot_after(above: np.ndarray, hot: np.ndarray, end: int, on_k: int, on_n: int, i: int) -> int:
+    """Index into ``hot`` of the first window after ``end`` at which ``on_k`` exceedances after ``end`` lie among the
+    last ``on_n`` windows.
+    """
+    j = np.searchsorted(hot, end, side="right")
+    while j < len(hot):
+        t = hot[j]
+        if int(above[max(end + 1, t - on_n + 1):t + 1].sum()) >= on_k:
+            return j
+        j += 1
+    return len(hot)
+
+
+def raise_count(sequences: list[np.ndarray], threshold: float, policy: tuple[int, int, int, float], phases: int = 1) -> float:
+    """Raises of the policy over ``sequences`` at ``threshold``, averaged over ``phases`` replicas of the same time."""
+    return float(sum(alarm_raises(s, threshold, policy) for s in sequences)) / phases
+
+
+def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float,
+                         policy: tuple[int, int, int, float] = DEFAULT_POLICY, phases: int = 1) -> AlarmRateThreshold:
+    """The lowest threshold at which the policy, replayed on ``sequences`` (time-ordered normal scores at the deployed
+    stride, one per stream stretch), raises at most ``target * days - 1`` alarms; extrapolated (and unsupported) when
+    the ``days`` they cover hold less than one alarm of the target.
+
+    ``phases``: the sequences hold that many replicas of the same stretches of time (windows scored at every sample,
+    taken every ``stride``-th from each offset): raises are averaged over them and ``days`` counts the time once.
+    """
+    sequences = [np.asarray(s, dtype=np.float64) for s in sequences if len(s)]
+    if not sequences or days <= 0:
+        raise ValueError("alarm-rate calibration needs time-ordered normal scores")
+    statistic = np.concatenate([alarm_statistic(s, policy[0], policy[1]) for s in sequences] or [np.empty(0)])
+    if not len(statistic):
+        statistic = np.concatenate(sequences)
+    allowed = target * days - 1
+    if allowed >= 0:
+        candidates = np.unique(statistic)
+        lo, hi = 0, len(candidates) - 1  # the highest candidate (the maximum) raises nothing
+        while lo < hi:  # raises fall as the threshold rises: find the lowest candidate within the allowance
+            mid = (lo + hi) // 2
+            if raise_count(sequences, candidates[mid], policy, phases) <= allowed:
+                hi = mid
+            else:
+                lo = mid + 1
+        value = float(candidates[lo])
+        return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases))
+    value = _exponential_tail(sequences, days * phases, target, policy)
+    return AlarmRateThreshold(value, target, days, False, raise_count(sequences, value, policy, phases))
+
+
+def _exponential_tail(sequences: list[np.ndarray], days: float, target: float, policy: tuple[int, int, int, float]) -> float:
+    """The threshold the exponential tail of the alarm statistic's cluster peaks puts at ``target`` raises a day.
+
+    The peaks over a level ``u0`` (exceeded by about ``TAIL_PEAKS`` windows per sequence) are taken as exponential,
+    the Gumbel domain of attraction: ``rate(u) = rate(u0) * exp(-(u - u0) / mean excess)``.
+    """
+    statistic = [alarm_statistic(s, policy[0], policy[1]) for s in sequences]
+    pooled = np.concatenate(statistic)
+    u0 = float(np.quantile(pooled, max(0.0, 1 - TAIL_PEAKS * len(sequences) / len(pooled))))
+    peaks = np.concatenate([_cluster_peaks(a, u0, policy[2]) for a in statistic])
+    if not len(peaks):
+        return float(pooled.max())
+    rate0 = len(peaks) / days
+    return float(u0 + np.mean(peaks - u0) * np.log(max(rate0 / target, 1.0)))
+
+
+def _cluster_peaks(statistic: np.ndarray, level: float, gap: int) -> np.ndarray:
+    """The maximum of each run of ``statistic`` above ``level`` (runs less than ``gap`` windows apart are one cluster)."""
+    over = np.flatnonzero(statistic > level)
+    if not len(over):
+        return np.empty(0)
+    cut = np.flatnonzero(np.diff(over) > gap) + 1
+    return np.array([statistic[run].max() for run in np.split(over, cut)])
