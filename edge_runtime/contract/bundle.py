@@ -255,6 +255,6 @@ def _alarm_rate_notes(threshold: dict, first: str) -> list[str]:
              f"policy {on_k} of {on_n} windows, off after {off_m}, deadband {deadband:g} (the runtime's default)"]
     if threshold.get("supported") is False:
         lines.append(f"warning: {days:.3g} stream-days of normal data hold less than one false alarm at {target:g} a day "
-                     f"(that needs {1 / target:.3g}): the threshold is extrapolated from the tail of the scores and its "
-                     "rate is not vouched for. Give more normal data or --calibration-data")
+                     f"(that takes {1 / target:.3g} stream-days): the threshold is extrapolated from the tail of the scores "
+                     "and its rate is not vouched for. Give more normal data or --calibration-data")
     return lines
