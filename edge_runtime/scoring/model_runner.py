@@ -65,6 +65,7 @@ class ModelRunner:
         self.sink, self.metrics = sink, metrics
         self.ingest_lock = ingest_lock or threading.Lock()
         self.bundle = load_bundle(config.bundle)
+        self._check_policy(self.bundle)
         self.backend = self._backend(self.bundle)
         self.scored = 0
         self.deadline_misses = 0
@@ -117,6 +118,17 @@ class ModelRunner:
                       if not (k in self.streams.states and (self.streams[k].alarm.active or self.streams[k].alarm.rising))]
             self.commissioning.restart(chosen)
         return chosen
+
+    def _check_policy(self, bundle: Bundle) -> None:
+        """Warn when the bundle's threshold was calibrated for another alarm policy than this model's: its false-alarm
+        rate then holds for that policy, not this one.
+        """
+        calibrated = bundle.manifest["threshold"].get("policy")
+        if calibrated is not None and self.config.threshold is None and list(self.config.alarm.policy()) != list(calibrated):
+            on_k, on_n, off_m, deadband = calibrated
+            log.warning("%s: the bundle's threshold was calibrated for the alarm policy %d of %d, off after %d, deadband %g, "
+                        "and [models.alarm] sets (on_k, on_n, off_m, deadband) = %s: the false alarms a day it promises hold "
+                        "for the bundle's policy, not this one", self.config.name, on_k, on_n, off_m, deadband, self.config.alarm.policy())
 
     @property
     def threshold(self) -> float:
@@ -326,6 +338,7 @@ class ModelRunner:
         fingerprint = bundle_fingerprint(self.config.bundle)
         try:
             bundle = load_bundle(self.config.bundle)
+            self._check_policy(bundle)
             backend = self._backend(bundle)
             keep = bundle.input_spec == self.bundle.input_spec
             batcher = None if keep else self._batcher(bundle)

@@ -56,3 +56,24 @@ def test_grouped_score_telemetry_is_one_message_per_stream_and_alarms_stay_event
     m1 = [orjson.loads(p) for _, p, _, durable in events if not durable and orjson.loads(p)["stream"] == "l1/m1"]
     assert len(m1[0]["window_end"]) == 1  # ...and not repeated among the scores
     runner.backend.deactivate()
+
+
+def test_an_alarm_policy_other_than_the_one_the_threshold_was_calibrated_for_is_warned_about(runtime_bundle, tmp_path, caplog):
+    import json
+    import shutil
+
+    from edge_runtime.contract.alarms import AlarmConfig
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(runtime_bundle, bundle)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["threshold"]["policy"] = [3, 5, 3, 0.1]  # calibrated for 3 of 5
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    config = runtime_config(1883, bundle, tmp_path)
+    for alarm, override, warned in ((AlarmConfig(), None, True), (AlarmConfig(on_k=3, on_n=5), None, False), (AlarmConfig(), 1.0, False)):
+        caplog.clear()
+        model = config.models[0]
+        model.alarm, model.threshold = alarm, override
+        runner = ModelRunner(model, config.runtime, sink=None, bad=BadInput(), metrics=Metrics())
+        runner.backend.deactivate()
+        assert ("calibrated for the alarm policy 3 of 5" in caplog.text) is warned, (alarm, override, caplog.text)
