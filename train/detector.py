@@ -29,7 +29,7 @@ from train.windows import SeriesWindows, series_windows
 
 CALIBRATION_KEEP = 512
 MIN_LEVEL_WINDOWS = 100  # windows on each side before the trained windows' scores are corrected to the unseen ones' level
-CALIBRATIONS = ("out-of-fold", "holdout")  # scores the threshold is calibrated on (see AutoencoderDetector.fit)
+CALIBRATIONS = ("out-of-fold", "holdout")  # errors each channel's level (and a per-window threshold) rest on (see fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 CONDITIONAL_KINDS = ("dense", "vae")  # the models that take operating conditions (conditional AE and VAE)
 
@@ -275,7 +275,7 @@ class AutoencoderDetector:
         """
         errors = []
         for fit_half, score_half in ((0, 1), (1, 0)):
-            helper = clone_params(self, calibration="holdout", progress=False)
+            helper = clone_params(self, calibration="holdout", threshold="conformal", progress=False)  # only its raw errors are used
             try:
                 helper.fit(half_table(table, fit_half))
             except DataError as error:
