@@ -105,6 +105,29 @@ def _threshold_sweep(sweep: list[dict], threshold: float, path: Path) -> None:
     plt.close(fig)
 
 
+def _false_alarm_sweep(sweep: list[dict], threshold: float, promised: float, path: Path) -> None:
+    """False alarms per machine-day the alarm policy raised on the labelled data's normal rows at each threshold,
+    against the promise the threshold was calibrated for (none raised sits on the axis).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [row["multiple"] * threshold for row in sweep]
+    realised = [row["false_alarms_per_day"] for row in sweep]
+    before = [row["false_alarms_per_day_before_first_anomaly"] for row in sweep]
+    positive = [v for v in realised + before if v]
+    floor = min(positive + [promised]) / 4
+    ax.plot(x, [max(v, floor) for v in realised], marker=".", label="all normal rows")
+    if any(v is not None for v in before):
+        ax.plot(x, [floor if v is None else max(v, floor) for v in before], marker=".", label="before each series' first anomaly")
+    ax.axhline(promised, color="tab:green", lw=0.8, label=f"promised: {promised:g} a day")
+    ax.axvline(threshold, color="red", lw=0.8, label=f"threshold {threshold:.3g}")
+    ax.set(xscale="log", yscale="log", xlabel="threshold", ylabel="false alarms per machine-day",
+           title="Promised against realised (alarm policy; bottom: none)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, detector, run_dir: Path) -> Path:
     """Write ``report.html`` with PNG plots into ``out_dir``; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +157,10 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
     if "threshold_sweep" in metrics:
         _threshold_sweep(metrics["threshold_sweep"], threshold, out_dir / "threshold_sweep.png")
         figures.append("threshold_sweep.png")
+        promised = detector.false_alarms_per_day if detector.threshold_info_.method in ("alarms", "conformal") else None
+        if promised:
+            _false_alarm_sweep(metrics["threshold_sweep"], threshold, promised, out_dir / "false_alarm_sweep.png")
+            figures.append("false_alarm_sweep.png")
     table = html_table([(k, _fmt(v)) for k, v in metrics.items() if not isinstance(v, list)])
     events = html_table([(e["series"], e["first"], e["last"], e["rows"], delay_text(e["detected"], e["delay_seconds"], e["delay_rows"]),
                           delay_text(e["alarm_policy_detected"], e["alarm_policy_delay_seconds"])) for e in metrics["events_detail"]],

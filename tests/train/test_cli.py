@@ -49,7 +49,8 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     # what a gateway would raise with the runtime's default alarm policy: never more events than the raw threshold flags
     assert 0 < metrics["alarm_policy_events_detected"] <= metrics["events_detected"]
     assert metrics["alarm_policy_far"] <= metrics["far"] + 0.01 and "alarm_policy_f1" in result.output
-    for figure in ("report.html", "score_distribution.png", "scores_0.png", "feature_contributions.png", "loss_curve.png", "threshold_sweep.png"):
+    for figure in ("report.html", "score_distribution.png", "scores_0.png", "feature_contributions.png", "loss_curve.png", "threshold_sweep.png",
+                   "false_alarm_sweep.png"):
         assert (run_dir / "evaluation" / figure).stat().st_size > 0
     assert (run_dir / "loss_curve.png").stat().st_size > 0 and (run_dir / "loss_curve.csv").exists()
     # a label-based threshold calibrates on labelled data
