@@ -164,6 +164,7 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
             "best_val_loss": float(min(history.val_loss)),
             "seconds": history.seconds,
             "device": history.device,
+            **({"selection": detector.selection_} if getattr(detector, "selection_", None) else {}),
         },
         "versions": _versions(),
     }

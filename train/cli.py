@@ -65,7 +65,8 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
 @click.command()
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
-@click.option("--model", "kind", type=click.Choice(sorted(MODELS)), default="dense", show_default=True)
+@click.option("--model", "kind", type=click.Choice(["auto", *sorted(MODELS)]), default="dense", show_default=True,
+              help="auto: try every kind and keep the one that best detects synthetic faults written into held-out normal windows.")
 @click.option("--window", type=int, default=None, help="Samples per window (default: a twentieth of the shortest series, 10 to 50).")
 @click.option("--stride", type=int, default=None, help="Samples between scored windows at runtime (default: a fifth of the window).")
 @click.option("--train-stride", default=1, show_default=True, help="Samples between training windows.")
@@ -131,6 +132,11 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     supervised = threshold in ("f1", "youden")
     if supervised and threshold_data is None:
         raise click.ClickException(f"--threshold {threshold} needs --threshold-data with labels")
+    selection = None
+    if kind == "auto":
+        kind, selection = _choose_kind(table, model_params, condition_names, quiet, window=window, stride=stride, max_gap=max_gap,
+                                       train_stride=train_stride, max_windows=max_windows, epochs=epochs, batch_size=batch_size,
+                                       lr=lr, patience=patience, device=device, seed=seed)
     detector = AutoencoderDetector(
         kind=kind, window=window, stride=stride, model_params=model_params, max_gap=max_gap, train_stride=train_stride,
         max_windows=max_windows, threshold="alarms" if supervised else threshold, threshold_param=threshold_param,
@@ -138,6 +144,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, progress=not quiet,
         conditions=condition_names or None,
     )
+    detector.selection_ = selection
     started = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:  # said as "warning: ..." lines, not with Python's file and line
@@ -172,6 +179,30 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     if h.stopped_at_cap:
         click.echo(f"warning: the validation loss was still falling at the last epoch ({len(h.val_loss)}): early stopping "
                    f"did not decide the epoch count; train again with a larger --epochs", err=True)
+
+
+def _choose_kind(table, model_params: dict, conditions: list[str], quiet: bool, **options) -> tuple[str, dict]:
+    """``--model auto``: the kind that best detects synthetic faults in held-out normal windows, with the evidence."""
+    from train.detector import CONDITIONAL_KINDS, AutoencoderDetector
+    from train.selection import CANDIDATES, SYNTHETIC_FAULTS, choose_kind
+
+    if model_params:
+        raise click.ClickException("--param sets one kind's hyper-parameters: name the --model, not auto")
+    candidates = tuple(k for k in CANDIDATES if k in CONDITIONAL_KINDS) if conditions else CANDIDATES
+    click.echo(f"--model auto: {', '.join(candidates)} in turn, each on the first part of every series; detection of "
+               f"synthetic faults in the held-out tail above its every clean window ({', '.join(SYNTHETIC_FAULTS)})")
+
+    def make(kind: str) -> AutoencoderDetector:
+        return AutoencoderDetector(kind=kind, calibration="holdout", threshold="conformal", progress=False,
+                                   conditions=conditions or None, **options)
+
+    try:
+        chosen, tried = choose_kind(make, table, options["seed"], candidates, echo=click.echo if not quiet else lambda *_: None)
+    except DataError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"chosen: {chosen} (detects {tried[0].score:.0%} of the synthetic faults; the table is in the run and the bundle)")
+    return chosen, {"chosen": chosen, "criterion": "share of synthetic faults in held-out normal windows scored above every clean one",
+                    "candidates": [c.to_dict() for c in tried]}
 
 
 def evaluate_runs(groups, output, time_column, label_column, series_column, features, sweep: bool = False) -> None:

@@ -466,6 +466,7 @@ class AutoencoderDetector:
             "calibration": {"source": self.calibration_source_, "false_alarms_per_day": self.false_alarms_per_day,
                             "seen_level": getattr(self, "seen_level_", None)},
             "calibration_quantiles": self.calibration_quantiles_,
+            **({"selection": self.selection_} if getattr(self, "selection_", None) else {}),
             "training": {
                 "seed": self.seed,
                 "epochs": self.epochs,
@@ -517,6 +518,7 @@ class AutoencoderDetector:
         detector.data_fingerprint_ = training["data_fingerprint"]
         detector.training_windows_ = training["windows"]
         detector.calibration_windows_ = run.calibration_windows
+        detector.selection_ = config.get("selection")  # the candidates' table of --model auto
         return detector
 
 

@@ -167,10 +167,17 @@ def write_evaluation_report(out_dir: Path, metrics: dict, series_scores: list, d
                         ("series", "first", "last", "rows", "delay (raw threshold)", "delay (alarm policy)"))
     images = "".join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)
     notes = threshold_notes(detector.threshold_record(), detector.stride, detector.sample_period_)
+    selection = getattr(detector, "selection_", None)
+    chosen = ""
+    if selection:  # --model auto: the candidates' evidence, best first
+        faults = list(selection["candidates"][0]["detected"])
+        chosen = (f"<h2>Model chosen by --model auto: {html.escape(selection['chosen'])}</h2><p>{html.escape(selection['criterion'])}</p>"
+                  + html_table([(c["kind"], f"{c['score']:.3f}", *(f"{c['detected'][f]:.2f}" for f in faults), f"{c['seconds']:.1f}")
+                                for c in selection["candidates"]], ("kind", "criterion", *faults, "training s")))
     body = (
         f"<p>Run: {html.escape(str(run_dir))}; model {html.escape(detector.kind)}, "
         f"window {detector.window}, stride {detector.stride}, threshold {threshold:.4g} ({html.escape(detector.threshold_info_.method)}).</p>"
-        + "".join(f"<p>{html.escape(line)}</p>" for line in notes) +
+        + "".join(f"<p>{html.escape(line)}</p>" for line in notes) + chosen +
         f"<h2>Metrics</h2>{table}<p>Point-adjusted F1 flatters; read it beside the others, never alone.</p>"
         f"<h2>Events</h2>{events}"
         f"<h2>Plots</h2>{images}<h2>Raw</h2><pre>{html.escape(json.dumps(metrics, indent=1))}</pre>"
