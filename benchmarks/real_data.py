@@ -1,7 +1,7 @@
 """Real data, the tool's defaults only: SKAB's official per-file protocol and NAB's realKnownCause.
 
 Each experiment is trained with the defaults ``linewatch train`` uses (window and stride from the
-data's length, out-of-fold conformal threshold at one false alarm per machine and day), exported
+data's length, the default threshold at one false alarm per machine and day), exported
 to a bundle, and its test part evaluated as ``linewatch evaluate BUNDLE FILE --train-rows N`` does:
 through the exported ONNX with the runtime's stream assembly, with the raw threshold and with the
 runtime's default alarm policy (2 of 3 windows to raise, 3 below threshold x 0.9 to clear). One
@@ -179,8 +179,8 @@ def main() -> None:
                                                 "events detected", "series alarming before the anomaly",
                                                 "false alarms per machine-day before the anomaly", "ROC AUC",
                                                 "alarm episodes (share on an event)", "NAB score"], rows,
-                         "Defaults only: window and stride from the data's length, out-of-fold conformal threshold at one "
-                         "false alarm per machine and day (cross-fitted), the exported ONNX, the runtime's alarm policy (2 of 3 / 3 / 10 %). "
+                         "Defaults only: window and stride from the data's length, the default threshold (alarms) at one "
+                         "false alarm per machine and day, the exported ONNX, the runtime's alarm policy (2 of 3 / 3 / 10 %). "
                          "Point-wise numbers over the rows with a score (the first window-1 rows of each test part have none). "
                          "FAR before / after the anomaly: over the normal rows before each file's first anomaly and after its last one ends. "
                          "False alarms per machine-day: alarms raised on normal rows before the first anomaly, per day of those rows. "

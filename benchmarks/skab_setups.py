@@ -6,7 +6,7 @@ SKAB records no operating-condition column, but its experiments ran the rig in k
 one model per rig rather than one per experiment meets exactly the case conditional models are for. Each
 experiment's first 400 rows (SKAB's protocol) are pooled into one training set, with the group as a categorical
 condition ``setup`` (added in a temporary copy outside the project); both models are trained with the defaults
-(window and stride from the data's length, out-of-fold conformal threshold at one false alarm per machine and day),
+(window and stride from the data's length, the default threshold at one false alarm per machine and day),
 exported, and every test part is scored through the exported ONNX with the runtime's alarm policy. One confusion
 matrix is pooled over the 34 test parts, as in ``benchmarks/real_data.py`` (per-file models).
 
