@@ -26,7 +26,8 @@ class Threshold:
     per-window exceedance rate those scores can vouch for (``1 / (windows + 1)``), and
     ``supported`` whether the requested rate is at or above it (conformal and alarms; None for the others).
     For ``alarms``, ``parameter`` is the target in false alarms per stream and day, ``days`` the stream-days the
-    scores cover and ``policy`` the alarm policy replayed on them (``on_k, on_n, off_m, deadband``).
+    scores cover, ``supported_rate`` the lowest target they hold one alarm of (``1 / days``, per day) and ``policy``
+    the alarm policy replayed on them (``on_k, on_n, off_m, deadband``).
     """
 
     method: str
