@@ -9,7 +9,8 @@ conformal's ``n + 1``, so a finite sample errs towards fewer alarms.
 
 Where the scores cover too few days for the target (``target * days < 1``: not one alarm of the target fits in
 them), the raise rate is extrapolated with an exponential tail fitted to the peaks of the alarm statistic's
-clusters (the ``on_k``-th largest of the last ``on_n`` scores), and the result is marked unsupported.
+clusters (the ``on_k``-th largest of the last ``on_n`` scores), never below the statistic's largest value (no
+alarm on the calibration scores themselves, split conformal's fallback), and the result is marked unsupported.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
                 lo = mid + 1
         value = float(candidates[lo])
         return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases))
-    value = _exponential_tail(sequences, days * phases, target, policy)
+    value = max(_exponential_tail(sequences, days * phases, target, policy), float(statistic.max()))
     return AlarmRateThreshold(value, target, days, False, raise_count(sequences, value, policy, phases))
 
 

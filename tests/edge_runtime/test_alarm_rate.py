@@ -61,6 +61,7 @@ def test_a_target_the_days_cannot_hold_is_extrapolated_and_marked_unsupported():
     calibration = [normal_scores(rng, 0.5)]
     found = calibrate_alarm_rate(calibration, days=0.5, target=0.1)  # one alarm at 0.1 a day needs 10 days
     assert not found.supported and found.raises == 0
+    assert found.value >= alarm_statistic(calibration[0], 2, 3).max()  # never below what the calibration days raised nothing at
     assert found.value > calibrate_alarm_rate(calibration, days=0.5, target=4.0).value  # stricter than a supported one
 
 
