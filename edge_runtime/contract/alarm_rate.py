@@ -3,9 +3,16 @@
 A per-window exceedance rate is not what an operator counts. Windows overlap, so exceedances come in clusters, and
 the alarm policy (``on_k`` of ``on_n`` windows above the threshold) raises once per cluster, or not at all for a
 single spike: on the simulator a threshold set for one exceeding window a day raised one alarm every 4 to 90 days.
-Here the policy itself is replayed on time-ordered normal scores and the threshold is the lowest value whose raise
-count, plus one, stays within the target over the days the scores cover: the ``+ 1`` plays the part of split
-conformal's ``n + 1``, so a finite sample errs towards fewer alarms.
+Here the policy itself is replayed on time-ordered normal scores and the threshold is the lowest value from which
+up the alarm count, plus one, stays within the target over the days the scores cover: the ``+ 1`` plays the part of
+split conformal's ``n + 1``, so a finite sample errs towards fewer alarms.
+
+An alarm that stays up counts once per policy cycle (``on_n + off_m`` windows, the shortest raise and clear) it
+lasts (:func:`standing_count`): a raise count alone falls again far below the normal scores' tail, where alarms
+merge and finally one alarm is raised and never clears, so the lowest threshold "within the count" would flag most
+of the time. A standing alarm is what the operator sees as a false alarm that will not go away. And because merging
+can still lower the count a little, the search comes down from the top and stops where the count first exceeds
+the target.
 
 Where the scores cover too few days for the target (``target * days < 1``: not one alarm of the target fits in
 them), the raise rate is extrapolated with an exponential tail fitted to the peaks of the alarm statistic's
@@ -52,21 +59,37 @@ def alarm_statistic(scores: np.ndarray, on_k: int, on_n: int) -> np.ndarray:
 def alarm_raises(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> int:
     """How many alarms :class:`edge_runtime.contract.alarms.Alarm` raises on one stream's time-ordered window scores.
 
-    The same count as feeding every score to ``Alarm(*policy).update`` (tested against it), at numpy speed: raises
-    are found from the alarm statistic, and each raise's alarm lasts until ``off_m`` windows in a row score below
-    ``threshold * (1 - deadband)``.
+    The same count as feeding every score to ``Alarm(*policy).update`` (tested against it), at numpy speed.
+    """
+    return len(alarm_spans(scores, threshold, policy))
+
+
+def standing_count(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> int:
+    """The alarms on one stream with a standing alarm counted once per policy cycle (``on_n + off_m`` windows) it stays
+    up: what the calibration holds to the target, so that one alarm that never clears is not taken for a quiet stream.
+    """
+    cycle = policy[1] + policy[2]
+    return sum(-(-(end - start + 1) // cycle) for start, end in alarm_spans(scores, threshold, policy))
+
+
+def alarm_spans(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> list[tuple[int, int]]:
+    """``(raised at, cleared at)`` window indices of every alarm the policy raises on one stream's time-ordered scores
+    (an alarm still up at the end clears at the last window).
+
+    Raises are found from the alarm statistic, and each raise's alarm lasts until ``off_m`` windows in a row score
+    below ``threshold * (1 - deadband)``.
     """
     on_k, on_n, off_m, deadband = policy
     scores = np.asarray(scores, dtype=np.float64)
     n = len(scores)
     if n == 0:
-        return 0
+        return []
     above = scores > threshold
     padded = np.r_[np.zeros(on_n - 1, bool), above]
     counts = np.convolve(padded, np.ones(on_n, int), mode="valid")  # exceedances among the last on_n windows (fewer at the start)
     hot = np.flatnonzero(counts >= on_k)
     if not len(hot):
-        return 0
+        return []
     cool = scores < threshold * (1 - deadband)
     run = np.zeros(n + 1, np.int64)  # run[i + 1]: cool windows in a row ending at window i
     for_cool = np.flatnonzero(cool)
@@ -76,17 +99,18 @@ def alarm_raises(scores: np.ndarray, threshold: float, policy: tuple[int, int, i
         first = for_cool[starts][group]
         run[for_cool + 1] = for_cool - first + 1
     clears = np.flatnonzero(run[1:] >= off_m)  # windows at which an active alarm clears
-    raises, i = 0, 0
+    spans, i = [], 0
     while i < len(hot):
-        start = hot[i]
-        raises += 1
+        start = int(hot[i])
         k = np.searchsorted(clears, start, side="right")
         if k == len(clears):
+            spans.append((start, n - 1))
             break
-        end = clears[k]
+        end = int(clears[k])
+        spans.append((start, end))
         # after a clear the policy starts its count afresh: exceedances up to the clear no longer count
         i = _next_hot_after(above, hot, end, on_k, on_n, i)
-    return raises
+    return spans
 
 
 def _next_hot_after(above: np.ndarray, hot: np.ndarray, end: int, on_k: int, on_n: int, i: int) -> int:
@@ -102,9 +126,12 @@ def _next_hot_after(above: np.ndarray, hot: np.ndarray, end: int, on_k: int, on_
     return len(hot)
 
 
-def raise_count(sequences: list[np.ndarray], threshold: float, policy: tuple[int, int, int, float], phases: int = 1) -> float:
-    """Raises of the policy over ``sequences`` at ``threshold``, averaged over ``phases`` replicas of the same time."""
-    return float(sum(alarm_raises(s, threshold, policy) for s in sequences)) / phases
+def raise_count(sequences: list[np.ndarray], threshold: float, policy: tuple[int, int, int, float], phases: int = 1,
+                count=alarm_raises) -> float:
+    """Raises of the policy over ``sequences`` at ``threshold`` (or another ``count``, such as :func:`standing_count`),
+    averaged over ``phases`` replicas of the same time.
+    """
+    return float(sum(count(s, threshold, policy) for s in sequences)) / phases
 
 
 def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float,
@@ -125,17 +152,35 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
     allowed = target * days - 1
     if allowed >= 0:
         candidates = np.unique(statistic)
-        lo, hi = 0, len(candidates) - 1  # the highest candidate (the maximum) raises nothing
-        while lo < hi:  # raises fall as the threshold rises: find the lowest candidate within the allowance
-            mid = (lo + hi) // 2
-            if raise_count(sequences, candidates[mid], policy, phases) <= allowed:
-                hi = mid
-            else:
-                lo = mid + 1
-        value = float(candidates[lo])
+        value = float(candidates[_lowest_within(candidates, lambda value: raise_count(sequences, value, policy, phases, standing_count) <= allowed)])
         return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases))
     value = max(_exponential_tail(sequences, days * phases, target, policy), float(statistic.max()))
     return AlarmRateThreshold(value, target, days, False, raise_count(sequences, value, policy, phases))
+
+
+def _lowest_within(candidates: np.ndarray, within) -> int:
+    """Index of the lowest of the ascending ``candidates`` reached from the top before ``within`` first fails.
+
+    The highest candidate (the statistic's maximum) raises nothing. Steps down double while ``within`` holds; the
+    first step that fails is then bisected, so the search never jumps past the counts above the target into the
+    region far below where one alarm that never clears makes the count small again.
+    """
+    good, step = len(candidates) - 1, 1
+    while good > 0:
+        probe = max(0, good - step)
+        if not within(candidates[probe]):
+            bad = probe
+            break
+        good, step = probe, step * 2
+    else:
+        return 0
+    while good - bad > 1:
+        middle = (good + bad) // 2
+        if within(candidates[middle]):
+            good = middle
+        else:
+            bad = middle
+    return good
 
 
 def _exponential_tail(sequences: list[np.ndarray], days: float, target: float, policy: tuple[int, int, int, float]) -> float:

@@ -72,3 +72,17 @@ def test_phases_count_the_same_time_once():
     found = calibrate_alarm_rate(replicas, days=1.0, target=5.0, phases=2)
     assert found.days == 1.0
     assert found.raises == pytest.approx(sum(alarm_raises(r, found.value) for r in replicas) / 2)
+
+
+def test_a_threshold_so_low_the_alarm_never_clears_is_not_taken_for_a_quiet_one():
+    # a drifting level: far below its tail, one alarm is raised and never clears (one raise, most of the time flagged)
+    rng = np.random.default_rng(11)
+    days = 3.0
+    scores = normal_scores(rng, days) * np.linspace(1.0, 1.5, int(days * WINDOWS_PER_DAY))
+    allowed = 1.0 * days - 1
+    found = calibrate_alarm_rate([scores], days=days, target=1.0)
+    assert alarm_raises(scores, float(scores.min())) <= allowed  # the trap: a threshold below every score raises once
+    assert found.value > np.quantile(scores, 0.99)
+    statistic = np.unique(alarm_statistic(scores, 2, 3))
+    above = statistic[statistic >= found.value]
+    assert all(alarm_raises(scores, value) <= allowed for value in above[:: max(1, len(above) // 400)])
