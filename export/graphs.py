@@ -72,12 +72,20 @@ def export_onnx(scorer: torch.nn.Module, examples: dict[str, np.ndarray], path: 
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def onnx_fp16(source: Path, path: Path) -> None:
-    """An FP16 copy of the graph that keeps float32 inputs and outputs."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+FP32_OPS = ("Sub", "Mul")  # the scoring arithmetic around the network: standardising, residuals, distances
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+
+def onnx_fp16(source: Path, path: Path) -> None:
+    """An FP16 copy of the graph that keeps float32 inputs and outputs.
+
+    The network runs in FP16; subtractions and products (``FP32_OPS``) stay in FP32: a residual is a small
+    difference of two large numbers, and the distances divide it by its small normal spread, so in FP16 their
+    rounding alone reached the tolerance.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP32_OPS])
     _topological_sort(model.graph)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -88,12 +96,22 @@ def onnx_int8(source: Path, path: Path, log: Path) -> None:
 
     Weights get one scale per output channel: a sensor the model reconstructs almost perfectly is
     read against its own small normal error, so a tensor-wide scale's rounding shows up there first
-    (per channel, the LSTM and PCA graphs of the default plant pass the int8 tolerance; per tensor none did).
+    (per channel, the LSTM and PCA graphs of the default plant pass the int8 tolerance; per tensor none did). The
+    distances' nodes are left in float32 (:func:`distance_nodes`).
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with captured_output(log):
-        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=distance_nodes(onnx.load(str(source)).graph))
+
+
+def distance_nodes(graph) -> list[str]:
+    """The nodes that read the distances' centres and whiteners: statistics of normal data, not learned weights, and
+    multiplied into residuals far smaller than the weights' scale, so they stay in float32.
+    """
+    return [node.name for node in graph.node if any(name.endswith(("_centre", "_whitener")) for name in node.input)]
 
 
 def _topological_sort(graph) -> None:

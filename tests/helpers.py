@@ -18,8 +18,10 @@ TEST_DATA = Path(__file__).resolve().parent / "data"  # committed, made by tests
 FEATURES = ["current", "speed", "vibration", "bearing_temp", "pressure", "flow"]  # the simulated plant's (tests/data/plant.csv)
 
 
-# Every kind but the LSTM AE exports an FP16 ONNX variant; ONNX Runtime's CPU provider crashes on an FP16 LSTM graph.
-FP16_KINDS = ("conv", "dense", "pca", "vae")
+# The kinds whose FP16 ONNX variant keeps the tolerance on the test plant. ONNX Runtime's CPU provider crashes on an
+# FP16 LSTM graph; PCA's FP16 reconstruction misses it once the residual distance reads its small errors
+# (docs/export.md), and a test holds that the export refuses it.
+FP16_KINDS = ("conv", "dense", "vae")
 
 
 def need(condition: bool, reason: str) -> None:

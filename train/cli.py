@@ -83,6 +83,9 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
               help="alarms and conformal: the false alarms per machine and day the threshold aims at.")
 @click.option("--threshold-param", type=float, default=None,
               help="Per-window rate (conformal, instead of --false-alarms-per-day), risk (pot), percentile, k (sigma) or rate (fpr).")
+@click.option("--distances/--no-distances", default=True, show_default=True,
+              help="Score with the residual and operating-point distances besides each sensor's reconstruction error "
+                   "(Mahalanobis distances against normal windows, inside the exported graph).")
 @click.option("--calibration", type=click.Choice(["out-of-fold", "holdout"]), default="out-of-fold", show_default=True,
               help="Where each channel's normal level (and, except for alarms, the threshold's scores) come from: every training "
                    "window scored by a model that did not see it, or the held-out tail.")
@@ -99,7 +102,7 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
                    "others as categories. They are inputs, never reconstructed.")
 @data_options
 def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, batch_size, lr, patience, params, threshold,
-          false_alarms_per_day, threshold_param, calibration, calibration_data, threshold_data, ignore_labels, quiet, max_windows,
+          false_alarms_per_day, threshold_param, distances, calibration, calibration_data, threshold_data, ignore_labels, quiet, max_windows,
           device, seed, conditions, time_column, label_column, series_column, features):
     """Train an anomaly detector on normal sensor data DATA (CSV or Parquet).
 
@@ -136,11 +139,11 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     if kind == "auto":
         kind, selection = _choose_kind(table, model_params, condition_names, quiet, window=window, stride=stride, max_gap=max_gap,
                                        train_stride=train_stride, max_windows=max_windows, epochs=epochs, batch_size=batch_size,
-                                       lr=lr, patience=patience, device=device, seed=seed)
+                                       lr=lr, patience=patience, device=device, seed=seed, distances=distances)
     detector = AutoencoderDetector(
         kind=kind, window=window, stride=stride, model_params=model_params, max_gap=max_gap, train_stride=train_stride,
         max_windows=max_windows, threshold="alarms" if supervised else threshold, threshold_param=threshold_param,
-        false_alarms_per_day=false_alarms_per_day, calibration=calibration,
+        false_alarms_per_day=false_alarms_per_day, calibration=calibration, distances=distances,
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, progress=not quiet,
         conditions=condition_names or None,
     )

@@ -93,8 +93,10 @@ class AutoencoderDetector:
         seed: int = 0,
         progress: bool = True,
         conditions: list[str] | None = None,
+        distances: bool = True,
     ) -> None:
         self.kind, self.window, self.stride = kind, window, stride
+        self.distances = distances
         self.conditions = list(conditions) if conditions else None
         self.model_params = dict(model_params or {})
         self.sample_period, self.max_gap = sample_period, max_gap
@@ -129,6 +131,8 @@ class AutoencoderDetector:
             raise DataError(f"false_alarms_per_day={self.false_alarms_per_day!r}: expected a positive number")
         if self.calibration not in CALIBRATIONS:
             raise DataError(f"calibration={self.calibration!r}: expected one of {CALIBRATIONS}")
+        if not isinstance(self.distances, (bool, np.bool_)):
+            raise DataError(f"distances={self.distances!r}: expected True or False")
         if self.conditions and self.kind not in CONDITIONAL_KINDS:
             raise DataError(f"conditions work with the {' and '.join(CONDITIONAL_KINDS)} models, not {self.kind!r}")
 
@@ -200,10 +204,12 @@ class AutoencoderDetector:
             self.scorer_, torch.from_numpy(train), torch.from_numpy(val), options, select_device(self.device), self.seed
         )
         self.scorer_.to("cpu").eval()
+        if self.distances:
+            self.scorer_.fit_distances(torch.from_numpy(train))
         out_of_fold = self._out_of_fold_errors(table) if self.calibration == "out-of-fold" else None
         self.calibration_source_ = "holdout" if out_of_fold is None else "out-of-fold"
-        self._calibrate_on_errors(self.channel_errors(val) if out_of_fold is None else out_of_fold, windowed, train_sel)
         self.calibration_windows_ = val[:CALIBRATION_KEEP]
+        self._calibrate_on_errors(self.channel_errors(val) if out_of_fold is None else out_of_fold, windowed, train_sel)
         self.data_fingerprint_ = fingerprint(table)
         self.training_windows_ = int(len(train))
         return self
@@ -242,7 +248,7 @@ class AutoencoderDetector:
         if specs:
             stats = {"condition_mean": torch.tensor([r["mean"] for r in self.condition_ranges_]),
                      "condition_std": torch.tensor([r["std"] for r in self.condition_ranges_])}
-        return WindowScorer(model, torch.as_tensor(mean), torch.as_tensor(std), specs, **stats)
+        return WindowScorer(model, torch.as_tensor(mean), torch.as_tensor(std), specs, **stats, distances=self.distances)
 
     def condition_specs(self) -> list[dict]:
         """The conditions as the bundle records them: name, kind, categories and what training saw."""
@@ -289,7 +295,7 @@ class AutoencoderDetector:
         """The channel errors of every normal window of ``table`` (rows labelled anomalous left out), at the training stride."""
         windowed = self._windows(table, self.train_stride, exclude_labelled=True)
         parts = [self.channel_errors(sw.take(np.arange(len(sw.starts)))) for sw in windowed if len(sw.starts)]
-        return np.concatenate(parts) if parts else np.empty((0, len(self.features_) + 1), np.float32)
+        return np.concatenate(parts) if parts else np.empty((0, self.scorer_.n_channels), np.float32)
 
     def _calibrate_on_errors(self, errors: np.ndarray, windowed: list[SeriesWindows] | None = None,
                              seen: list[np.ndarray] | None = None) -> Threshold:
@@ -302,7 +308,8 @@ class AutoencoderDetector:
         and the method is applied to the scores of both halves together.
         """
         every = torch.from_numpy(errors)  # plain data, no autograd graph is built on it
-        self.scorer_.set_normal_level(every)
+        reference = torch.from_numpy(self.channel_errors(self.calibration_windows_))  # the deployed model on windows it did not see
+        self.scorer_.set_normal_level(every, reference)
         scores = self.scorer_.combine(every)[0].numpy()
         if self.threshold == "alarms":
             if seen is not None:
@@ -311,7 +318,7 @@ class AutoencoderDetector:
         halves = self.scorer_.crossed_halves(len(every))
         crossed = scores  # a single window leaves nothing to cross-fit
         if halves:
-            crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.weights_for(every[levels]))[0]
+            crossed = torch.cat([self.scorer_.combine(every[scored], self.scorer_.weights_for(every[levels], reference))[0]
                                  for levels, scored in halves]).numpy()
         return self.calibrate(crossed, baseline=scores)  # drift is measured against the deployed scores
 
@@ -397,11 +404,11 @@ class AutoencoderDetector:
     # -- scoring -------------------------------------------------------------------------
     @torch.no_grad()
     def channel_errors(self, windows: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Raw channel errors ``[N, F + 1]`` (see :meth:`WindowScorer.channel_errors`) of raw windows ``[N, W, F]``."""
+        """Raw channel errors ``[N, n_channels]`` (see :meth:`WindowScorer.channel_errors`) of raw windows ``[N, W, F]``."""
         self._check_fitted()
         parts = [self.scorer_.channel_errors(torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32))).numpy()
                  for i in range(0, len(windows), batch_size)]
-        return np.concatenate(parts) if parts else np.empty((0, len(self.features_) + 1), np.float32)
+        return np.concatenate(parts) if parts else np.empty((0, self.scorer_.n_channels), np.float32)
 
     @torch.no_grad()
     def score_windows(self, windows: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -456,6 +463,7 @@ class AutoencoderDetector:
         return {
             "kind": self.kind,
             "model_params": self.model_params,
+            "distances": self.distances,
             "window": self.window,
             "stride": self.stride,
             "features": self.features_,
@@ -496,7 +504,7 @@ class AutoencoderDetector:
             sample_period=config["sample_period"], max_gap=config["max_gap"], threshold=config["threshold"]["method"],
             threshold_param=config["threshold"]["parameter"], seed=training["seed"], epochs=training["epochs"],
             batch_size=training["batch_size"], lr=training["lr"], val_fraction=training["val_fraction"],
-            train_stride=training["train_stride"],
+            train_stride=training["train_stride"], distances=config.get("distances", False),  # runs before the distances have none
         )
         detector.features_ = config["features"]
         conditions = config.get("conditions", [])  # runs before conditional models have none

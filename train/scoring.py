@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 TAIL_QUANTILE = 0.99  # of a channel's errors against another stretch's level: its tail factor (weights_for)
+DISTANCE_SHRINKAGE = 0.1  # of each distance's covariance toward its diagonal: a few hundred windows estimate the pairs poorly
+RECENT_SHARE = 4  # the residual distance also reads the mean residual over the window's last quarter (an onset, sooner)
 
 
 class WindowScorer(nn.Module):
@@ -27,6 +29,14 @@ class WindowScorer(nn.Module):
     drowned by a noisy one, and a fault in a few sensors is not diluted by the others (README,
     "Scoring"). Higher score means more anomalous.
 
+    With ``distances`` two more channels follow, each a Mahalanobis distance against normal windows
+    (set by :meth:`fit_distances`, per dimension): the **residual distance** of the window's signed mean
+    reconstruction residual per sensor, over the whole window and over its last quarter (a pattern of
+    small errors that normal operation never combines: a broken correlation, an offset the model
+    half-follows, MSET's residual test), and the **operating-point distance**, Hotelling's T² of the
+    window's mean per sensor (a window whose sensors sit, together, where normal operation never
+    put them). They are weighed like the others, so ``feature_error`` still names sensors.
+
     A conditional scorer (``conditions``: ``("numeric", 0)`` or ``("categorical", k)`` per condition)
     takes windows with one more channel per condition, ``[B, W, F + C]``: the condition at the
     window's last sample is standardised (numeric, with ``condition_mean``/``condition_std``) or
@@ -35,17 +45,28 @@ class WindowScorer(nn.Module):
     """
 
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, conditions: list[tuple[str, int]] | None = None,
-                 condition_mean: torch.Tensor | None = None, condition_std: torch.Tensor | None = None) -> None:
+                 condition_mean: torch.Tensor | None = None, condition_std: torch.Tensor | None = None, distances: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.n_features = len(mean)
+        self.n_features = f = len(mean)
         self.conditions = [tuple(c) for c in conditions or []]
+        self.distances = distances
         self.register_buffer("mean", mean.detach().clone().float())
         self.register_buffer("inv_std", 1.0 / std.detach().clone().float())
-        self.register_buffer("channel_scale", torch.ones(self.n_features + 1))
+        self.register_buffer("channel_scale", torch.ones(self.n_channels))
+        if distances:
+            self.register_buffer("residual_centre", torch.zeros(2 * f))
+            self.register_buffer("residual_whitener", torch.eye(2 * f))
+            self.register_buffer("point_centre", torch.zeros(f))
+            self.register_buffer("point_whitener", torch.eye(f))
         if self.conditions:
             self.register_buffer("condition_mean", condition_mean.detach().clone().float())
             self.register_buffer("condition_inv_std", 1.0 / condition_std.detach().clone().float())
+
+    @property
+    def n_channels(self) -> int:
+        """Channels per window: one per feature, the model's score term, and the two distances when on."""
+        return self.n_features + 1 + (2 if self.distances else 0)
 
     @staticmethod
     def encoded_width(conditions: list[tuple[str, int]]) -> int:
@@ -75,10 +96,48 @@ class WindowScorer(nn.Module):
         return self.model(x) if condition is None else self.model(x, condition)
 
     def channel_errors(self, window: torch.Tensor) -> torch.Tensor:
-        """``[B, F + 1]``: each feature's mean squared reconstruction error over time, then the model's score term."""
+        """``[B, n_channels]``: each feature's mean squared reconstruction error over time, the model's score term,
+        then (with ``distances``) the residual and the operating-point distance.
+        """
         x = self.normalise(window)
         recon, score_term, _ = self.reconstruct(x, self.encode_conditions(window))
-        return torch.cat([(recon - x).pow(2).mean(dim=1), score_term.unsqueeze(1)], dim=1)
+        residual = recon - x
+        channels = [residual.pow(2).mean(dim=1), score_term.unsqueeze(1)]
+        if self.distances:
+            summary, point = self.distance_inputs(x, residual)
+            channels += [self.distance(summary, self.residual_centre, self.residual_whitener).unsqueeze(1),
+                         self.distance(point, self.point_centre, self.point_whitener).unsqueeze(1)]
+        return torch.cat(channels, dim=1)
+
+    @staticmethod
+    def distance_inputs(x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the two distances measure, from standardised windows and their residuals ``[B, W, F]``: the mean
+        residual over the window and over its last quarter ``[B, 2F]``, and the window's mean ``[B, F]``.
+        """
+        recent = max(1, x.shape[1] // RECENT_SHARE)
+        return torch.cat([residual.mean(dim=1), residual[:, -recent:].mean(dim=1)], dim=1), x.mean(dim=1)
+
+    @staticmethod
+    def distance(z: torch.Tensor, centre: torch.Tensor, whitener: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance per dimension: ``|(z - centre) @ whitener|² / d``."""
+        return ((z - centre) @ whitener).pow(2).mean(dim=1)
+
+    @torch.no_grad()
+    def fit_distances(self, windows: torch.Tensor, batch_size: int = 1024) -> None:
+        """Centre and whitener of both distances from normal raw windows ``[N, W, F (+ C)]``."""
+        summaries, points = [], []
+        for i in range(0, len(windows), batch_size):
+            window = windows[i : i + batch_size]
+            x = self.normalise(window)
+            recon = self.reconstruct(x, self.encode_conditions(window))[0]
+            summary, point = self.distance_inputs(x, recon - x)
+            summaries.append(summary)
+            points.append(point)
+        for z, centre, whitener in ((torch.cat(summaries), self.residual_centre, self.residual_whitener),
+                                    (torch.cat(points), self.point_centre, self.point_whitener)):
+            mean, root = whitening(z.double().numpy())
+            centre.copy_(torch.from_numpy(mean))
+            whitener.copy_(torch.from_numpy(root))
 
     def combine(self, channel_errors: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Channel errors -> ``(score, feature_error)``, each channel relative to its normal level
@@ -89,7 +148,7 @@ class WindowScorer(nn.Module):
 
     @staticmethod
     def scale_for(channel_errors: torch.Tensor) -> torch.Tensor:
-        """Each channel's weight from normal windows ``[N, F + 1]``: one over its mean error.
+        """Each channel's weight from normal windows ``[N, n_channels]``: one over its mean error.
 
         A level is floored at a thousandth of the largest one, so that a channel the model
         reconstructs almost perfectly is not blown up into an alarm on noise; a channel that
@@ -108,9 +167,27 @@ class WindowScorer(nn.Module):
         half = n_windows // 2
         return ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))) if half else ()
 
+    def weights_for(self, channel_errors: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Each channel's weight in the score from chronological normal windows ``[N, n_channels]``.
+
+        The error channels are weighed by :meth:`error_weights_for`. Each distance is weighed so that its
+        ``TAIL_QUANTILE`` on the ``reference`` windows (the deployed model's own channels on normal windows
+        it did not train on; by default ``channel_errors``) is the error channels' score's: on normal data the
+        distances raise the score as often as the errors do, and outrank them only where they depart further.
+        """
+        errors = self.n_features + 1
+        weights = self.error_weights_for(channel_errors[:, :errors])
+        if not self.distances:
+            return weights
+        reference = channel_errors if reference is None else reference
+        score = (reference[:, :errors] * weights).amax(dim=1)
+        tails = np.quantile(torch.cat([score.unsqueeze(1), reference[:, errors:]], dim=1).double().numpy(), TAIL_QUANTILE, axis=0)
+        balance = torch.from_numpy(np.where(tails[1:] > 0, tails[0] / np.maximum(tails[1:], 1e-300), 0.0)).float()
+        return torch.cat([weights, balance])
+
     @classmethod
-    def weights_for(cls, channel_errors: torch.Tensor) -> torch.Tensor:
-        """Each channel's weight in the score from chronological normal windows ``[N, F + 1]``: one over
+    def error_weights_for(cls, channel_errors: torch.Tensor) -> torch.Tensor:
+        """Each error channel's weight from chronological normal windows ``[N, F + 1]``: one over
         its level (:meth:`scale_for`) and over its tail factor.
 
         The tail factor compares how far each channel strays when its level was learned on another
@@ -133,10 +210,26 @@ class WindowScorer(nn.Module):
         return torch.where(active, weights / relative, weights)
 
     @torch.no_grad()
-    def set_normal_level(self, channel_errors: torch.Tensor) -> None:
-        """Weigh each channel by :meth:`weights_for` the normal windows ``[N, F + 1]`` from now on."""
-        self.channel_scale.copy_(self.weights_for(channel_errors))
+    def set_normal_level(self, channel_errors: torch.Tensor, reference: torch.Tensor | None = None) -> None:
+        """Weigh each channel by :meth:`weights_for` the normal windows ``[N, n_channels]`` from now on."""
+        self.channel_scale.copy_(self.weights_for(channel_errors, reference))
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a batch of raw windows."""
         return self.combine(self.channel_errors(window))
+
+
+def whitening(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, root)`` of samples ``[N, d]``: ``root`` is the Cholesky factor of the inverse of their covariance,
+    shrunk by ``DISTANCE_SHRINKAGE`` toward its diagonal and each variance floored at a thousandth of the largest,
+    so that ``|(z - mean) @ root|²`` is the squared Mahalanobis distance (the identity below two samples).
+    """
+    mean = z.mean(axis=0)
+    if len(z) < 2:
+        return mean, np.eye(z.shape[1])
+    covariance = np.atleast_2d(np.cov(z, rowvar=False))
+    variance = np.diag(covariance)
+    floor = 1e-3 * max(float(variance.max()), 1e-12)
+    covariance = (1 - DISTANCE_SHRINKAGE) * covariance + DISTANCE_SHRINKAGE * np.diag(variance)
+    covariance[np.diag_indices_from(covariance)] = np.maximum(np.diag(covariance), floor)
+    return mean, np.linalg.cholesky(np.linalg.inv(covariance))

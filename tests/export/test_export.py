@@ -55,6 +55,14 @@ def test_variants_record_parity_and_calibration_effect(kind_bundles, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_variant_that_misses_its_tolerance_is_refused_by_name(kind_bundles, tmp_path):
+    run_dir = kind_bundles["pca"][1].parent / "run_pca"  # its FP16 reconstruction is too coarse for the residual distance
+    with pytest.raises(ParityError, match=r"model\.fp16\.onnx: parity failed: worst error is [\d.]+x the fp16 tolerance"):
+        export_run(run_dir, tmp_path / "b", fp16=True, echo=lambda *_: None)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
 def test_failed_parity_says_by_how_much_and_writes_nothing(kind_bundles, tmp_path):
     run_dir = kind_bundles["dense"][1].parent / "run_dense"
     with pytest.raises(ParityError, match=r"parity failed: worst error is [\d.e+]+x the fp32 tolerance \(rtol 1e-12\)"):

@@ -157,21 +157,62 @@ def test_a_channel_whose_level_moves_between_stretches_of_normal_operation_count
     steady = torch.full((200,), 2.0) * torch.linspace(0.5, 1.5, 200)[torch.randperm(200, generator=torch.Generator().manual_seed(0))]
     moving = torch.cat([torch.full((100,), 1.0), torch.full((100,), 10.0)])  # its level rises tenfold halfway
     errors = torch.stack([steady, steady.flip(0), moving, torch.zeros(200)], dim=1)
-    weights, level = WindowScorer.weights_for(errors), WindowScorer.scale_for(errors)
+    weights, level = WindowScorer.error_weights_for(errors), WindowScorer.scale_for(errors)
     strayed = torch.cat([errors[:100] * WindowScorer.scale_for(errors[100:]), errors[100:] * WindowScorer.scale_for(errors[:100])])
     tail = torch.quantile(strayed[:, :3].double(), TAIL_QUANTILE, dim=0).float()
     torch.testing.assert_close(weights[:3], level[:3] / (tail / tail.median()))
     torch.testing.assert_close(weights[:2], level[:2], rtol=0.05, atol=0)  # the steady sensors keep their plain levels
     assert 5 < float(level[2] / weights[2]) < 9 and weights[3] == 0  # the moving one counts several times less; no score term
     one = errors[:, 2:3]
-    assert torch.equal(WindowScorer.weights_for(one), WindowScorer.scale_for(one))  # a single channel is left as it is
-    assert torch.equal(WindowScorer.weights_for(errors[:1]), WindowScorer.scale_for(errors[:1]))  # one window: no halves
+    assert torch.equal(WindowScorer.error_weights_for(one), WindowScorer.scale_for(one))  # a single channel is left as it is
+    assert torch.equal(WindowScorer.error_weights_for(errors[:1]), WindowScorer.scale_for(errors[:1]))  # one window: no halves
 
 
 def test_a_channel_reconstructed_almost_perfectly_is_not_blown_up():
     scorer = WindowScorer(build_model("dense", 10, 2), torch.zeros(2), torch.ones(2))
     scorer.set_normal_level(torch.tensor([[1e-9, 1.0, 0.0]]))
     torch.testing.assert_close(scorer.channel_scale, torch.tensor([1000.0, 1.0, 0.0]))  # floored at a thousandth of the largest
+
+
+def test_whitening_gives_the_mahalanobis_distance_of_the_shrunk_covariance(rng):
+    from train.scoring import DISTANCE_SHRINKAGE, whitening
+
+    z = rng.multivariate_normal([1.0, -2.0, 0.5], [[1.0, 0.9, 0.2], [0.9, 1.0, 0.1], [0.2, 0.1, 4.0]], 500)
+    mean, root = whitening(z)
+    covariance = np.cov(z, rowvar=False)
+    shrunk = (1 - DISTANCE_SHRINKAGE) * covariance + DISTANCE_SHRINKAGE * np.diag(np.diag(covariance))
+    x = rng.normal(size=(20, 3)) * 3
+    expected = np.einsum("ij,jk,ik->i", x - z.mean(0), np.linalg.inv(shrunk), x - z.mean(0))
+    np.testing.assert_allclose((((x - mean) @ root) ** 2).sum(axis=1), expected, rtol=1e-9)
+    assert np.array_equal(whitening(z[:1])[1], np.eye(3))  # one sample has no covariance
+
+
+def test_the_operating_point_distance_sees_sensors_together_where_normal_operation_never_put_them(rng):
+    scorer = WindowScorer(build_model("dense", 10, 2), torch.zeros(2), torch.ones(2), distances=True).eval()
+    level = rng.uniform(-1, 1, (300, 1, 1))  # the two sensors move together across the windows
+    normal = torch.from_numpy((np.repeat(level, 2, axis=2) + 0.05 * rng.normal(size=(300, 10, 2))).astype(np.float32))
+    scorer.fit_distances(normal)
+    point = scorer.n_features + 2  # after the sensors, the model's term and the residual distance
+    seen = scorer.channel_errors(normal)[:, point]
+    apart = torch.tensor([[[0.8, -0.8]] * 10])  # each sensor within its normal range, the pair never so
+    together = torch.tensor([[[0.8, 0.8]] * 10])
+    assert scorer.channel_errors(apart)[0, point] > 10 * seen.max()
+    assert scorer.channel_errors(together)[0, point] <= seen.max()
+    assert scorer.n_channels == 5  # two sensors, the model's term, the residual and the operating-point distance
+
+
+def test_each_distance_is_weighed_to_raise_the_score_as_often_as_the_errors_do(rng):
+    from train.scoring import TAIL_QUANTILE
+
+    scorer = WindowScorer(build_model("dense", 10, 2), torch.zeros(2), torch.ones(2), distances=True)
+    errors = torch.from_numpy(rng.gamma(2.0, 1.0, (400, 5)).astype(np.float32)) * torch.tensor([1.0, 3.0, 0.0, 50.0, 0.2])
+    reference = errors[:200] * 2  # the deployed model on windows it did not train on
+    weights = scorer.weights_for(errors, reference)
+    torch.testing.assert_close(weights[:3], WindowScorer.error_weights_for(errors[:, :3]))
+    error_score = (reference[:, :3] * weights[:3]).amax(dim=1)
+    for channel in (3, 4):
+        torch.testing.assert_close(torch.quantile(reference[:, channel] * weights[channel], TAIL_QUANTILE),
+                                   torch.quantile(error_score, TAIL_QUANTILE), rtol=1e-4, atol=0)
 
 
 def test_denoising_and_sparse_options_train(plant_table):

@@ -234,8 +234,9 @@ def test_the_cross_fitted_threshold_keeps_its_rate_although_the_channel_levels_a
     detector = kind_bundles["dense"][0]
     saved = detector.threshold_param, detector.scorer_.channel_scale.clone(), detector.threshold_info_, detector.calibration_quantiles_
     detector.threshold = "conformal"  # the per-window rate, cross-fitted
-    n_channels, rate, exceed, exceed_same = len(detector.features_) + 1, 0.02, [], []
-    spread = np.r_[np.geomspace(0.01, 10, n_channels - 1), 0.0]  # sensors reconstructed closely and loosely; no score term
+    n_channels, rate, exceed, exceed_same = detector.scorer_.n_channels, 0.02, [], []
+    spread = np.geomspace(0.01, 10, n_channels)  # sensors reconstructed closely and loosely
+    spread[len(detector.features_):] = 0.0  # no score term, and the distances left out: the error channels' levels are tested
     try:
         detector.threshold_param = rate
         for _ in range(300):  # on average over calibration sets of 150 windows: P(new score > threshold) <= rate
