@@ -27,6 +27,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,26 +105,16 @@ def pooled_results(pooled: list) -> dict:
             f"best_multiple_far_within_{FAR_TARGET:g}": max(within, key=lambda r: r["f1"]) if within else None}
 
 
-def skab(data_dir: Path, seed: int, work: Path) -> tuple[dict, list]:
-    """SKAB's per-file protocol."""
-    pooled, notes = [], []
+def skab_files(data_dir: Path, work: Path) -> Iterator[tuple[str, Path, str, SensorTable, int]]:
+    """SKAB's experiments: ``(name, file, label column, table, rows to train on)``, one per file of its fault folders."""
     for path in sorted((data_dir / "skab" / "data").glob("*/*.csv")):
-        if path.parent.name == "anomaly-free":
-            continue
-        table = read_table(path, label_column="anomaly")
-        try:
-            notes.append({"file": f"{path.parent.name}/{path.name}",
-                          **run_one(path, "anomaly", cut(table, slice(0, SKAB_TRAIN_ROWS)), SKAB_TRAIN_ROWS, seed, work, pooled)})
-        except Exception as error:
-            missed(path, "anomaly", SKAB_TRAIN_ROWS, pooled)
-            notes.append({"file": f"{path.parent.name}/{path.name}", "error": str(error)})
-    return pooled_results(pooled), notes
+        if path.parent.name != "anomaly-free":
+            yield f"{path.parent.name}/{path.name}", path, "anomaly", read_table(path, label_column="anomaly"), SKAB_TRAIN_ROWS
 
 
-def nab(data_dir: Path, seed: int, work: Path) -> tuple[dict, list]:
-    """NAB realKnownCause: probationary period for training, the rest for testing."""
+def nab_files(data_dir: Path, work: Path) -> Iterator[tuple[str, Path, str, SensorTable, int]]:
+    """NAB realKnownCause's experiments, each series written to ``work`` with its labels from ``combined_windows.json``."""
     windows = json.loads((data_dir / "nab" / "labels" / "combined_windows.json").read_text())
-    pooled, notes = [], []
     for path in sorted((data_dir / "nab" / "data" / "realKnownCause").glob("*.csv")):
         frame = pd.read_csv(path)
         stamps = pd.to_datetime(frame["timestamp"])
@@ -133,12 +124,18 @@ def nab(data_dir: Path, seed: int, work: Path) -> tuple[dict, list]:
         labelled = work / path.name
         frame.assign(label=labels).to_csv(labelled, index=False)
         table = read_table(labelled, label_column="label")
-        split = int(len(table.series[0].time) * NAB_PROBATION)
+        yield path.name, labelled, "label", table, int(len(table.series[0].time) * NAB_PROBATION)
+
+
+def protocol(experiments: Iterator[tuple[str, Path, str, SensorTable, int]], seed: int, work: Path) -> tuple[dict, list]:
+    """Every experiment trained on its first rows and tested on the rest, pooled."""
+    pooled, notes = [], []
+    for name, path, label_column, table, train_rows in experiments:
         try:
-            notes.append({"file": path.name, **run_one(labelled, "label", cut(table, slice(0, split)), split, seed, work, pooled)})
+            notes.append({"file": name, **run_one(path, label_column, cut(table, slice(0, train_rows)), train_rows, seed, work, pooled)})
         except Exception as error:
-            missed(labelled, "label", split, pooled)
-            notes.append({"file": path.name, "error": str(error)})
+            missed(path, label_column, train_rows, pooled)
+            notes.append({"file": name, "error": str(error)})
     return pooled_results(pooled), notes
 
 
@@ -156,11 +153,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     runs, rows = [], []
-    for name, protocol in (("SKAB", skab), ("NAB realKnownCause", nab)):
+    for name, experiments in (("SKAB", skab_files), ("NAB realKnownCause", nab_files)):
         for seed in args.seeds:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
-                results, notes = protocol(args.data_dir, seed, Path(folder))
+                results, notes = protocol(experiments(args.data_dir, Path(folder)), seed, Path(folder))
             runs.append({"data": name, "seed": seed, **results, "files": notes, "seconds": round(time.perf_counter() - started, 1)})
             events, auc = results["alarm_policy"]["events"], results["alarm_policy"]["roc_auc"]
             for label, r in (("raw threshold", results["raw"]), ("alarm policy", results["alarm_policy"])):
