@@ -6,9 +6,9 @@ a mosquitto on loopback, JSON decode, the stream's ring buffer, the window copy 
 batch, ONNX Runtime per window (batch 1 and 64), the alarm decision, the event encode, and the
 outbox write (one event per transaction and 16). Usage::
 
-    python -m benchmarks.stages BUNDLE
+    python -m benchmarks.stages BUNDLE [--name stages]
 
-Writes ``results/stages.{json,md}``.
+Writes ``results/<name>.{json,md}`` (``--name`` keeps a second bundle's figures beside the first's).
 """
 
 from __future__ import annotations
@@ -167,17 +167,18 @@ def measure(bundle_path: str) -> dict:
 
 
 def main() -> None:
-    """Run and write results/stages.{json,md}."""
+    """Run and write results/<name>.{json,md}."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle")
+    parser.add_argument("--name", default="stages", help="results file name")
     args = parser.parse_args()
     result = measure(args.bundle)
     rows = [[name, f"{s['us']:.2f}", f"{s['min_us']:.2f} - {s['max_us']:.2f}"] for name, s in result["stages"].items()]
-    write_results("stages", result, ["stage", "µs per operation (median block)", "blocks' range"], rows,
-                  f"Dense bundle, window {result['window']} x {result['features']} features; the runtime's own functions timed alone, "
+    write_results(args.name, result, ["stage", "µs per operation (median block)", "blocks' range"], rows,
+                  f"Bundle {result['bundle']}, window {result['window']} x {result['features']} features; the runtime's own functions timed alone, "
                   "one thread, nothing else loaded. Per message the runtime pays paho receive + decode + stream push; per window the "
                   "copy, inference, decision, encode and publish (alarm transitions also the outbox write). Command: "
-                  "`python -m benchmarks.stages BUNDLE`.",
+                  f"`python -m benchmarks.stages BUNDLE --name {args.name}`.",
                   bundle_id=load_bundle(args.bundle).model_id)
 
 

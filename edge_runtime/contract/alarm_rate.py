@@ -7,12 +7,12 @@ Here the policy itself is replayed on time-ordered normal scores and the thresho
 up the alarm count, plus one, stays within the target over the days the scores cover: the ``+ 1`` plays the part of
 split conformal's ``n + 1``, so a finite sample errs towards fewer alarms.
 
-An alarm that stays up counts once per policy cycle (``on_n + off_m`` windows, the shortest raise and clear) it
-lasts (:func:`standing_count`): a raise count alone falls again far below the normal scores' tail, where alarms
-merge and finally one alarm is raised and never clears, so the lowest threshold "within the count" would flag most
-of the time. A standing alarm is what the operator sees as a false alarm that will not go away. And because merging
-can still lower the count a little, the search comes down from the top and stops where the count first exceeds
-the target.
+An alarm counts again for every interval of the promise (``1 / target`` days) it stays up (:func:`standing_count`):
+a raise count alone falls again far below the normal scores' tail, where alarms merge and finally one alarm is
+raised and never clears, so the lowest threshold "within the count" would flag most of the time. An alarm that
+stands through the time the promise allows between two alarms is what the operator sees as another false alarm;
+one shorter than that, the usual kind, counts once. And because merging can still lower the count a little, the
+search comes down from the top and stops where the count first exceeds the target.
 
 Where the scores cover too few days for the target (``target * days < 1``: not one alarm of the target fits in
 them), the raise rate is extrapolated with an exponential tail fitted to the peaks of the alarm statistic's
@@ -64,12 +64,13 @@ def alarm_raises(scores: np.ndarray, threshold: float, policy: tuple[int, int, i
     return len(alarm_spans(scores, threshold, policy))
 
 
-def standing_count(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> int:
-    """The alarms on one stream with a standing alarm counted once per policy cycle (``on_n + off_m`` windows) it stays
-    up: what the calibration holds to the target, so that one alarm that never clears is not taken for a quiet stream.
+def standing_count(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY,
+                   interval: int = 1) -> int:
+    """The alarms on one stream with an alarm counted once for every ``interval`` windows it stays up (begun ones
+    included): what the calibration holds to the target, so that one alarm that never clears is not taken for a
+    quiet stream.
     """
-    cycle = policy[1] + policy[2]
-    return sum(-(-(end - start + 1) // cycle) for start, end in alarm_spans(scores, threshold, policy))
+    return sum(-(-(end - start + 1) // interval) for start, end in alarm_spans(scores, threshold, policy))
 
 
 def alarm_spans(scores: np.ndarray, threshold: float, policy: tuple[int, int, int, float] = DEFAULT_POLICY) -> list[tuple[int, int]]:
@@ -126,12 +127,9 @@ def _next_hot_after(above: np.ndarray, hot: np.ndarray, end: int, on_k: int, on_
     return len(hot)
 
 
-def raise_count(sequences: list[np.ndarray], threshold: float, policy: tuple[int, int, int, float], phases: int = 1,
-                count=alarm_raises) -> float:
-    """Raises of the policy over ``sequences`` at ``threshold`` (or another ``count``, such as :func:`standing_count`),
-    averaged over ``phases`` replicas of the same time.
-    """
-    return float(sum(count(s, threshold, policy) for s in sequences)) / phases
+def raise_count(sequences: list[np.ndarray], threshold: float, policy: tuple[int, int, int, float], phases: int = 1) -> float:
+    """Raises of the policy over ``sequences`` at ``threshold``, averaged over ``phases`` replicas of the same time."""
+    return float(sum(alarm_raises(s, threshold, policy) for s in sequences)) / phases
 
 
 def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float,
@@ -151,8 +149,13 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
         statistic = np.concatenate(sequences)
     allowed = target * days - 1
     if allowed >= 0:
+        interval = max(1, round(sum(len(s) for s in sequences) / phases / days / target))  # windows in 1 / target days
+
+        def within(value: float) -> bool:
+            return sum(standing_count(s, value, policy, interval) for s in sequences) / phases <= allowed
+
         candidates = np.unique(statistic)
-        value = float(candidates[_lowest_within(candidates, lambda value: raise_count(sequences, value, policy, phases, standing_count) <= allowed)])
+        value = float(candidates[_lowest_within(candidates, within)])
         return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases))
     value = max(_exponential_tail(sequences, days * phases, target, policy), float(statistic.max()))
     return AlarmRateThreshold(value, target, days, False, raise_count(sequences, value, policy, phases))
