@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from train.data import SensorTable
+from train.simulate import SENSOR_FAULTS, sensor_fault
 
 CANDIDATES = ("pca", "dense", "conv", "vae", "lstm")  # cheapest first: a tie keeps the cheaper kind
-SYNTHETIC_FAULTS = ("spike", "drift", "stuck", "noise_burst", "broken_correlation")
+SYNTHETIC_FAULTS = (*SENSOR_FAULTS, "broken_correlation")
 MAX_HELD_OUT = 2_000  # held-out windows per candidate: enough for the criterion, bounded in time
 
 
@@ -44,21 +45,14 @@ def with_faults(windows: np.ndarray, spread: np.ndarray, fault: str, rng: np.ran
     n, w, f = faulted.shape
     onset = w // 2
     sensors = rng.integers(0, f, n)
+    if fault not in SYNTHETIC_FAULTS:
+        raise ValueError(f"unknown synthetic fault {fault!r}; expected one of {SYNTHETIC_FAULTS}")
     for i, j in enumerate(sensors):
         part = faulted[i, onset:, j]
-        length = len(part)
-        if fault == "spike":
-            part += rng.choice([-1.0, 1.0]) * 6 * spread[j] * (rng.random(length) < 0.5)
-        elif fault == "drift":
-            part += np.linspace(0.0, 2.5 * spread[j], length)
-        elif fault == "stuck":
-            part[:] = faulted[i, onset - 1, j]
-        elif fault == "noise_burst":
-            part += rng.normal(0.0, 1.5 * spread[j], length)
-        elif fault == "broken_correlation":  # the sensor's own normal values from another moment: right range, wrong context
+        if fault == "broken_correlation":  # the sensor's own normal values from another moment: right range, wrong context
             part[:] = windows[(i + 1 + int(rng.integers(0, n - 1))) % n if n > 1 else i, onset:, j]
         else:
-            raise ValueError(f"unknown synthetic fault {fault!r}; expected one of {SYNTHETIC_FAULTS}")
+            sensor_fault(part, fault, spread[j], faulted[i, onset - 1, j], rng)
     return faulted
 
 

@@ -88,20 +88,34 @@ def normal_machine(rows: int, rng: np.random.Generator, recipes: np.ndarray | No
     return np.column_stack([current, speed, vibration, bearing_temp, pressure, flow]), load
 
 
+def sensor_fault(part: np.ndarray, kind: str, scale: float, held: float, rng: np.random.Generator) -> None:
+    """Write a one-sensor fault into ``part`` (a 1-D view of that sensor's values over the fault) in place, scaled to
+    the sensor's spread ``scale``: ``spike`` (random samples at six spreads), ``drift`` (a ramp to 2.5), ``stuck``
+    (``held`` repeated) or ``noise_burst`` (noise of 1.5). Shared by the simulator and ``--model auto``'s synthetic faults.
+    """
+    n = len(part)
+    if kind == "spike":
+        part += rng.choice([-1, 1]) * 6 * scale * (rng.random(n) < 0.5)
+    elif kind == "drift":
+        part += np.linspace(0, 2.5 * scale, n)
+    elif kind == "stuck":
+        part[:] = held
+    elif kind == "noise_burst":
+        part += rng.normal(0, 1.5 * scale, n)
+    else:
+        raise ValueError(f"{kind!r} is not a one-sensor fault; expected one of {SENSOR_FAULTS}")
+
+
+SENSOR_FAULTS = ("spike", "drift", "stuck", "noise_burst")
+
+
 def inject(values: np.ndarray, fault: Fault, rng: np.random.Generator) -> None:
     """Apply ``fault`` to one machine's values in place."""
     col = FEATURES.index(fault.feature)
     s = slice(fault.start, fault.start + fault.length)
-    scale = values[:, col].std()
     n = fault.length
-    if fault.kind == "spike":
-        values[s, col] += rng.choice([-1, 1]) * 6 * scale * (rng.random(n) < 0.5)
-    elif fault.kind == "drift":
-        values[s, col] += np.linspace(0, 2.5 * scale, n)
-    elif fault.kind == "stuck":
-        values[s, col] = values[fault.start, col]
-    elif fault.kind == "noise_burst":
-        values[s, col] += rng.normal(0, 1.5 * scale, n)
+    if fault.kind in SENSOR_FAULTS:
+        sensor_fault(values[s, col], fault.kind, values[:, col].std(), values[fault.start, col], rng)
     elif fault.kind == "broken_correlation":
         # flow collapses while speed and pressure stay normal (a blocked or cavitating pump)
         flow = FEATURES.index("flow")
