@@ -150,8 +150,10 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
                         {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", f]}],
             "score": "the largest channel error: each feature's mean squared reconstruction error over the standardised window "
                      "(and the model term), divided by its mean on normal calibration windows and by its tail factor (how far it "
-                     "strays against another stretch's mean, relative to the other channels); feature_error holds the features' "
-                     "errors in those units (1 is typical); higher is more anomalous",
+                     "strays against another stretch's mean, relative to the other channels)"
+                     + ("; and the residual and operating-point distances (Mahalanobis, against normal windows), each weighed to "
+                        "exceed as often as the errors on held-out windows" if detector.distances else "")
+                     + "; feature_error holds the features' errors in those units (1 is typical); higher is more anomalous",
         },
         "threshold": {**detector.threshold_record(), "calibration_quantiles": detector.calibration_quantiles_},
         "artifacts": artifacts,
