@@ -95,15 +95,16 @@ class WindowScorer(nn.Module):
         """The model on standardised windows (and encoded conditions): ``(reconstruction, score_term, penalty)``."""
         return self.model(x) if condition is None else self.model(x, condition)
 
-    def channel_errors(self, window: torch.Tensor) -> torch.Tensor:
+    def channel_errors(self, window: torch.Tensor, with_distances: bool = True) -> torch.Tensor:
         """``[B, n_channels]``: each feature's mean squared reconstruction error over time, the model's score term,
-        then (with ``distances``) the residual and the operating-point distance.
+        then (with ``distances``) the residual and the operating-point distance; ``with_distances=False``: the
+        error channels alone ``[B, F + 1]``.
         """
         x = self.normalise(window)
         recon, score_term, _ = self.reconstruct(x, self.encode_conditions(window))
         residual = recon - x
         channels = [residual.pow(2).mean(dim=1), score_term.unsqueeze(1)]
-        if self.distances:
+        if self.distances and with_distances:
             summary, point = self.distance_inputs(x, residual)
             channels += [self.distance(summary, self.residual_centre, self.residual_whitener).unsqueeze(1),
                          self.distance(point, self.point_centre, self.point_whitener).unsqueeze(1)]
@@ -213,6 +214,12 @@ class WindowScorer(nn.Module):
     def set_normal_level(self, channel_errors: torch.Tensor, reference: torch.Tensor | None = None) -> None:
         """Weigh each channel by :meth:`weights_for` the normal windows ``[N, n_channels]`` from now on."""
         self.channel_scale.copy_(self.weights_for(channel_errors, reference))
+
+    def error_score(self, window: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the score of the error channels alone, what training's validation loss follows (the distances are
+        fitted after training and measure no reconstruction).
+        """
+        return (self.channel_errors(window, with_distances=False) * self.channel_scale[: self.n_features + 1]).amax(dim=1)
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a batch of raw windows."""

@@ -69,11 +69,11 @@ def _loss(scorer: WindowScorer, raw: torch.Tensor, noise_std: float) -> torch.Te
 
 @torch.no_grad()
 def mean_validation_loss(scorer: WindowScorer, windows: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Mean anomaly score over validation windows (eval mode), as a 0-d tensor."""
+    """Mean score of the error channels over validation windows (eval mode), as a 0-d tensor."""
     scorer.eval()
     total = windows.new_zeros(())
     for i in range(0, len(windows), batch_size):
-        total += scorer(windows[i : i + batch_size])[0].float().sum()
+        total += scorer.error_score(windows[i : i + batch_size]).float().sum()
     return total / max(len(windows), 1)
 
 

@@ -239,3 +239,9 @@ def test_a_loss_that_turns_nan_stops_training_with_a_clear_error(plant_table):
 
     with pytest.raises(TrainingDiverged, match=r"training diverged at epoch \d+: loss .*lower --lr"):
         tiny_detector("dense", lr=1e30, epochs=5).fit(plant_table)
+
+
+def test_early_stopping_follows_the_reconstruction_not_the_distances_fitted_after_it(plant_table):
+    with_distances, without = (tiny_detector("dense", epochs=8, distances=d).fit(plant_table) for d in (True, False))
+    assert with_distances.history_.val_loss == pytest.approx(without.history_.val_loss, rel=1e-6)
+    assert with_distances.history_.best_epoch == without.history_.best_epoch
