@@ -100,15 +100,19 @@ class WindowScorer(nn.Module):
         then (with ``distances``) the residual and the operating-point distance; ``with_distances=False``: the
         error channels alone ``[B, F + 1]``.
         """
-        x = self.normalise(window)
-        recon, score_term, _ = self.reconstruct(x, self.encode_conditions(window))
-        residual = recon - x
+        x, residual, score_term = self.residuals(window)
         channels = [residual.pow(2).mean(dim=1), score_term.unsqueeze(1)]
         if self.distances and with_distances:
             summary, point = self.distance_inputs(x, residual)
             channels += [self.distance(summary, self.residual_centre, self.residual_whitener).unsqueeze(1),
                          self.distance(point, self.point_centre, self.point_whitener).unsqueeze(1)]
         return torch.cat(channels, dim=1)
+
+    def residuals(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, residual, score_term)``: the standardised window, the model's reconstruction minus it, and its score term."""
+        x = self.normalise(window)
+        recon, score_term, _ = self.reconstruct(x, self.encode_conditions(window))
+        return x, recon - x, score_term
 
     @staticmethod
     def distance_inputs(x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,10 +132,8 @@ class WindowScorer(nn.Module):
         """Centre and whitener of both distances from normal raw windows ``[N, W, F (+ C)]``."""
         summaries, points = [], []
         for i in range(0, len(windows), batch_size):
-            window = windows[i : i + batch_size]
-            x = self.normalise(window)
-            recon = self.reconstruct(x, self.encode_conditions(window))[0]
-            summary, point = self.distance_inputs(x, recon - x)
+            x, residual, _ = self.residuals(windows[i : i + batch_size])
+            summary, point = self.distance_inputs(x, residual)
             summaries.append(summary)
             points.append(point)
         for z, centre, whitener in ((torch.cat(summaries), self.residual_centre, self.residual_whitener),
