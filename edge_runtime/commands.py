@@ -31,7 +31,8 @@ def inspect(bundle_path):
     m = bundle.manifest
     spec = m["input"]
     click.echo(f"bundle   {bundle.path}  (schema {m['schema_version']}, id {bundle.model_id})")
-    click.echo(f"model    {m['name']}: {m['model']['kind']} {m['model']['params']}")
+    click.echo(f"model    {m['name']}: {m['model']['kind']} {m['model']['params']}"
+               + (" + residual and operating-point distances" if m["model"].get("distances") else ""))
     features = ", ".join(f"{f['name']}[{f['unit']}]" if f.get("unit") else f["name"] for f in spec["features"])
     click.echo(f"input    window {spec['window']} x {len(spec['features'])} ({features}), stride {spec['stride']}, "
                f"period {spec['sample_period']:g} s, max gap {spec['max_gap']:g} s")

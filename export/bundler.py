@@ -130,7 +130,7 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"kind": detector.kind, "params": detector.model_params},
+        "model": {"kind": detector.kind, "params": detector.model_params, "distances": bool(detector.distances)},
         "input": {
             "window": w,
             "stride": detector.stride,
