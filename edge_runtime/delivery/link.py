@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from edge_runtime.config import BrokerConfig
 from edge_runtime.contract.errors import BrokerError
 from edge_runtime.delivery import publish_decoder
+from edge_runtime.delivery.read_ahead import ReadAheadClient
 from edge_runtime.delivery.linkerrors import classify, closed_before_connack, refused_by_broker
 from edge_runtime.throttle import Throttle
 
@@ -97,7 +98,7 @@ class Link:
         c = self.config
         persistent = c.session_expiry_s > 0
         publish_decoder.install()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol,
+        client = ReadAheadClient(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol,
                              clean_session=None if self.protocol == mqtt.MQTTv5 else not persistent)
         secure(client, c)
         client.will_set(self.status_topic, orjson.dumps({**self.online, "state": "offline"}), qos=1, retain=True)

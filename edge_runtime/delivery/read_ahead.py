@@ -1,0 +1,65 @@
+"""A paho client that reads its socket in large chunks.
+
+paho reads each packet with at least three ``recv`` calls (the command byte, each byte of the remaining length, the
+rest) and runs one ``select`` per packet. Every one of those calls gives up the interpreter lock, and in the runtime
+the scoring and delivery threads are waiting for it: each message then pays for the lock changing hands several
+times, which is most of what the network thread spends. :class:`ReadAheadSocket` fills a buffer with one ``recv`` of
+up to :data:`CHUNK` bytes and serves paho's small reads from it; its ``pending()`` (the hook paho has for TLS
+sockets) tells paho's loop that bytes wait, and :class:`ReadAheadClient` handles up to :data:`PACKETS_PER_READ`
+buffered packets per pass of the loop before it returns to writing.
+"""
+
+from __future__ import annotations
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+CHUNK = 65536  # bytes asked of the socket per recv
+PACKETS_PER_READ = 64  # packets handled per pass of paho's loop: outgoing events and acks wait no longer than that
+
+
+class ReadAheadSocket:
+    """Wraps the socket paho created (TCP, TLS or paho's websocket wrapper); everything but reading goes to it."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.position = 0
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes: from the buffer, else from one recv of up to :data:`CHUNK` (which may raise as
+        the socket's own would: ``BlockingIOError``, TLS's want-read).
+        """
+        if self.position >= len(self.buffer):
+            data = self.sock.recv(CHUNK)
+            if len(data) <= size:
+                return data
+            self.buffer, self.position = data, 0
+        start = self.position
+        self.position = min(start + size, len(self.buffer))
+        return self.buffer[start : self.position]
+
+    def pending(self) -> int:
+        """Bytes read but not yet handed to paho, and what a TLS socket holds decrypted."""
+        inner = self.sock.pending() if hasattr(self.sock, "pending") else 0
+        return len(self.buffer) - self.position + inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
+class ReadAheadClient(mqtt.Client):
+    """paho's client on a :class:`ReadAheadSocket`, handling the packets already buffered in one pass of its loop."""
+
+    def _create_socket(self):
+        return ReadAheadSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's read step, repeated while whole packets wait in the buffer (at most :data:`PACKETS_PER_READ`)."""
+        rc = super().loop_read(max_packets)
+        for _ in range(PACKETS_PER_READ - 1):
+            sock = self._sock
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, ReadAheadSocket) or not sock.pending():
+                break
+            rc = super().loop_read(max_packets)
+        return rc

@@ -1,0 +1,78 @@
+"""The read-ahead socket hands paho the bytes in order whatever the read sizes, and a client on it receives every
+message of a burst intact, small and larger than its buffer, against a real broker.
+"""
+
+import socket
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.delivery.read_ahead import CHUNK, ReadAheadClient, ReadAheadSocket
+from helpers import wait_for
+from mqtt_helpers import Mosquitto
+
+
+def test_small_reads_come_from_one_chunk_in_order_and_an_empty_socket_still_says_so():
+    left, right = socket.socketpair()
+    right.setblocking(False)
+    sock = ReadAheadSocket(right)
+    data = bytes(range(256)) * 40
+    left.sendall(data)
+    assert wait_for(lambda: sock.sock.recv(1, socket.MSG_PEEK) == data[:1], 5)
+    got = sock.recv(1)
+    assert sock.pending() > 0  # the rest of what one recv took waits in the buffer
+    while len(got) < len(data):
+        got += sock.recv(7)
+    assert got == data and sock.pending() == 0
+    with pytest.raises(BlockingIOError):  # nothing buffered, nothing on the socket: as the socket itself answers
+        sock.recv(1)
+    left.close()
+    assert sock.recv(1) == b""  # the peer closed: paho sees the connection lost
+    right.close()
+
+
+def test_a_read_larger_than_the_buffer_is_handed_over_whole():
+    left, right = socket.socketpair()
+    sock = ReadAheadSocket(right)
+    left.sendall(b"xy")
+    assert sock.recv(CHUNK * 2) == b"xy"  # what the socket gave fits the read: no copy through the buffer
+    assert sock.pending() == 0
+    left.close()
+    right.close()
+
+
+def test_a_client_on_it_receives_a_burst_in_order_and_intact(mosquitto_path, tmp_path):
+    broker = Mosquitto(tmp_path).start()
+    received: list[bytes] = []
+    subscribed, done = threading.Event(), threading.Event()
+    payloads = [f"{i}:".encode() + b"v" * (i % 300) for i in range(3000)] + [b"L" * (3 * CHUNK)]  # one spans several chunks
+
+    def on_message(client, userdata, message) -> None:
+        received.append(message.payload)
+        if len(received) == len(payloads):
+            done.set()
+
+    subscriber = ReadAheadClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    try:
+        subscriber.connect("127.0.0.1", broker.port)
+        subscriber.subscribe("burst/#", qos=1)
+        subscriber.loop_start()
+        assert subscribed.wait(10)
+        assert isinstance(subscriber.socket(), ReadAheadSocket)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        infos = [publisher.publish("burst/a", payload, qos=1) for payload in payloads]
+        for info in infos:
+            info.wait_for_publish(30)
+        assert done.wait(60), len(received)
+        assert received == payloads  # one topic: MQTT keeps the order
+    finally:
+        for client in (subscriber, publisher):
+            client.disconnect()
+            client.loop_stop()
+        broker.stop()
