@@ -24,8 +24,8 @@ from paho.mqtt.properties import Properties
 from edge_runtime.config import BrokerConfig
 from edge_runtime.contract.errors import BrokerError
 from edge_runtime.delivery import publish_decoder
-from edge_runtime.delivery.read_ahead import ReadAheadClient
 from edge_runtime.delivery.linkerrors import classify, closed_before_connack, refused_by_broker
+from edge_runtime.delivery.read_ahead import ReadAheadClient
 from edge_runtime.throttle import Throttle
 
 log = logging.getLogger("linewatch.mqtt")

@@ -55,7 +55,7 @@ class ReadAheadClient(mqtt.Client):
         return ReadAheadSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """paho's read step, repeated while whole packets wait in the buffer (at most :data:`PACKETS_PER_READ`)."""
+        """Read as paho does, again while bytes wait in the buffer (at most :data:`PACKETS_PER_READ` packets)."""
         rc = super().loop_read(max_packets)
         for _ in range(PACKETS_PER_READ - 1):
             sock = self._sock
