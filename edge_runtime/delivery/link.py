@@ -25,7 +25,7 @@ from edge_runtime.config import BrokerConfig
 from edge_runtime.contract.errors import BrokerError
 from edge_runtime.delivery import publish_decoder
 from edge_runtime.delivery.linkerrors import classify, closed_before_connack, refused_by_broker
-from edge_runtime.delivery.read_ahead import ReadAheadClient
+from edge_runtime.delivery.paho_client import LinkClient
 from edge_runtime.throttle import Throttle
 
 log = logging.getLogger("linewatch.mqtt")
@@ -98,7 +98,7 @@ class Link:
         c = self.config
         persistent = c.session_expiry_s > 0
         publish_decoder.install()
-        client = ReadAheadClient(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol,
+        client = LinkClient(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=self.protocol,
                              clean_session=None if self.protocol == mqtt.MQTTv5 else not persistent)
         secure(client, c)
         client.will_set(self.status_topic, orjson.dumps({**self.online, "state": "offline"}), qos=1, retain=True)
@@ -265,7 +265,7 @@ class Link:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.qos0_waiting.discard(mid)  # written to the socket
-        if client is self.client:
+        if client is self.client and client.awaits_acknowledgement(mid):  # a QoS 0 write leaves nothing to settle
             self.on_acked_cb(mid, str(reason_code) if reason_code.is_failure else None)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:

@@ -1,5 +1,6 @@
-"""The read-ahead socket hands paho the bytes in order whatever the read sizes, and a client on it receives every
-message of a burst intact, small and larger than its buffer, against a real broker.
+"""The runtime's paho client: its read-ahead socket hands paho the bytes in order whatever the read sizes, a client
+on it receives every message of a burst intact, small and larger than its buffer, and its ``on_publish`` tells a
+QoS 0 write from a QoS 1 acknowledgement, against a real broker.
 """
 
 import socket
@@ -9,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_runtime.delivery.read_ahead import CHUNK, ReadAheadClient, ReadAheadSocket
+from edge_runtime.delivery.paho_client import CHUNK, LinkClient, ReadAheadSocket
 from helpers import wait_for
 from mqtt_helpers import Mosquitto
 
@@ -54,7 +55,7 @@ def test_a_client_on_it_receives_a_burst_in_order_and_intact(mosquitto_path, tmp
         if len(received) == len(payloads):
             done.set()
 
-    subscriber = ReadAheadClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscriber = LinkClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     subscriber.on_message = on_message
     subscriber.on_subscribe = lambda *_: subscribed.set()
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -75,4 +76,25 @@ def test_a_client_on_it_receives_a_burst_in_order_and_intact(mosquitto_path, tmp
         for client in (subscriber, publisher):
             client.disconnect()
             client.loop_stop()
+        broker.stop()
+
+
+def test_on_publish_tells_a_qos0_write_from_a_qos1_acknowledgement(mosquitto_path, tmp_path):
+    broker = Mosquitto(tmp_path).start()
+    seen: dict[int, bool] = {}
+    client = LinkClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_publish = lambda c, userdata, mid, reason_code, properties: seen.__setitem__(mid, c.awaits_acknowledgement(mid))
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        infos = {qos: [client.publish("acks/a", b"x", qos=qos) for _ in range(50)] for qos in (0, 1)}
+        for info in infos[0] + infos[1]:
+            info.wait_for_publish(10)
+        assert wait_for(lambda: len(seen) == 100, 10)
+        assert [seen[info.mid] for info in infos[0]] == [False] * 50  # written: nothing for the sink to settle
+        assert [seen[info.mid] for info in infos[1]] == [True] * 50  # the broker's PUBACK
+        assert not any(client.awaits_acknowledgement(info.mid) for info in infos[1])  # forgotten once acknowledged
+    finally:
+        client.disconnect()
+        client.loop_stop()
         broker.stop()

@@ -1,12 +1,17 @@
-"""A paho client that reads its socket in large chunks.
+"""paho's client as the runtime's link uses it: reading its socket in large chunks, and telling a QoS 0 message
+written from an acknowledgement.
 
 paho reads each packet with at least three ``recv`` calls (the command byte, each byte of the remaining length, the
 rest) and runs one ``select`` per packet. Every one of those calls gives up the interpreter lock, and in the runtime
 the scoring and delivery threads are waiting for it: each message then pays for the lock changing hands several
 times, which is most of what the network thread spends. :class:`ReadAheadSocket` fills a buffer with one ``recv`` of
 up to :data:`CHUNK` bytes and serves paho's small reads from it; its ``pending()`` (the hook paho has for TLS
-sockets) tells paho's loop that bytes wait, and :class:`ReadAheadClient` handles up to :data:`PACKETS_PER_READ`
+sockets) tells paho's loop that bytes wait, and :class:`LinkClient` handles up to :data:`PACKETS_PER_READ`
 buffered packets per pass of the loop before it returns to writing.
+
+paho calls ``on_publish`` both when a QoS 0 message has been written and when a QoS 1 message is acknowledged;
+:meth:`LinkClient.awaits_acknowledgement` tells the two apart, so the score telemetry's writes are not handed to the
+delivery thread as acknowledgements to settle.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class ReadAheadSocket:
         return getattr(self.sock, name)
 
 
-class ReadAheadClient(mqtt.Client):
+class LinkClient(mqtt.Client):
     """paho's client on a :class:`ReadAheadSocket`, handling the packets already buffered in one pass of its loop."""
 
     def _create_socket(self):
@@ -63,3 +68,9 @@ class ReadAheadClient(mqtt.Client):
                 break
             rc = super().loop_read(max_packets)
         return rc
+
+    def awaits_acknowledgement(self, mid: int) -> bool:
+        """Whether ``mid`` is a QoS 1 or 2 message not yet acknowledged; inside ``on_publish``, whether the call is
+        its acknowledgement (paho forgets the message after the callback) rather than a QoS 0 message's write.
+        """
+        return mid in self._out_messages
