@@ -107,6 +107,7 @@ class Link:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_sample = self._on_sample
         client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
@@ -262,6 +263,9 @@ class Link:
 
     def _on_message(self, client, userdata, message) -> None:
         self.on_message_cb(message.topic, message.payload, time.perf_counter())
+
+    def _on_sample(self, topic: str, payload: bytes) -> None:
+        self.on_message_cb(topic, payload, time.perf_counter())
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.qos0_waiting.discard(mid)  # written to the socket

@@ -1,5 +1,5 @@
-"""paho's client as the runtime's link uses it: reading its socket in large chunks, and telling a QoS 0 message
-written from an acknowledgement.
+"""paho's client as the runtime's link uses it: reading its socket in large chunks, handing samples straight to the
+runtime, and telling a QoS 0 message written from an acknowledgement.
 
 paho reads each packet with at least three ``recv`` calls (the command byte, each byte of the remaining length, the
 rest) and runs one ``select`` per packet. Every one of those calls gives up the interpreter lock, and in the runtime
@@ -9,6 +9,12 @@ up to :data:`CHUNK` bytes and serves paho's small reads from it; its ``pending()
 sockets) tells paho's loop that bytes wait, and :class:`LinkClient` handles up to :data:`PACKETS_PER_READ`
 buffered packets per pass of the loop before it returns to writing.
 
+For every PUBLISH paho builds an ``MQTTMessage``, matches its topic against the per-filter callbacks and takes two
+locks before it calls ``on_message``. The runtime uses none of that: :attr:`LinkClient.on_sample` receives the topic
+and payload of a QoS 0 or 1 PUBLISH without properties directly (the PUBACK is sent after it returns, as paho does);
+anything else (QoS 2, MQTT 5 properties such as a topic alias, a topic that is not UTF-8) takes paho's own path to
+``on_message``.
+
 paho calls ``on_publish`` both when a QoS 0 message has been written and when a QoS 1 message is acknowledged;
 :meth:`LinkClient.awaits_acknowledgement` tells the two apart, so the score telemetry's writes are not handed to the
 delivery thread as acknowledgements to settle.
@@ -16,8 +22,13 @@ delivery thread as acknowledgements to settle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTErrorCode
+
+from edge_runtime.delivery.publish_decoder import NO_PROPERTIES
 
 CHUNK = 65536  # bytes asked of the socket per recv
 PACKETS_PER_READ = 64  # packets handled per pass of paho's loop: outgoing events and acks wait no longer than that
@@ -54,7 +65,11 @@ class ReadAheadSocket:
 
 
 class LinkClient(mqtt.Client):
-    """paho's client on a :class:`ReadAheadSocket`, handling the packets already buffered in one pass of its loop."""
+    """paho's client on a :class:`ReadAheadSocket`, handling the packets already buffered in one pass of its loop;
+    samples go to :attr:`on_sample` when it is set.
+    """
+
+    on_sample: Callable[[str, bytes], None] | None = None  # (topic, payload) of a QoS 0 or 1 PUBLISH without properties
 
     def _create_socket(self):
         return ReadAheadSocket(super()._create_socket())
@@ -68,6 +83,25 @@ class LinkClient(mqtt.Client):
                 break
             rc = super().loop_read(max_packets)
         return rc
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        on_sample, command = self.on_sample, self._in_packet["command"]
+        if on_sample is None or command & 0x06 == 0x04 or self._manual_ack:  # QoS 2: paho keeps its state
+            return super()._handle_publish()
+        result = _packet.decode_publish(command, self._in_packet["packet"], self._protocol)
+        if result.properties is not None and result.properties is not NO_PROPERTIES:
+            return super()._handle_publish()
+        try:
+            topic = result.topic.decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        try:
+            on_sample(topic, result.payload)
+        except Exception as error:
+            self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_sample: %s", error)
+            if not self.suppress_exceptions:
+                raise
+        return self._send_puback(result.mid) if result.qos else MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def awaits_acknowledgement(self, mid: int) -> bool:
         """Whether ``mid`` is a QoS 1 or 2 message not yet acknowledged; inside ``on_publish``, whether the call is
