@@ -4,7 +4,7 @@ runtime, and telling a QoS 0 message written from an acknowledgement.
 paho reads each packet with at least three ``recv`` calls (the command byte, each byte of the remaining length, the
 rest) and runs one ``select`` per packet. Every one of those calls gives up the interpreter lock, and in the runtime
 the scoring and delivery threads are waiting for it: each message then pays for the lock changing hands several
-times, which is most of what the network thread spends. :class:`ReadAheadSocket` fills a buffer with one ``recv`` of
+times, a large share of what the network thread spends. :class:`ReadAheadSocket` fills a buffer with one ``recv`` of
 up to :data:`CHUNK` bytes and serves paho's small reads from it; its ``pending()`` (the hook paho has for TLS
 sockets) tells paho's loop that bytes wait, and :class:`LinkClient` handles up to :data:`PACKETS_PER_READ`
 buffered packets per pass of the loop before it returns to writing.
@@ -85,6 +85,7 @@ class LinkClient(mqtt.Client):
         return rc
 
     def _handle_publish(self) -> MQTTErrorCode:
+        """A sample to :attr:`on_sample` and its PUBACK; any other PUBLISH to paho's own handling."""
         on_sample, command = self.on_sample, self._in_packet["command"]
         if on_sample is None or command & 0x06 == 0x04 or self._manual_ack:  # QoS 2: paho keeps its state
             return super()._handle_publish()

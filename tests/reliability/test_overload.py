@@ -43,7 +43,7 @@ def test_events_flow_again_within_seconds_after_an_overload(broker, fast_bundle,
     try:
         assert runtime.link.wait_subscribed(5)
         before = rss_mb()
-        flood = subprocess.run([sys.executable, str(FLOOD), str(broker.port), "400", "1", "10", "12", str(RATE_HZ), ",".join(FEATURES)],
+        flood = subprocess.run([sys.executable, str(FLOOD), str(broker.port), "400", "2", "10", "15", str(RATE_HZ), ",".join(FEATURES)],
                                capture_output=True, text=True, timeout=60)
         assert flood.returncode == 0, flood.stderr
         phases = {p["phase"]: p for p in map(orjson.loads, flood.stdout.split())}
