@@ -4,6 +4,7 @@ defaults, and `linewatch bench e2e` runs of json samples.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -43,6 +44,18 @@ def train_with_defaults(table, seed: int, work: Path, **params) -> tuple:
     detector.save(work / "run")
     bundle = load_bundle(export_run(work / "run", work / "bundle", echo=lambda *_: None))
     return detector, bundle, [str(w.message) for w in caught]
+
+
+def rounds_arguments(description: str, rounds: int, rates: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that repeats `linewatch bench e2e`: the bundle, ``--rounds``, ``--rates`` (offered
+    msg/s) and ``--seconds`` per step.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("bundle")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--rates", default=rates)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    return parser
 
 
 def bench_e2e(bundle: str, folder: Path, rates: str, seconds: float, *options: str) -> dict:

@@ -11,22 +11,17 @@ Writes ``results/e2e_rounds.{json,md}`` (every round's figures in the JSON).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import bench_e2e, write_results
+from benchmarks.common import bench_e2e, rounds_arguments, write_results
 from linewatch.e2e import highest_held
 
 
 def main() -> None:
     """Run the rounds and write the per-rate summary."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bundle")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--rates", default="8000,10000,12000,14000")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser = rounds_arguments(__doc__.split("\n\n")[0], 5, "8000,10000,12000,14000")
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     parser.add_argument("--budget-ms", type=float, default=20.0)
     args = parser.parse_args()

@@ -9,10 +9,9 @@ puts p99 and the runtime's CPU per message side by side per offered rate. Usage:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
-from benchmarks.common import RESULTS, bench_e2e, write_results
+from benchmarks.common import RESULTS, bench_e2e, rounds_arguments, write_results
 
 
 def run(bundle: str, page: bool, round_: int, rates: str, seconds: float) -> dict:
@@ -24,12 +23,7 @@ def run(bundle: str, page: bool, round_: int, rates: str, seconds: float) -> dic
 
 def main() -> None:
     """Alternate the page off and on, then write the side-by-side summary (medians over the rounds)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bundle")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--rates", default="1000,2000,3000,4000,5000")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    args = parser.parse_args()
+    args = rounds_arguments(__doc__.split("\n\n")[0], 2, "1000,2000,3000,4000,5000").parse_args()
     steps: dict[tuple[bool, float], list[dict]] = {}
     polls = []
     for round_ in range(1, args.rounds + 1):

@@ -262,7 +262,7 @@ class Link:
             log.warning("disconnected from broker: %s; reconnecting with backoff", reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
-        self.on_message_cb(message.topic, message.payload, time.perf_counter())
+        self._on_sample(message.topic, message.payload)
 
     def _on_sample(self, topic: str, payload: bytes) -> None:
         self.on_message_cb(topic, payload, time.perf_counter())
