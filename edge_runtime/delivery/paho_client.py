@@ -11,9 +11,10 @@ buffered packets per pass of the loop before it returns to writing.
 
 For every PUBLISH paho builds an ``MQTTMessage``, matches its topic against the per-filter callbacks and takes two
 locks before it calls ``on_message``. The runtime uses none of that: :attr:`LinkClient.on_sample` receives the topic
-and payload of a QoS 0 or 1 PUBLISH without properties directly (the PUBACK is sent after it returns, as paho does);
-anything else (QoS 2, MQTT 5 properties such as a topic alias, a topic that is not UTF-8) takes paho's own path to
-``on_message``.
+and payload of a QoS 0 or 1 PUBLISH without properties (a *sample*) directly, and the PUBACK is sent after it
+returns, as paho does. Complete samples already in the buffer are cut out of it in place, without paho's per-packet
+reading state; anything else (QoS 2, MQTT 5 properties such as a topic alias, a topic that is not UTF-8, a packet
+that is not whole in the buffer) takes paho's own path, ``on_message`` included.
 
 paho calls ``on_publish`` both when a QoS 0 message has been written and when a QoS 1 message is acknowledged;
 :meth:`LinkClient.awaits_acknowledgement` tells the two apart, so the score telemetry's writes are not handed to the
@@ -75,14 +76,69 @@ class LinkClient(mqtt.Client):
         return ReadAheadSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Read as paho does, again while bytes wait in the buffer (at most :data:`PACKETS_PER_READ` packets)."""
+        """Read as paho does, then the packets waiting in the buffer: samples cut out of it, others through paho (at
+        most :data:`PACKETS_PER_READ` packets in all).
+        """
         rc = super().loop_read(max_packets)
-        for _ in range(PACKETS_PER_READ - 1):
+        handled = 1
+        while handled < PACKETS_PER_READ and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             sock = self._sock
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, ReadAheadSocket) or not sock.pending():
+            if not isinstance(sock, ReadAheadSocket) or not sock.pending():
                 break
-            rc = super().loop_read(max_packets)
+            samples = self._read_samples(sock, PACKETS_PER_READ - handled)
+            if not samples:
+                rc = super().loop_read(max_packets)
+            handled += samples or 1
         return rc
+
+    def _read_samples(self, sock: ReadAheadSocket, limit: int) -> int:
+        """Hand up to ``limit`` whole samples at the head of ``sock``'s buffer to :attr:`on_sample` (each QoS 1 one
+        acknowledged after it) and take them out of the buffer; stop at the first packet that is not a whole sample,
+        which paho then reads. Returns how many were handed over.
+        """
+        on_sample = self.on_sample
+        if on_sample is None or self._manual_ack or self._in_packet["command"]:  # paho is inside a packet
+            return 0
+        buffer, position, end = sock.buffer, sock.position, len(sock.buffer)
+        mqtt5 = self._protocol == mqtt.MQTTv5
+        handled = 0
+        while handled < limit and position < end:
+            command = buffer[position]
+            if command & 0xF0 != 0x30 or command & 0x04:  # not a PUBLISH, or QoS 2 (or the reserved QoS 3)
+                break
+            length, shift, at = 0, 0, position + 1
+            while at < end and shift < 28:
+                byte = buffer[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            else:  # the remaining length runs past the buffer, or is malformed: paho's to read or to refuse
+                break
+            packet_end = at + length
+            if packet_end > end or at + 2 > packet_end:
+                break
+            topic_end = at + 2 + ((buffer[at] << 8) | buffer[at + 1])
+            body = topic_end + 2 if command & 0x02 else topic_end
+            if mqtt5:
+                if body >= packet_end or buffer[body]:  # MQTT 5 properties, or no room for their length
+                    break
+                body += 1
+            if body > packet_end:
+                break
+            try:
+                topic = buffer[at + 2 : topic_end].decode("utf-8")
+            except UnicodeDecodeError:
+                break
+            sock.position = position = packet_end
+            handled += 1
+            self._deliver_sample(on_sample, topic, buffer[body:packet_end],
+                                 (buffer[topic_end] << 8) | buffer[topic_end + 1] if command & 0x02 else 0)
+        if handled:
+            with self._msgtime_mutex:
+                self._last_bytes_received = mqtt.time_func()
+        return handled
 
     def _handle_publish(self) -> MQTTErrorCode:
         """A sample to :attr:`on_sample` and its PUBACK; any other PUBLISH to paho's own handling."""
@@ -96,13 +152,19 @@ class LinkClient(mqtt.Client):
             topic = result.topic.decode("utf-8")
         except UnicodeDecodeError:
             return super()._handle_publish()
+        return self._deliver_sample(on_sample, topic, result.payload, result.mid if result.qos else 0)
+
+    def _deliver_sample(self, on_sample: Callable[[str, bytes], None], topic: str, payload: bytes, mid: int) -> MQTTErrorCode:
+        """Call ``on_sample`` as paho calls ``on_message`` (an exception logged, raised unless suppressed), then
+        acknowledge a QoS 1 sample (``mid`` non-zero).
+        """
         try:
-            on_sample(topic, result.payload)
+            on_sample(topic, payload)
         except Exception as error:
             self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_sample: %s", error)
             if not self.suppress_exceptions:
                 raise
-        return self._send_puback(result.mid) if result.qos else MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._send_puback(mid) if mid else MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def awaits_acknowledgement(self, mid: int) -> bool:
         """Whether ``mid`` is a QoS 1 or 2 message not yet acknowledged; inside ``on_publish``, whether the call is

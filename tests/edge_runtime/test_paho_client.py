@@ -1,7 +1,8 @@
 """The runtime's paho client: its read-ahead socket hands paho the bytes in order whatever the read sizes, a client
 on it receives every message of a burst intact, small and larger than its buffer, and its ``on_publish`` tells a
 QoS 0 write from a QoS 1 acknowledgement; samples without properties go straight to ``on_sample`` and are
-acknowledged, the rest through paho's ``on_message``; against a real broker.
+acknowledged, the rest through paho's ``on_message``; against a real broker. Whole samples waiting in the buffer are
+cut out of it in order, and the first packet that is anything else is left where it is for paho.
 """
 
 import socket
@@ -46,6 +47,82 @@ def test_a_read_larger_than_the_buffer_is_handed_over_whole():
     assert sock.pending() == 0
     left.close()
     right.close()
+
+
+def varint(value: int) -> bytes:
+    """MQTT's remaining-length encoding."""
+    out = bytearray()
+    while True:
+        value, byte = value >> 7, value & 0x7F
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def publish(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, properties: bytes | None = b"") -> bytes:
+    """A PUBLISH packet as a broker sends it; ``properties`` None: MQTT 3.1.1 (no properties block)."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
+    body += b"" if properties is None else varint(len(properties)) + properties
+    return bytes([0x30 | qos << 1]) + varint(len(body) + len(payload)) + body + payload
+
+
+@pytest.fixture
+def parser(monkeypatch):
+    """A client that is not connected, its buffer filled by hand: (client, socket, samples, acknowledged ids)."""
+    def make(protocol: int = mqtt.MQTTv5):
+        client = LinkClient(CallbackAPIVersion.VERSION2, protocol=protocol)
+        samples, acks = [], []
+        client.on_sample = lambda topic, payload: samples.append((topic, payload))
+        monkeypatch.setattr(client, "_send_puback", lambda mid: acks.append(mid))
+        return client, ReadAheadSocket(None), samples, acks
+    return make
+
+
+def fill(sock: ReadAheadSocket, data: bytes) -> None:
+    sock.buffer, sock.position = data, 0
+
+
+def test_whole_samples_are_cut_from_the_buffer_up_to_the_first_other_packet(parser):
+    client, sock, samples, acks = parser()
+    medium, large = b"m" * 200, b"L" * 20_000  # remaining lengths of two and three bytes
+    user_property = b"\x26" + (4).to_bytes(2, "big") + b"line" + (2).to_bytes(2, "big") + b"l1"
+    head = publish(b"a/1", b"{}") + publish(b"a/2", medium, qos=1, mid=7) + publish(b"a/3", large) + publish(b"a/4", b"")
+    fill(sock, head + publish(b"a/p", b"x", qos=1, mid=8, properties=user_property) + publish(b"a/5", b"y"))
+    assert client._read_samples(sock, 64) == 4
+    assert samples == [("a/1", b"{}"), ("a/2", medium), ("a/3", large), ("a/4", b"")]
+    assert acks == [7]  # after its sample; QoS 0 ones need none
+    assert sock.position == len(head)  # the packet with properties waits for paho, and so does everything after it
+
+    client, sock, samples, _ = parser()
+    fill(sock, publish(b"a/1", b"1") + publish(b"a/2", b"2"))
+    assert client._read_samples(sock, 1) == 1 and samples == [("a/1", b"1")]  # no more than asked
+
+    client, sock, samples, _ = parser(mqtt.MQTTv311)  # no properties block at all
+    fill(sock, publish(b"a/1", b"1", properties=None) + publish(b"a/2", b"2", qos=1, mid=3, properties=None))
+    assert client._read_samples(sock, 64) == 2 and samples == [("a/1", b"1"), ("a/2", b"2")]
+
+
+@pytest.mark.parametrize("tail", [
+    publish(b"a/2", b"more")[:-1],  # the payload not all in yet
+    publish(b"a/2", b"L" * 20_000)[:2],  # the remaining length cut between its bytes
+    publish(b"a/2", b"x", qos=2, mid=5),  # QoS 2: paho keeps its state
+    publish(b"\xff\xfe", b"x"),  # a topic that is not UTF-8
+    bytes([0x90, 3, 0, 1, 0]),  # a SUBACK
+    bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]),  # a remaining length longer than MQTT's four bytes
+], ids=["partial payload", "partial length", "qos 2", "not utf-8", "other packet", "malformed length"])
+def test_what_is_not_a_whole_sample_is_left_for_paho(parser, tail):
+    client, sock, samples, _ = parser()
+    first = publish(b"a/1", b"1")
+    fill(sock, first + tail)
+    assert client._read_samples(sock, 64) == 1
+    assert samples == [("a/1", b"1")] and sock.position == len(first)
+
+
+def test_nothing_is_cut_while_paho_is_inside_a_packet(parser):
+    client, sock, samples, _ = parser()
+    client._in_packet["command"] = 0x30  # paho has read a packet's first byte and waits for the rest
+    fill(sock, publish(b"a/1", b"1"))
+    assert client._read_samples(sock, 64) == 0 and samples == [] and sock.position == 0
 
 
 def test_a_client_on_it_receives_a_burst_in_order_and_intact(mosquitto_path, tmp_path):
