@@ -56,6 +56,15 @@ class ReadAheadSocket:
         self.position = min(start + size, len(self.buffer))
         return self.buffer[start : self.position]
 
+    def fill(self) -> None:
+        """Read one chunk into the empty buffer. Where the socket has nothing or fails, the buffer stays empty and
+        paho's own read meets the same condition and handles it as it does.
+        """
+        try:
+            self.buffer, self.position = self.sock.recv(CHUNK), 0
+        except OSError:  # BlockingIOError, TLS's want-read, a reset: paho's next read says which
+            pass
+
     def pending(self) -> int:
         """Bytes read but not yet handed to paho, and what a TLS socket holds decrypted."""
         inner = self.sock.pending() if hasattr(self.sock, "pending") else 0
@@ -76,19 +85,23 @@ class LinkClient(mqtt.Client):
         return ReadAheadSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Read as paho does, then the packets waiting in the buffer: samples cut out of it, others through paho (at
-        most :data:`PACKETS_PER_READ` packets in all).
+        """One chunk read into the empty buffer, then the packets in it: samples cut out of it, others read by
+        paho (at most :data:`PACKETS_PER_READ` packets in all).
         """
-        rc = super().loop_read(max_packets)
-        handled = 1
+        sock = self._sock
+        if not isinstance(sock, ReadAheadSocket):
+            return super().loop_read(max_packets)
+        if not sock.pending():
+            sock.fill()  # the loop's select said bytes wait
+        rc, handled = MQTTErrorCode.MQTT_ERR_SUCCESS, 0
         while handled < PACKETS_PER_READ and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            sock = self._sock
-            if not isinstance(sock, ReadAheadSocket) or not sock.pending():
-                break
             samples = self._read_samples(sock, PACKETS_PER_READ - handled)
             if not samples:
                 rc = super().loop_read(max_packets)
             handled += samples or 1
+            sock = self._sock
+            if not isinstance(sock, ReadAheadSocket) or not sock.pending():
+                break
         return rc
 
     def _read_samples(self, sock: ReadAheadSocket, limit: int) -> int:

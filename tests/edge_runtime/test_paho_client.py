@@ -39,6 +39,20 @@ def test_small_reads_come_from_one_chunk_in_order_and_an_empty_socket_still_says
     right.close()
 
 
+def test_fill_takes_one_chunk_and_leaves_the_buffer_empty_when_the_socket_has_nothing():
+    left, right = socket.socketpair()
+    right.setblocking(False)
+    sock = ReadAheadSocket(right)
+    sock.fill()  # nothing there: no exception, nothing buffered; paho's own read meets the same condition
+    assert sock.pending() == 0
+    left.sendall(b"abc")
+    assert wait_for(lambda: sock.sock.recv(1, socket.MSG_PEEK) == b"a", 5)
+    sock.fill()
+    assert sock.pending() == 3 and sock.recv(2) == b"ab" and sock.recv(5) == b"c"
+    left.close()
+    right.close()
+
+
 def test_a_read_larger_than_the_buffer_is_handed_over_whole():
     left, right = socket.socketpair()
     sock = ReadAheadSocket(right)
