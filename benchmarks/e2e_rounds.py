@@ -4,7 +4,7 @@ offered rate how many rounds held the budget, the median and range of the p99, a
 On a machine whose cores the publisher, the broker and the runtime share, one run's highest held rate moves by a step
 or two from run to run; rounds say how often a rate holds. Usage::
 
-    python -m benchmarks.e2e_rounds BUNDLE [--rounds 5] [--rates 8000,10000,12000,14000] [--protocol 5]
+    python -m benchmarks.e2e_rounds BUNDLE [--rounds 5] [--rates 8000,10000,12000,14000,16000] [--protocol 5]
 
 Writes ``results/e2e_rounds.{json,md}`` (every round's figures in the JSON).
 """
@@ -21,7 +21,7 @@ from linewatch.e2e import highest_held
 
 def main() -> None:
     """Run the rounds and write the per-rate summary."""
-    parser = rounds_arguments(__doc__.split("\n\n")[0], 5, "8000,10000,12000,14000")
+    parser = rounds_arguments(__doc__.split("\n\n")[0], 5, "8000,10000,12000,14000,16000")
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     parser.add_argument("--budget-ms", type=float, default=20.0)
     args = parser.parse_args()

@@ -186,7 +186,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
 
 def _choose_kind(table, model_params: dict, conditions: list[str], quiet: bool, **options) -> tuple[str, dict]:
     """``--model auto``: the kind that best detects synthetic faults in held-out normal windows, with the evidence."""
-    from train.detector import CONDITIONAL_KINDS, AutoencoderDetector
+    from train.detector import CONDITIONAL_KINDS
     from train.selection import CANDIDATES, SYNTHETIC_FAULTS, choose_kind
 
     if model_params:
@@ -195,12 +195,10 @@ def _choose_kind(table, model_params: dict, conditions: list[str], quiet: bool, 
     click.echo(f"--model auto: {', '.join(candidates)} in turn, each on the first part of every series; detection of "
                f"synthetic faults in the held-out tail above its every clean window ({', '.join(SYNTHETIC_FAULTS)})")
 
-    def make(kind: str) -> AutoencoderDetector:
-        return AutoencoderDetector(kind=kind, calibration="holdout", threshold="conformal", progress=False,
-                                   conditions=conditions or None, **options)
-
+    seed = options.pop("seed")
     try:
-        chosen, tried = choose_kind(make, table, options["seed"], candidates, echo=click.echo if not quiet else lambda *_: None)
+        chosen, tried = choose_kind(table, seed, candidates, echo=click.echo if not quiet else lambda *_: None,
+                                    conditions=conditions or None, **options)
     except DataError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"chosen: {chosen} (detects {tried[0].score:.0%} of the synthetic faults; the table is in the run and the bundle)")

@@ -78,15 +78,19 @@ def evaluate_candidate(detector, table: SensorTable, seed: int) -> tuple[dict[st
     return detected, round(float(np.mean(list(detected.values()))), 4)
 
 
-def choose_kind(make_detector, table: SensorTable, seed: int, candidates: tuple[str, ...] = CANDIDATES,
-                echo=print) -> tuple[str, list[Candidate]]:
-    """Try every candidate kind (``make_detector(kind)`` gives an unfitted detector that calibrates on its held-out
-    tail) on ``table``; returns the winning kind and every candidate's evidence, best first.
+def choose_kind(table: SensorTable, seed: int, candidates: tuple[str, ...] = CANDIDATES, echo=print,
+                **options) -> tuple[str, list[Candidate]]:
+    """Try every candidate kind on ``table``, each an :class:`~train.detector.AutoencoderDetector` with ``options``
+    (window, stride, training settings, conditions) calibrated on its held-out tail; returns the winning kind and every
+    candidate's evidence, best first.
     """
+    from train.detector import AutoencoderDetector
+
     tried = []
     for kind in candidates:
         started = time.perf_counter()
-        detector = make_detector(kind).fit(table)
+        detector = AutoencoderDetector(kind=kind, calibration="holdout", threshold="conformal", progress=False, seed=seed,
+                                       **options).fit(table)
         detected, score = evaluate_candidate(detector, table, seed)
         tried.append(Candidate(kind, detected, score, round(time.perf_counter() - started, 1)))
         echo(f"  {kind:6s} {score:.3f}  " + "  ".join(f"{fault} {share:.2f}" for fault, share in detected.items()))
