@@ -3,8 +3,11 @@
 The model: workers share nothing but the broker, so a gateway's capacity is its number of worker cores times what one
 worker holds. What one worker holds is the lower of two figures measured here: the highest rate one worker held within
 the budget, and what a core gives at the runtime's CPU per message (the steps it held) at a utilisation target that
-leaves room for bursts. How much a second worker costs per message against the first (measured here, side by side)
-gives the scaling efficiency per core added. Jetson cores are
+leaves room for bursts. How much a second worker costs per message against the first, each worker carrying the same
+rate (measured here), gives the scaling efficiency per core added: a gateway that adds a core adds a worker at the
+rate the first one carries, and a worker's CPU per message falls as its own rate rises (larger batches, more packets
+per pass of its network loop), so two workers at the same *total* rate would charge the second worker for running at
+half the rate. Jetson cores are
 slower than this machine's: their factor is an assumption until `benchmarks.scaling` runs on the device. Usage::
 
     python -m benchmarks.sizing
@@ -42,6 +45,18 @@ def loaded(steps: list[dict]) -> list[dict]:
     return [r for r in steps if r["offered_msg_per_s"] >= 2000] or steps
 
 
+def cost_ratio(cost_one: dict[float, float], steps_two: list[dict], per_worker_rate: bool) -> float:
+    """Median of one worker's CPU per message over two workers', matched at the same rate per worker (one worker at
+    ``r`` against two at ``2r``) or at the same total rate; at most 1 (a second worker never counts more than the first).
+    """
+    ratios = []
+    for step in steps_two:
+        rate = step["offered_msg_per_s"] / (2 if per_worker_rate else 1)
+        if rate in cost_one:
+            ratios.append(cost_one[rate] / step["runtime_cpu_us_per_msg"])
+    return min(1.0, statistics.median(ratios)) if ratios else float("nan")
+
+
 def main() -> None:
     """Fit the per-core figures, apply them to the gateways and the plant, and write the tables."""
     one = json.loads((RESULTS / "scaling" / "mosquitto-w1" / "e2e.json").read_text())
@@ -51,10 +66,9 @@ def main() -> None:
     per_core = 1e6 / cpu_us * UTILISATION
     held = max(one["highest_held_msg_per_s"].values())
     per_worker = min(per_core, held)
-    # the same offered rates, one worker against two: what a second worker adds to the cost of a message
     cost_one = {r["offered_msg_per_s"]: r["runtime_cpu_us_per_msg"] for r in steps_one}
-    ratios = [cost_one[r["offered_msg_per_s"]] / r["runtime_cpu_us_per_msg"] for r in steps_two if r["offered_msg_per_s"] in cost_one]
-    efficiency = min(1.0, statistics.median(ratios)) if ratios else float("nan")
+    efficiency = cost_ratio(cost_one, steps_two, per_worker_rate=True)
+    same_total = cost_ratio(cost_one, steps_two, per_worker_rate=False)
 
     rows, gateways = [], []
     for name, cores, factor in GATEWAYS:
@@ -74,14 +88,16 @@ def main() -> None:
                  f"{plant['gateways_x86_8_cores']} gateways of 8 cores", f"{plant_rate:,.0f}"])
     write_results("sizing", {"cpu_us_per_msg_one_worker": cpu_us, "per_core_msg_per_s": round(per_core), "utilisation": UTILISATION,
                              "one_worker_held_msg_per_s": held, "per_worker_msg_per_s": round(per_worker),
-                             "second_worker_efficiency": round(efficiency, 3), "jetson_core_factor": JETSON_CORE_FACTOR,
+                             "second_worker_efficiency": round(efficiency, 3),
+                             "second_worker_ratio_at_the_same_total_rate": round(same_total, 3), "jetson_core_factor": JETSON_CORE_FACTOR,
                              "os_cores": OS_CORES, "gateways": gateways, "plant": plant, "emqx_published_qos1_msg_per_s": EMQX_QOS1_MSG_PER_S},
                   ["gateway", "broker", "workers", "msg/s at p99 within budget (model)"], rows,
                   f"Model: one worker per core left after {OS_CORES} for the system (and one for the broker when it runs on the gateway); "
                   f"a worker holds {per_worker:,.0f} msg/s, the lower of what one worker held here within the budget ({held:,.0f}) and "
                   f"what a core gives at {cpu_us:.0f} µs of CPU per message (measured here) and {UTILISATION:.0%} utilisation "
-                  f"({per_core:,.0f}); each added worker counts {efficiency:.2f} of the first (its CPU per message measured "
-                  f"here side by side with one worker); Jetson cores count {JETSON_CORE_FACTOR} of this machine's (assumed until measured). "
+                  f"({per_core:,.0f}); each added worker counts {efficiency:.2f} of the first (one worker's CPU per message over "
+                  f"two workers', each carrying the same rate, measured here; {same_total:.2f} at the same total rate, where "
+                  f"each of two workers runs at half the rate and batches less); Jetson cores count {JETSON_CORE_FACTOR} of this machine's (assumed until measured). "
                   "Broker: EMQX's published 5-node, 32-core cluster carried 500,000 QoS 1 msg/s. Command: `python -m benchmarks.sizing`.",
                   folder="scaling")
 
