@@ -29,6 +29,7 @@ JETSON_CORE_FACTOR = 0.5  # an Arm Cortex-A78AE core against this machine's x86 
 GATEWAYS = [("x86, 4 cores", 4, 1.0), ("x86, 8 cores", 8, 1.0), ("x86, 12 cores", 12, 1.0),
             ("Jetson Orin NX, 8 cores", 8, JETSON_CORE_FACTOR), ("Jetson AGX Orin, 12 cores", 12, JETSON_CORE_FACTOR)]
 PLANT_MACHINES = 100_000
+SPARE_GATEWAYS = 1  # the partitions of a gateway that fails move to the others: they need room for them
 SAMPLES_PER_MACHINE_S = 1.0  # one JSON message per sample
 # EMQX 4.3 performance test report: a 5-node cluster of 32-core, 64 GB hosts carried 500,000 QoS 1 messages a second
 # (50-byte payloads). https://www.emqx.com/en/resources/emqx-v-4-3-0-ten-million-connections-performance-test-report
@@ -45,15 +46,20 @@ def loaded(steps: list[dict]) -> list[dict]:
     return [r for r in steps if r["offered_msg_per_s"] >= 2000] or steps
 
 
-def cost_ratio(cost_one: dict[float, float], steps_two: list[dict], per_worker_rate: bool) -> float:
-    """Median of one worker's CPU per message over two workers', matched at the same rate per worker (one worker at
-    ``r`` against two at ``2r``) or at the same total rate; at most 1 (a second worker never counts more than the first).
+def cost_ratios(cost_one: dict[float, float], steps_two: list[dict], per_worker_rate: bool) -> list[float]:
+    """One worker's CPU per message over two workers', per rate matched at the same rate per worker (one worker at
+    ``r`` against two at ``2r``) or at the same total rate.
     """
     ratios = []
     for step in steps_two:
         rate = step["offered_msg_per_s"] / (2 if per_worker_rate else 1)
         if rate in cost_one:
-            ratios.append(cost_one[rate] / step["runtime_cpu_us_per_msg"])
+            ratios.append(round(cost_one[rate] / step["runtime_cpu_us_per_msg"], 3))
+    return ratios
+
+
+def efficiency_of(ratios: list[float]) -> float:
+    """The median ratio, at most 1: a second worker never counts more than the first."""
     return min(1.0, statistics.median(ratios)) if ratios else float("nan")
 
 
@@ -67,8 +73,8 @@ def main() -> None:
     held = max(one["highest_held_msg_per_s"].values())
     per_worker = min(per_core, held)
     cost_one = {r["offered_msg_per_s"]: r["runtime_cpu_us_per_msg"] for r in steps_one}
-    efficiency = cost_ratio(cost_one, steps_two, per_worker_rate=True)
-    same_total = cost_ratio(cost_one, steps_two, per_worker_rate=False)
+    ratios = cost_ratios(cost_one, steps_two, per_worker_rate=True)
+    efficiency, same_total = efficiency_of(ratios), efficiency_of(cost_ratios(cost_one, steps_two, per_worker_rate=False))
 
     rows, gateways = [], []
     for name, cores, factor in GATEWAYS:
@@ -81,14 +87,16 @@ def main() -> None:
     plant_rate = PLANT_MACHINES * SAMPLES_PER_MACHINE_S
     eight = next(g for g in gateways if g["gateway"] == "x86, 8 cores" and not g["broker_on_gateway"])
     broker_cores = plant_rate / (EMQX_QOS1_MSG_PER_S / (EMQX_NODES * EMQX_CORES_PER_NODE))
-    plant = {"machines": PLANT_MACHINES, "msg_per_s": plant_rate, "gateways_x86_8_cores": math.ceil(plant_rate / eight["msg_per_s"]),
-             "broker_cores_at_emqx_published_rate": math.ceil(broker_cores)}
+    for_the_load = math.ceil(plant_rate / eight["msg_per_s"])
+    plant = {"machines": PLANT_MACHINES, "msg_per_s": plant_rate, "gateways_for_the_load": for_the_load,
+             "gateways_x86_8_cores": for_the_load + SPARE_GATEWAYS, "broker_cores_at_emqx_published_rate": math.ceil(broker_cores)}
     rows.append([f"plant of {PLANT_MACHINES:,} machines at one sample a second",
                  f"a cluster of {plant['broker_cores_at_emqx_published_rate']} cores at EMQX's published QoS 1 rate",
-                 f"{plant['gateways_x86_8_cores']} gateways of 8 cores", f"{plant_rate:,.0f}"])
+                 f"{plant['gateways_x86_8_cores']} gateways of 8 cores ({for_the_load} for the load, {SPARE_GATEWAYS} spare)",
+                 f"{plant_rate:,.0f}"])
     write_results("sizing", {"cpu_us_per_msg_one_worker": cpu_us, "per_core_msg_per_s": round(per_core), "utilisation": UTILISATION,
                              "one_worker_held_msg_per_s": held, "per_worker_msg_per_s": round(per_worker),
-                             "second_worker_efficiency": round(efficiency, 3),
+                             "second_worker_efficiency": round(efficiency, 3), "second_worker_ratios": ratios,
                              "second_worker_ratio_at_the_same_total_rate": round(same_total, 3), "jetson_core_factor": JETSON_CORE_FACTOR,
                              "os_cores": OS_CORES, "gateways": gateways, "plant": plant, "emqx_published_qos1_msg_per_s": EMQX_QOS1_MSG_PER_S},
                   ["gateway", "broker", "workers", "msg/s at p99 within budget (model)"], rows,
@@ -96,8 +104,10 @@ def main() -> None:
                   f"a worker holds {per_worker:,.0f} msg/s, the lower of what one worker held here within the budget ({held:,.0f}) and "
                   f"what a core gives at {cpu_us:.0f} µs of CPU per message (measured here) and {UTILISATION:.0%} utilisation "
                   f"({per_core:,.0f}); each added worker counts {efficiency:.2f} of the first (one worker's CPU per message over "
-                  f"two workers', each carrying the same rate, measured here; {same_total:.2f} at the same total rate, where "
-                  f"each of two workers runs at half the rate and batches less); Jetson cores count {JETSON_CORE_FACTOR} of this machine's (assumed until measured). "
+                  f"two workers', each carrying the same rate, measured here: {min(ratios):.2f} to {max(ratios):.2f} over {len(ratios)} "
+                  f"rates, the median at most 1; {same_total:.2f} at the same total rate, where each of two workers runs at half the "
+                  f"rate and batches less); Jetson cores count {JETSON_CORE_FACTOR} of this machine's (assumed until measured). "
+                  f"Plant: the gateways the load needs, plus {SPARE_GATEWAYS} spare. "
                   "Broker: EMQX's published 5-node, 32-core cluster carried 500,000 QoS 1 msg/s. Command: `python -m benchmarks.sizing`.",
                   folder="scaling")
 
