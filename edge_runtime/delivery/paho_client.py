@@ -23,6 +23,7 @@ delivery thread as acknowledgements to settle.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -60,10 +61,8 @@ class ReadAheadSocket:
         """Read one chunk into the empty buffer. Where the socket has nothing or fails, the buffer stays empty and
         paho's own read meets the same condition and handles it as it does.
         """
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError, TLS's want-read, a reset: paho's next read says which
             self.buffer, self.position = self.sock.recv(CHUNK), 0
-        except OSError:  # BlockingIOError, TLS's want-read, a reset: paho's next read says which
-            pass
 
     def pending(self) -> int:
         """Bytes read but not yet handed to paho, and what a TLS socket holds decrypted."""
