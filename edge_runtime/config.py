@@ -164,6 +164,8 @@ class RuntimeConfig:
     max_streams: int = setting(10_000, lo=1, help="per model; a new stream key beyond this is refused and counted")
     stream_idle_s: float = setting(3600.0, lo=0, help="forget a stream that sent no sample for this long (0: never)")
     status_topic: str = setting("linewatch/{client_id}/status", help="retained online/offline status, with last will")
+    handover_topic: str = setting("", help="retained per-stream state (in alarm, learned threshold) under <this>/<model>/<stream>, "
+                                           "so a stream's next owner (a restarted or another worker) carries on; empty: off")
     error_topic: str = setting("linewatch/{client_id}/errors", help="bad input reports (rate-limited)")
     errors_per_second: float = setting(5.0, lo=0, help="most bad-input reports published per second")
     max_payload_bytes: int = setting(65536, lo=1, hi=268_435_455, help="MQTT's largest packet")
@@ -326,6 +328,9 @@ def _check_topics(config: Config) -> None:
         extra = _placeholders(getattr(r, key), f"runtime.{key}") - {"client_id"}
         if extra:
             raise ConfigError(f"runtime.{key}: only {{client_id}} can be filled in, not {sorted(extra)}")
+    handover = r.handover_topic
+    if handover and (_placeholders(handover, "runtime.handover_topic") or handover.startswith("/") or handover.endswith("/")):
+        raise ConfigError(f"runtime.handover_topic: {handover!r} is a topic prefix: no fields, no leading or trailing '/'")
     client_id = config.broker.client_id
     if not client_id or any(c in client_id for c in "/+#"):
         raise ConfigError(f"broker.client_id: {client_id!r} must be non-empty without '/', '+' or '#' (it goes into topics)")

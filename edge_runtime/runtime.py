@@ -41,6 +41,7 @@ class Runtime:
         self.error_topic = r.error_topic.format(client_id=b.client_id)
         self.control_topic = r.control_topic.format(client_id=b.client_id)
         self.control_token = Path(r.control_token_file).read_text().strip() if r.control_token_file else None
+        self.handover_root = f"{r.handover_topic}/" if r.handover_topic else ""
         self.metrics = Metrics()
         self.outbox = Outbox(":memory:" if check else r.outbox, r.outbox_max_events, int(r.outbox_max_mb * 2**20), r.outbox_sync)
         self.link: Link | None = None
@@ -81,10 +82,23 @@ class Runtime:
         if topic == self.control_topic:
             self._control(payload)
             return
+        if self.handover_root and topic.startswith(self.handover_root):
+            self._handed_over(topic, payload)
+            return
         try:
             self.router.dispatch(topic, payload, arrival)
         except Exception as error:  # never let one message take the network thread down
             self.bad.report("internal_error", topic, repr(error))
+
+    def _handed_over(self, topic: str, payload: bytes) -> None:
+        """A stream state on the handover topic: remembered by the model it belongs to (under the ingest lock, as the
+        streams it starts are created under it).
+        """
+        with self.ingest_lock:
+            for m in self.models:
+                if m.handover is not None and topic.startswith(m.handover.root):
+                    m.handover.remember(topic, payload)
+                    return
 
     def _control(self, payload: bytes) -> None:
         """A commissioning request: ``{"model": name, "stream": key}``, either left out meaning all."""
@@ -154,7 +168,8 @@ class Runtime:
         r, b = self.config.runtime, self.config.broker
         online = {"client_id": b.client_id, "version": __version__, "started": self.started_at, "bundles": self._bundles()}
         max_packet = r.max_payload_bytes + 65_535 + 16  # a payload at the limit, the longest topic, the fixed header
-        subscriptions = self.router.subscriptions()
+        # the stream states first: the broker hands over every retained one before the samples of the streams they start
+        subscriptions = [(m.handover.subscription, 1) for m in self.models if m.handover is not None] + self.router.subscriptions()
         if any(m.commissioning is not None for m in self.models):
             subscriptions.append((self.control_topic, 1))
         return Link(b, subscriptions, self.status_topic, online, self._on_message, self.sink.wake, self.sink.acked, max_packet)

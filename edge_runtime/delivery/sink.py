@@ -83,6 +83,7 @@ class Sink:
         self.settled: list[int] = []  # acknowledged seqs, deleted once per loop turn
         self.refused_topics = Throttle()  # topics whose refusal was logged
         self.unstored: deque[Outgoing] = deque()  # durable events whose store failed, oldest first, tried again
+        self.retained_waiting: dict[str, bytes] = {}  # the latest retained state per topic the link has not taken yet
         self.store_failures = Throttle(60.0)  # a failing outbox is logged once a minute per cause
         self.next_store_try = 0.0
         # counters, read by metrics
@@ -123,6 +124,12 @@ class Sink:
     def post(self, topic: str, payload: bytes) -> None:
         """Publish a report with QoS 0 from the sink thread (rate-limited by the caller)."""
         self.inbox.put(("post", topic, payload))
+
+    def post_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained state with QoS 1 from the sink thread; while the link is down the latest one per topic
+        waits and goes out at the next connect.
+        """
+        self.inbox.put(("retain", topic, payload))
 
     def acked(self, mid: int, failure: str | None = None) -> None:
         """The broker acknowledged ``mid`` (network thread); ``failure``: an MQTT 5 reason code refusing it."""
@@ -198,6 +205,20 @@ class Sink:
                     self.space.notify()
         elif what == "post":
             self._send_once(item[1], item[2])
+        elif what == "retain":
+            self.retained_waiting.pop(item[1], None)
+            self.retained_waiting[item[1]] = item[2]
+            self._send_retained()
+        elif what == "wake":
+            self._send_retained()
+
+    def _send_retained(self) -> None:
+        """Hand the waiting retained states to the link, oldest first, until it refuses one."""
+        while self.retained_waiting:
+            topic = next(iter(self.retained_waiting))
+            if not self._send_once(topic, self.retained_waiting[topic], 1, True):
+                return
+            del self.retained_waiting[topic]
 
     def _store(self, events: list[Outgoing]) -> None:
         self.unstored.extend(event for event in events if event.durable)
@@ -238,8 +259,9 @@ class Sink:
             self.unsent.extend((seq, event.topic, event.payload, event.arrival) for seq, event in zip(seqs, pending))
             self.loaded = seqs[-1]
 
-    def _send_once(self, topic: str, payload: bytes) -> bool:
-        mid = self.publish(topic, payload, 0, False)
+    def _send_once(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Hand one message that is not an event to the link; False when it could not take it."""
+        mid = self.publish(topic, payload, qos, retain)
         if mid is None:
             return False
         entries = self.inflight.get(mid)

@@ -55,6 +55,7 @@ class StreamRegistry:
         self.evicted = 0
         self.quiet = 0  # streams held that sent nothing for the quiet time, at the last sweep
         self.evicted_gaps = 0  # gaps counted by evicted streams, so the total never goes down
+        self.on_new: Callable[[StreamState], None] | None = None  # told of each stream created (its handed-over state)
 
     def get(self, key: str, key_fields: tuple[str, ...] = ()) -> StreamState:
         """The record for ``key``, created on first use (``key_fields`` name its parts); raises BadSample at the limit."""
@@ -68,6 +69,8 @@ class StreamRegistry:
             state = StreamState(key, ring, Reorder(self.reorder_s) if self.reorder_s else None, self.new_alarm(), self.clock(), labels,
                                 np.full(len(b.conditions), np.nan, np.float32) if b.conditions else None)
             self.states[key] = state
+            if self.on_new is not None:
+                self.on_new(state)
         return state
 
     def aligner(self, state: StreamState, staleness_s: float) -> TagAligner:

@@ -119,6 +119,7 @@ class Commissioning:
         self.learned: dict[str, dict] = store.get(model, bundle_id)
         self.learning: dict[str, Learning] = {}
         self.completed = 0  # streams that finished learning in this run
+        self.finished: list[str] | None = None  # a list: streams that finished learning, kept until their owner takes them
         self.lock = threading.Lock()  # the scoring thread learns, the control topic restarts, the sweep forgets
 
     def threshold(self, key: str, score: float, sample_time: float) -> float | None:
@@ -145,15 +146,32 @@ class Commissioning:
         threshold = max(self.floor, value)
         entry = {"threshold": threshold, "windows": int(len(scores)), "supported": supported,
                  "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._keep(key, entry)
+        self.completed += 1
+        if self.finished is not None:
+            self.finished.append(key)
+        log.info("%s/%s commissioned: threshold %.4g from %d windows%s", self.model, key, threshold, len(scores),
+                 "" if supported else " (fewer than the target rate needs: the largest score is used)")
+        return threshold
+
+    def adopt(self, key: str, threshold: float) -> bool:
+        """Take the threshold another owner of the stream learned (``handover``), unless this runtime has one;
+        returns whether it was taken.
+        """
+        with self.lock:
+            if key in self.learned:
+                return False
+            self._keep(key, {"threshold": max(self.floor, threshold), "windows": 0, "supported": True, "handed_over": True,
+                             "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return True
+
+    def _keep(self, key: str, entry: dict) -> None:
+        """A stream's learned threshold (holding the lock): kept, at most ``max_learned``, its learning ended."""
         self.learned[key] = entry
         while len(self.learned) > self.max_learned:  # insertion order: the longest-learned first
             del self.learned[next(iter(self.learned))]
         self.store.put(self.model, self.bundle_id, self.learned)
-        del self.learning[key]
-        self.completed += 1
-        log.info("%s/%s commissioned: threshold %.4g from %d windows%s", self.model, key, threshold, len(scores),
-                 "" if supported else " (fewer than the target rate needs: the largest score is used)")
-        return threshold
+        self.learning.pop(key, None)
 
     def progress(self, key: str, sample_time: float) -> float | None:
         """How far the stream is through commissioning (0 to 1) at this sample time, or None when it is not learning."""

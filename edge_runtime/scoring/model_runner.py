@@ -30,6 +30,7 @@ from edge_runtime.scoring.backends import create_backend
 from edge_runtime.scoring.batcher import Batcher, WindowBatch
 from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore
 from edge_runtime.scoring.drift import REFERENCE_QUANTILE, DriftRule
+from edge_runtime.scoring.handover import Handover
 from edge_runtime.status.view import StreamView
 
 log = logging.getLogger("linewatch.model")
@@ -79,6 +80,7 @@ class ModelRunner:
         self.ingest = Ingest(self.bundle, self.streams, self._ready, bad, runtime.max_future_s, runtime.max_past_s,
                              sink.post if sink is not None else None)
         self.commissioning = self._commissioning(self.bundle)
+        self.handover = self._handover(self.bundle)
         self.drift = self._drift(self.bundle)
         self.batcher = self._batcher(self.bundle)
         self.fingerprint = bundle_fingerprint(config.bundle)
@@ -89,6 +91,35 @@ class ModelRunner:
             return None
         return Commissioning(self.config.name, bundle.model_id, self.threshold, c.period_s, c.min_windows, c.false_alarms_per_day,
                              bundle.stride, bundle.sample_period, self.thresholds, max_learned=self.runtime.max_streams)
+
+    def _handover(self, bundle: Bundle) -> Handover | None:
+        """The stream states kept on the broker (``handover_topic``), or None; a new stream starts from its remembered state."""
+        if not self.runtime.handover_topic:
+            self.streams.on_new = None
+            return None
+        handover = Handover(self.runtime.handover_topic, self.config.name, bundle.model_id, self.runtime.max_streams)
+        if self.commissioning is not None:
+            self.commissioning.finished = []
+        self.streams.on_new = lambda stream: handover.take(stream, self.commissioning)
+        return handover
+
+    def _hand_over(self, changed: list[tuple[StreamState, float | None]]) -> None:
+        """Publish the state of streams whose alarm changed or whose commissioning finished (``(stream, window end)``);
+        a state that cannot be made is logged and skipped (the stream's next change makes it again).
+        """
+        handover, commissioning = self.handover, self.commissioning
+        if commissioning is not None and commissioning.finished:
+            finished, commissioning.finished = commissioning.finished, []
+            changed += [(self.streams.states[key], None) for key in finished if key in self.streams.states]
+        for stream, end in changed:
+            try:
+                learned = commissioning.learned.get(stream.key) if commissioning is not None else None
+                message = handover.message(stream.key, stream.alarm.active, learned and float(learned["threshold"]),
+                                           None if end is None else float(end))
+            except Exception as error:
+                log.error("the handover state of %s could not be made: %r", stream.key, error)
+                continue
+            self.sink.post_retained(handover.topic(stream.key), message)
 
     def _drift(self, bundle: Bundle) -> DriftRule | None:
         d = self.config.drift
@@ -239,6 +270,7 @@ class ModelRunner:
         grouped = self.runtime.publish_scores and self.runtime.score_events == "grouped"
         groups: dict[str, ScoreGroup] = {}
         events = []
+        handed: list[tuple[StreamState, float | None]] = []  # streams whose alarm changed, for the handover topic
         for k, score in enumerate(scores.tolist()):
             if skip is not None and skip[k]:
                 continue
@@ -255,6 +287,8 @@ class ModelRunner:
                 else:
                     kind = alarm.update(score, threshold)
                 kinds = [kind] if kind is not None else []
+                if kind is not None and self.handover is not None:
+                    handed.append((stream, batch.ends[i]))
                 if self.drift is not None:
                     drifted = self.drift.update(stream.drift, score)
                     if drifted is not None:
@@ -288,6 +322,8 @@ class ModelRunner:
                     log.error("window of %s could not be decided (%r); dropped alone [%d so far]", stream.key, error, self.undecided)
         if groups:
             events.extend(self._score_messages(groups.values()))
+        if self.handover is not None:
+            self._hand_over(handed)
         return events
 
     def _observe(self, stream: StreamState, score: float, threshold: float, end: float) -> None:
@@ -351,6 +387,7 @@ class ModelRunner:
             old = self.backend
             self.bundle, self.backend = bundle, backend
             self.commissioning = self._commissioning(bundle)  # thresholds learned with another model do not carry over
+            self.handover = self._handover(bundle)  # nor states handed over with it
             self.drift = self._drift(bundle)
             self.ingest.rebind(bundle, keep_streams=keep)
             if not keep:
