@@ -75,6 +75,9 @@ def test_a_stream_in_alarm_moves_without_a_second_raise_and_its_new_owner_clears
         feed(second, samples(rows, 160, 220, 6.0) + samples(rows, 220, 320, 1.0))  # the fault goes on, then ends
         assert events.wait_for(lambda c: c.events("alarm_cleared"), 20)
         assert second.snapshot()["models"]["pumps"]["alarms_active"] == 0
+        # the history is not handed over: the first full window ends 20 samples after the move, so of the windows one
+        # owner would have scored over these 160 samples, the 3 ending in the first 19 are not (window 20, stride 5)
+        assert wait_for(lambda: second.snapshot()["models"]["pumps"]["scored"] == (160 - 20) // 5 + 1)
     finally:
         second.stop()
     assert events.events("alarm_raised") == []  # taken over in alarm: not raised a second time
