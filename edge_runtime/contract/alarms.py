@@ -31,6 +31,10 @@ class Alarm:
         """Not raised yet, but one of the last ``on_n`` windows exceeded the threshold: on its way to raising."""
         return not self.active and self.recent != 0
 
+    def windows_since_first_exceeded(self) -> int:
+        """At a raise: how many windows before this one the first of those that raised it exceeded the threshold."""
+        return self.recent.bit_length() - 1
+
     def state(self) -> tuple[int, bool, int]:
         """Everything :meth:`update` changes, for :meth:`restore`."""
         return self.recent, self.active, self.below

@@ -59,13 +59,14 @@ def top_features(features: list[str], feature_error, top: int = 3) -> list[dict]
 
 
 def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[float, float], score: float, threshold: float,
-               features: list[str], feature_error, latency_s: float, top: int = 3) -> dict:
+               features: list[str], feature_error, latency_s: float, top: int = 3, exceeded_since: float | None = None) -> dict:
     """One event: id, kind, stream, model and bundle id, window span, score, threshold,
     the top contributing features with their errors, and end-to-end latency so far. Scores and
     errors beyond float32 (inputs far outside the training range) are saturated, never ``null``.
+    ``exceeded_since`` (an alarm raised): the end of the first window above the threshold among those that raised it.
     """
     window_end = iso(span[1])
-    return {
+    event = {
         "schema": SCHEMA,
         "id": f"{ID_PREFIX}{next(ID_COUNTER):016x}",
         "key": f"{model_id}|{stream}|{window_end}|{kind}",
@@ -81,6 +82,9 @@ def make_event(kind: str, stream: str, model: str, model_id: str, span: tuple[fl
         "latency_ms": round(float(latency_s) * 1000, 3),
         "emitted_at": iso(time.time()),
     }
+    if exceeded_since is not None:
+        event["exceeded_since"] = iso(exceeded_since)
+    return event
 
 
 def make_scores(stream: str, model: str, model_id: str, threshold: float, ends: list[float], scores: list[float],
@@ -134,6 +138,8 @@ def validate_event(event: dict) -> dict:
     _check_fields(event, SCHEMA, FIELDS)
     if event["kind"] not in KINDS:
         raise EventError(f"kind {event['kind']!r} is not one of {KINDS}")
+    if not isinstance(event.get("exceeded_since", ""), str):
+        raise EventError("field 'exceeded_since' is an ISO 8601 string when present")
     for item in event["top_features"]:
         if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("error"), (float, int))):
             raise EventError(f"top_features entry {item!r} needs a name and an error")

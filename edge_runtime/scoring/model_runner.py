@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from edge_runtime.config import ModelConfig, RuntimeConfig
-from edge_runtime.contract.alarms import Alarm
+from edge_runtime.contract.alarms import RAISED, Alarm
 from edge_runtime.contract.bundle import Bundle, load_bundle
 from edge_runtime.contract.conditions import CONDITION_MARGIN
 from edge_runtime.contract.conditions import unseen as unseen_conditions
@@ -267,6 +267,7 @@ class ModelRunner:
         ``score_events = "grouped"`` the score telemetry of a stream's windows goes out as one message.
         """
         default, features, commissioning = self.threshold, self.bundle.features, self.commissioning
+        stride_s = self.bundle.stride * self.bundle.sample_period  # between two windows of a stream without a gap
         grouped = self.runtime.publish_scores and self.runtime.score_events == "grouped"
         groups: dict[str, ScoreGroup] = {}
         events = []
@@ -304,8 +305,10 @@ class ModelRunner:
                 elif not kinds and self.runtime.publish_scores:
                     kinds.append("score")
                 for kind in kinds:
+                    since = batch.ends[i] - alarm.windows_since_first_exceeded() * stride_s if kind == RAISED else None
                     event = make_event(kind, stream.key, self.config.name, self.bundle.model_id, (batch.starts[i], batch.ends[i]),
-                                       score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i])
+                                       score, threshold, features, errors[k], time.perf_counter() - batch.arrivals[i],
+                                       exceeded_since=since)
                     topic = self.config.event_topic.format(stream=stream.key, model=self.config.name, **stream.labels)
                     events.append(Outgoing(topic, orjson.dumps(event), batch.arrivals[i], kind != "score"))
                 if self.observer is not None and (kinds or grouped):

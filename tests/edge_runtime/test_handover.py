@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from edge_runtime.contract.alarms import Alarm
-from edge_runtime.ingest.streams import Stream
 from edge_runtime.ingest.registry import StreamState
+from edge_runtime.ingest.streams import Stream
 from edge_runtime.runtime import Runtime
 from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore
 from edge_runtime.scoring.handover import SCHEMA, Handover

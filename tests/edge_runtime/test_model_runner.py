@@ -4,7 +4,8 @@ import numpy as np
 import orjson
 import pytest
 
-from edge_runtime.delivery.event_schema import validate_event, validate_scores
+from edge_runtime.contract.timeparse import iso
+from edge_runtime.delivery.event_schema import EventError, validate_event, validate_scores
 from edge_runtime.ingest.badinput import BadInput
 from edge_runtime.metrics import Metrics
 from edge_runtime.scoring.batcher import WindowBatch
@@ -77,3 +78,23 @@ def test_an_alarm_policy_other_than_the_one_the_threshold_was_calibrated_for_is_
         runner = ModelRunner(model, config.runtime, sink=None, bad=BadInput(), metrics=Metrics())
         runner.backend.deactivate()
         assert ("calibrated for the alarm policy 3 of 5" in caplog.text) is warned, (alarm, override, caplog.text)
+
+
+def test_an_alarm_raised_is_dated_to_the_first_window_that_exceeded(runtime_bundle, tmp_path):
+    config = runtime_config(1883, runtime_bundle, tmp_path)  # on-delay: 2 of 3 windows above the threshold
+    runner = ModelRunner(config.models[0], config.runtime, sink=None, bad=BadInput(), metrics=Metrics())
+    b = runner.bundle
+    batch = WindowBatch(1, b.window, len(b.features))
+    batch.streams[0] = runner.streams.get("l1/m0")
+    errors = np.zeros((1, len(b.features)), np.float32)
+    decided = []
+    for k, over in enumerate([False, True, False, True]):  # above, below, above: raised on the third of them
+        batch.ends[0] = 1.7e9 + k * b.stride * b.sample_period
+        batch.starts[0] = batch.ends[0] - (b.window - 1) * b.sample_period
+        scores = np.float32([10 * runner.threshold if over else 0.0])
+        decided += [validate_event(orjson.loads(p)) for _, p, _, _ in runner._decide(batch, 0, scores, errors)]
+    assert [e["kind"] for e in decided] == ["alarm_raised"]
+    assert decided[0]["exceeded_since"] == iso(1.7e9 + b.stride * b.sample_period)  # the window two strides before it
+    with pytest.raises(EventError):
+        validate_event({**decided[0], "exceeded_since": 1.7e9})
+    runner.backend.deactivate()
