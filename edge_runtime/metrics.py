@@ -70,6 +70,8 @@ class Metrics:
         refused = CounterMetricFamily("linewatch_reloads_refused", "Bundle reloads refused (the old bundle kept running)", labels=["model"])
         commissioning = GaugeMetricFamily("linewatch_streams_commissioning", "Streams by commissioning state: learning their "
                                           "threshold (no alarms) or with a learned one", labels=["model", "state"])
+        handed = CounterMetricFamily("linewatch_stream_states_taken", "Streams that started from the state another owner "
+                                     "handed over on the broker (runtime.handover_topic), by what was taken", labels=["model", "state"])
         for name, m in snap["models"].items():
             windows.add_metric([name], m["scored"])
             misses.add_metric([name], m["deadline_misses"])
@@ -86,7 +88,9 @@ class Metrics:
             refused.add_metric([name], m["reloads_refused"])
             commissioning.add_metric([name, "learning"], m["commissioning"])
             commissioning.add_metric([name, "learned"], m["commissioned"])
-        yield from (windows, misses, drops, alarms, drifting, streams, evicted, quiet, gaps, refused, commissioning)
+            handed.add_metric([name, "alarm"], m["handover"]["alarms_taken"])
+            handed.add_metric([name, "threshold"], m["handover"]["thresholds_taken"])
+        yield from (windows, misses, drops, alarms, drifting, streams, evicted, quiet, gaps, refused, commissioning, handed)
         yield CounterMetricFamily("linewatch_events_stored", "Durable events (alarm transitions) written to the outbox",
                                   value=snap["events_stored"])
         yield CounterMetricFamily("linewatch_events_published", "Durable events (alarm transitions) handed to the broker, each once",

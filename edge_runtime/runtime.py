@@ -137,7 +137,10 @@ class Runtime:
                                 "streams_evicted": m.streams.evicted, "streams_quiet": m.streams.quiet, "gaps": m.streams.gaps(),
                                 "reloads_refused": m.reloads_refused,
                                 "commissioning": len(m.commissioning.learning) if m.commissioning else 0,
-                                "commissioned": len(m.commissioning.learned) if m.commissioning else 0}
+                                "commissioned": len(m.commissioning.learned) if m.commissioning else 0,
+                                "handover": {"alarms_taken": m.handover.alarms_taken if m.handover else 0,
+                                             "thresholds_taken": m.handover.thresholds_taken if m.handover else 0,
+                                             "refused": m.handover.refused if m.handover else 0}}
                 for m in self.models
             },
             "events_stored": self.sink.stored,

@@ -6,6 +6,7 @@ at once; states of another bundle, of this process itself or malformed are not t
 import orjson
 import pandas as pd
 import pytest
+from prometheus_client import generate_latest
 
 from edge_runtime.contract.alarms import Alarm
 from edge_runtime.ingest.registry import StreamState
@@ -82,7 +83,9 @@ def test_a_stream_in_alarm_moves_without_a_second_raise_and_its_new_owner_clears
         second.stop()
     assert events.events("alarm_raised") == []  # taken over in alarm: not raised a second time
     assert [e["stream"] for e in events.events("alarm_cleared")] == [STREAM]
-    assert second.models[0].handover.alarms_taken == 1
+    assert second.snapshot()["models"]["pumps"]["handover"] == {"alarms_taken": 1, "thresholds_taken": 0, "refused": 0}
+    scrape = generate_latest(second.metrics.registry).decode()
+    assert 'linewatch_stream_states_taken_total{model="pumps",state="alarm"} 1.0' in scrape
     assert watcher.wait_for(lambda c: states(c)[-1]["alarm"] is False, 10)  # and the next owner finds it clear
     watcher.close()
     events.close()
