@@ -5,8 +5,8 @@ Trains with the defaults on the simulator's normal operation (``--train-hours`` 
 bundle, then replays ``--days`` of *other* normal operation per machine (another seed: other duty cycles and noise,
 no faults) through the exported ONNX, and counts the raises of the runtime's default alarm policy at the threshold
 each target gets from the same training (``AutoencoderDetector.threshold_for``; the bundle's own is the one for
-``--false-alarms-per-day`` 1). Usage: ``python -m benchmarks.false_alarms [--regimes] [--seeds 0 1 2]``. Writes
-``results/false_alarms[_regimes].{json,md,png}``.
+``--false-alarms-per-day`` 1). Usage: ``python -m benchmarks.false_alarms [--regimes] [--seeds 0 1 2] [--train-hours 24]
+[--name NAME]``. Writes ``results/false_alarms[_regimes].{json,md,png}`` (or ``results/NAME.*``).
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--regimes", action="store_true", help="products and set-points that change during normal operation "
                         "(simulate --regimes), the set-point a feature of the unconditional model")
+    parser.add_argument("--name", help="results name (default false_alarms, or false_alarms_regimes with --regimes)")
     args = parser.parse_args()
-    name = "false_alarms_regimes" if args.regimes else "false_alarms"
+    name = args.name or ("false_alarms_regimes" if args.regimes else "false_alarms")
     runs = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
