@@ -110,7 +110,8 @@ class ModelRunner:
         handover, commissioning = self.handover, self.commissioning
         if commissioning is not None and commissioning.finished:
             finished, commissioning.finished = commissioning.finished, []
-            changed += [(self.streams.states[key], None) for key in finished if key in self.streams.states]
+            states = self.streams.states
+            changed += [(stream, None) for stream in map(states.get, finished) if stream is not None]  # evicted meanwhile: none
         for stream, end in changed:
             try:
                 learned = commissioning.learned.get(stream.key) if commissioning is not None else None
