@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ class Commissioning:
         self.learned: dict[str, dict] = store.get(model, bundle_id)
         self.learning: dict[str, Learning] = {}
         self.completed = 0  # streams that finished learning in this run
-        self.finished: list[str] | None = None  # a list: streams that finished learning, kept until their owner takes them
+        self.on_learned: Callable[[str], None] | None = None  # told of each stream that finishes learning (scoring thread)
         self.lock = threading.Lock()  # the scoring thread learns, the control topic restarts, the sweep forgets
 
     def threshold(self, key: str, score: float, sample_time: float) -> float | None:
@@ -148,8 +149,8 @@ class Commissioning:
                  "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self._keep(key, entry)
         self.completed += 1
-        if self.finished is not None:
-            self.finished.append(key)
+        if self.on_learned is not None:
+            self.on_learned(key)
         log.info("%s/%s commissioned: threshold %.4g from %d windows%s", self.model, key, threshold, len(scores),
                  "" if supported else " (fewer than the target rate needs: the largest score is used)")
         return threshold

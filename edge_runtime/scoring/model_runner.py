@@ -93,34 +93,34 @@ class ModelRunner:
                              bundle.stride, bundle.sample_period, self.thresholds, max_learned=self.runtime.max_streams)
 
     def _handover(self, bundle: Bundle) -> Handover | None:
-        """The stream states kept on the broker (``handover_topic``), or None; a new stream starts from its remembered state."""
+        """The stream states kept on the broker (``handover_topic``), or None; a new stream starts from its remembered
+        state, and a stream that finishes commissioning publishes its own.
+        """
         if not self.runtime.handover_topic:
             self.streams.on_new = None
             return None
         handover = Handover(self.runtime.handover_topic, self.config.name, bundle.model_id, self.runtime.max_streams)
         if self.commissioning is not None:
-            self.commissioning.finished = []
+            self.commissioning.on_learned = lambda key: self._hand_over(self.streams.states.get(key), None)
         self.streams.on_new = lambda stream: handover.take(stream, self.commissioning)
         return handover
 
-    def _hand_over(self, changed: list[tuple[StreamState, float | None]]) -> None:
-        """Publish the state of streams whose alarm changed or whose commissioning finished (``(stream, window end)``);
-        a state that cannot be made is logged and skipped (the stream's next change makes it again).
+    def _hand_over(self, stream: StreamState | None, end: float | None) -> None:
+        """Publish the state of a stream whose alarm changed at the window ending at ``end`` or whose commissioning
+        finished (``end`` None); a state that cannot be made is logged and skipped (the stream's next change makes it
+        again), and a stream evicted meanwhile (None) has none.
         """
-        handover, commissioning = self.handover, self.commissioning
-        if commissioning is not None and commissioning.finished:
-            finished, commissioning.finished = commissioning.finished, []
-            states = self.streams.states
-            changed += [(stream, None) for stream in map(states.get, finished) if stream is not None]  # evicted meanwhile: none
-        for stream, end in changed:
-            try:
-                learned = commissioning.learned.get(stream.key) if commissioning is not None else None
-                message = handover.message(stream.key, stream.alarm.active, learned and float(learned["threshold"]),
-                                           None if end is None else float(end))
-            except Exception as error:
-                log.error("the handover state of %s could not be made: %r", stream.key, error)
-                continue
-            self.sink.post_retained(handover.topic(stream.key), message)
+        if stream is None:
+            return
+        commissioning = self.commissioning
+        try:
+            learned = commissioning.learned.get(stream.key) if commissioning is not None else None
+            message = self.handover.message(stream.key, stream.alarm.active, learned and float(learned["threshold"]),
+                                            None if end is None else float(end))
+        except Exception as error:
+            log.error("the handover state of %s could not be made: %r", stream.key, error)
+            return
+        self.sink.post_retained(self.handover.topic(stream.key), message)
 
     def _drift(self, bundle: Bundle) -> DriftRule | None:
         d = self.config.drift
@@ -326,8 +326,8 @@ class ModelRunner:
                     log.error("window of %s could not be decided (%r); dropped alone [%d so far]", stream.key, error, self.undecided)
         if groups:
             events.extend(self._score_messages(groups.values()))
-        if self.handover is not None:
-            self._hand_over(handed)
+        for stream, end in handed:
+            self._hand_over(stream, end)
         return events
 
     def _observe(self, stream: StreamState, score: float, threshold: float, end: float) -> None:
