@@ -27,7 +27,8 @@ class Threshold:
     ``supported`` whether the requested rate is at or above it (conformal and alarms; None for the others).
     For ``alarms``, ``parameter`` is the target in false alarms per stream and day, ``days`` the stream-days the
     scores cover, ``supported_rate`` the lowest target they hold one alarm of (``1 / days``, per day) and ``policy``
-    the alarm policy replayed on them (``on_k, on_n, off_m, deadband``).
+    the alarm policy replayed on them (``on_k, on_n, off_m, deadband``) and ``estimate`` whether the value counts their
+    raises (``count``) or comes from the tail of their peaks (``tail``: fewer than 20 alarms of the target in the days).
     """
 
     method: str
@@ -38,12 +39,13 @@ class Threshold:
     supported: bool | None = None
     days: float | None = None
     policy: list | None = None
+    estimate: str | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready form (``days`` and ``policy`` only where set)."""
+        """JSON-ready form (``days``, ``policy`` and ``estimate`` only where set)."""
         record = {"method": self.method, "value": self.value, "parameter": self.parameter, "windows": self.windows,
                   "supported_rate": self.supported_rate, "supported": self.supported}
-        return record | {k: v for k, v in (("days", self.days), ("policy", self.policy)) if v is not None}
+        return record | {k: v for k, v in (("days", self.days), ("policy", self.policy), ("estimate", self.estimate)) if v is not None}
 
 
 def percentile(scores: np.ndarray, q: float = 99.0) -> float:
@@ -156,4 +158,5 @@ def fit_alarm_threshold(sequences: list[np.ndarray], days: float, false_alarms_p
     """
     found = calibrate_alarm_rate(sequences, days, false_alarms_per_day, policy, phases)
     windows = sum(len(s) for s in sequences)
-    return Threshold("alarms", found.value, false_alarms_per_day, windows, 1 / days, found.supported, round(days, 4), list(policy))
+    return Threshold("alarms", found.value, false_alarms_per_day, windows, 1 / days, found.supported, round(days, 4), list(policy),
+                     found.estimate)

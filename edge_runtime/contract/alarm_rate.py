@@ -14,10 +14,14 @@ stands through the time the promise allows between two alarms is what the operat
 one shorter than that, the usual kind, counts once. And because merging can still lower the count a little, the
 search comes down from the top and stops where the count first exceeds the target.
 
-Where the scores cover too few days for the target (``target * days < 1``: not one alarm of the target fits in
-them), the raise rate is extrapolated with an exponential tail fitted to the peaks of the alarm statistic's
-clusters (the ``on_k``-th largest of the last ``on_n`` scores), never below the statistic's largest value (no
-alarm on the calibration scores themselves, split conformal's fallback), and the result is marked unsupported.
+A count of a few alarms is a noisy estimate of a rate: where the days hold fewer than ``TAIL_PEAKS`` alarms of the
+target, the count would put the threshold at one of the few highest peaks, whose level varies most from one
+stretch of normal operation to the next. There the raise rate comes from an exponential tail fitted to the peaks
+of the alarm statistic's clusters (the ``on_k``-th largest of the last ``on_n`` scores) over a level about
+``TAIL_PEAKS`` of them per sequence exceed, the peaks-over-threshold estimate that rests on all of those peaks.
+Where the scores cover too few days for even one alarm of the target (``target * days < 1``), the same tail
+extrapolates, never below the statistic's largest value (no alarm on the calibration scores themselves, split
+conformal's fallback), and the result is marked unsupported.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_POLICY = (2, 3, 3, 0.1)  # AlarmConfig's defaults: on_k, on_n, off_m, deadband
-TAIL_PEAKS = 20  # cluster peaks per phase the extrapolated tail is fitted to
+TAIL_PEAKS = 20  # cluster peaks per sequence the tail is fitted to; below this many alarms of the target, the tail decides
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,8 @@ class AlarmRateThreshold:
     """A threshold calibrated to alarm raises per stream and day, with what it rests on.
 
     ``days``: stream-days the calibration scores cover; ``supported``: whether they hold at least one alarm of the
-    target (else ``value`` is extrapolated); ``raises``: the raises the policy makes on them at ``value``.
+    target (else ``value`` is extrapolated); ``raises``: the raises the policy makes on them at ``value``;
+    ``estimate``: ``"count"`` (the raises counted) or ``"tail"`` (the tail of the alarm statistic's peaks).
     """
 
     value: float
@@ -43,6 +48,7 @@ class AlarmRateThreshold:
     days: float
     supported: bool
     raises: float
+    estimate: str
 
 
 def alarm_statistic(scores: np.ndarray, on_k: int, on_n: int) -> np.ndarray:
@@ -135,8 +141,9 @@ def raise_count(sequences: list[np.ndarray], threshold: float, policy: tuple[int
 def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float,
                          policy: tuple[int, int, int, float] = DEFAULT_POLICY, phases: int = 1) -> AlarmRateThreshold:
     """The lowest threshold at which the policy, replayed on ``sequences`` (time-ordered normal scores at the deployed
-    stride, one per stream stretch), raises at most ``target * days - 1`` alarms; extrapolated (and unsupported) when
-    the ``days`` they cover hold less than one alarm of the target.
+    stride, one per stream stretch), raises at most ``target * days - 1`` alarms; from the tail of the alarm
+    statistic's peaks where the ``days`` they cover hold fewer than ``TAIL_PEAKS`` alarms of the target, and marked
+    unsupported (never below the statistic's largest value) where they hold less than one.
 
     ``phases``: the sequences hold that many replicas of the same stretches of time (windows scored at every sample,
     taken every ``stride``-th from each offset): raises are averaged over them and ``days`` counts the time once.
@@ -148,7 +155,7 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
     if not len(statistic):
         statistic = np.concatenate(sequences)
     allowed = target * days - 1
-    if allowed >= 0:
+    if allowed + 1 >= TAIL_PEAKS:
         interval = max(1, round(sum(len(s) for s in sequences) / phases / days / target))  # windows in 1 / target days
 
         def within(value: float) -> bool:
@@ -156,9 +163,12 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
 
         candidates = np.unique(statistic)
         value = float(candidates[_lowest_within(candidates, within)])
-        return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases))
-    value = max(_exponential_tail(sequences, days * phases, target, policy), float(statistic.max()))
-    return AlarmRateThreshold(value, target, days, False, raise_count(sequences, value, policy, phases))
+        return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases), "count")
+    value = _exponential_tail(sequences, days * phases, target, policy)
+    supported = allowed >= 0
+    if not supported:
+        value = max(value, float(statistic.max()))
+    return AlarmRateThreshold(value, target, days, supported, raise_count(sequences, value, policy, phases), "tail")
 
 
 def _lowest_within(candidates: np.ndarray, within) -> int:

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.contract.alarm_rate import TAIL_PEAKS
 from edge_runtime.contract.errors import BundleError
 
 MANIFEST = "bundle.json"
@@ -257,4 +258,7 @@ def _alarm_rate_notes(threshold: dict, first: str) -> list[str]:
         lines.append(f"warning: {days:.3g} stream-days of normal data hold less than one false alarm at {target:g} a day "
                      f"(that takes {1 / target:.3g} stream-days): the threshold is extrapolated from the tail of the scores "
                      "and its rate is not vouched for. Give more normal data or --calibration-data")
+    elif threshold.get("estimate") == "tail":
+        lines.append(f"{days:.3g} stream-days hold about {target * days:.3g} false alarms at the target, fewer than {TAIL_PEAKS}: "
+                     "the threshold comes from the tail fitted to the alarm statistic's peaks rather than from a count")
     return lines

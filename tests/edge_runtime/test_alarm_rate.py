@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.contract import alarm_rate
 from edge_runtime.contract.alarm_rate import alarm_raises, alarm_statistic, calibrate_alarm_rate
 from edge_runtime.contract.alarms import RAISED, Alarm
 
@@ -54,6 +55,26 @@ def test_new_normal_data_raise_what_was_promised_within_half_to_twice(target):
     fresh = [normal_scores(rng, 30.0) for _ in range(3)]  # 90 other stream-days
     realised = sum(alarm_raises(s, found.value) for s in fresh) / 90.0
     assert 0.5 * target <= realised <= 2 * target, (realised, found)
+
+
+@pytest.mark.parametrize(("target", "days_per_stream"), [(1.0, 2.0), (0.5, 4.0)])
+def test_a_few_alarms_of_the_target_rest_on_the_tail_which_keeps_the_promise_closer_than_a_count(target, days_per_stream, monkeypatch):
+    # 3 streams: 6 alarms of the target fit in the days, fewer than TAIL_PEAKS; a count rests on the few highest peaks
+    rng = np.random.default_rng(int(target * 100) + 1)
+    fresh = [normal_scores(rng, 30.0) for _ in range(3)]  # 90 other stream-days
+    days = 3 * days_per_stream
+    tail, count = [], []
+    for _ in range(10):
+        calibration = [normal_scores(rng, days_per_stream) for _ in range(3)]
+        found = calibrate_alarm_rate(calibration, days=days, target=target)
+        with monkeypatch.context() as counted:
+            counted.setattr(alarm_rate, "TAIL_PEAKS", 1)  # the count alone, for comparison
+            by_count = calibrate_alarm_rate(calibration, days=days, target=target)
+        assert found.supported and by_count.supported
+        tail.append(sum(alarm_raises(s, found.value) for s in fresh) / 90.0 / target)
+        count.append(sum(alarm_raises(s, by_count.value) for s in fresh) / 90.0 / target)
+    assert sum(0.5 <= r <= 2 for r in tail) >= 8, tail
+    assert np.mean(np.abs(np.log2(tail))) <= np.mean(np.abs(np.log2(count))), (tail, count)
 
 
 def test_a_target_the_days_cannot_hold_is_extrapolated_and_marked_unsupported():

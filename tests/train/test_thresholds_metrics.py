@@ -222,6 +222,12 @@ def test_the_default_threshold_replays_the_alarm_policy_on_the_deployed_model_s_
     generous = detector.threshold_for(20 / days)
     assert generous.supported and generous.value < info.value
     assert sum(alarm_raises(s, generous.value) for s in sequences) / phases <= 20 - 1
+    assert len(threshold_notes({**generous.to_dict(), "source": "training"}, detector.stride, 1.0)) == 1
+    # five alarms of the target: supported, from the tail of the peaks rather than a count, and said so
+    thin = detector.threshold_for(5 / days)
+    assert thin.supported and generous.value < thin.value < info.value
+    thin_notes = threshold_notes({**thin.to_dict(), "source": "training"}, detector.stride, 1.0)
+    assert len(thin_notes) == 2 and "hold about 5 false alarms at the target, fewer than 20" in thin_notes[1]
     assert detector.threshold_ == info.value  # threshold_for leaves the detector as it was
     later = SensorTable(plant_table.features, [s for s in plant_table.series][:1])
     detector.calibrate_on(later)
