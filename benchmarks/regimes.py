@@ -1,7 +1,7 @@
 """Conditional against unconditional on a plant whose product changes during normal operation.
 
-Both models are the default dense autoencoder trained with the tool's defaults on the same
-normal hours of ``simulate --regimes``; the unconditional one sees the set-point as a feature and
+Both models are the dense autoencoder (the kind conditional models use) trained with the tool's defaults otherwise on the
+same normal hours of ``simulate --regimes``; the unconditional one sees the set-point as a feature and
 never the product, the conditional one is given both as conditions (``--conditions
 setpoint,recipe``). Each is then measured on a day of *other* normal operation per machine (false
 alarms per machine-day under the runtime's default alarm policy, against the calibrated target
@@ -73,7 +73,8 @@ def measure(seed: int, machines: int, train_rows: int, days: float, work: Path) 
     for name, conditions in MODELS.items():
         train = plant(work / f"train-{name}.csv", machines, train_rows, train_rows, 0, seed, conditions)
         window, stride = default_window([len(s) for s in train.series])
-        detector = AutoencoderDetector(window=window, stride=stride, seed=seed, progress=False, device="cpu", conditions=conditions)
+        detector = AutoencoderDetector(kind="dense", window=window, stride=stride, seed=seed, progress=False, device="cpu",
+                                       conditions=conditions)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             detector.fit(train)

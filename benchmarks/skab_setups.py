@@ -5,10 +5,10 @@ SKAB records no operating-condition column, but its experiments ran the rig in k
 ``valve2`` and ``other`` groups (valve1/valve2 at about 32 L/min, the others mostly near 125). A plant that deploys
 one model per rig rather than one per experiment meets exactly the case conditional models are for. Each
 experiment's first 400 rows (SKAB's protocol) are pooled into one training set, with the group as a categorical
-condition ``setup`` (added in a temporary copy outside the project); both models are trained with the defaults
-(window and stride from the data's length, the default threshold at one false alarm per machine and day),
-exported, and every test part is scored through the exported ONNX with the runtime's alarm policy. One confusion
-matrix is pooled over the 34 test parts, as in ``benchmarks/real_data.py`` (per-file models).
+condition ``setup`` (added in a temporary copy outside the project); both models are dense autoencoders (the kind
+conditional models use) trained with the defaults otherwise (window and stride from the data's length, the default
+threshold at one false alarm per machine and day), exported, and every test part is scored through the exported ONNX
+with the runtime's alarm policy. One confusion matrix is pooled over the 34 test parts, as in ``benchmarks/real_data.py`` (per-file models).
 
 Usage: ``python -m benchmarks.skab_setups [--data-dir ../shared/datasets] [--seeds 0 1 2]``.
 Writes ``results/skab_setups.{json,md}``.
@@ -51,7 +51,8 @@ def measure(paths: list[Path], conditional: bool, seed: int, work: Path) -> dict
     conditions = ["setup"] if conditional else None
     table = read_table(paths, label_column="anomaly", conditions=conditions)
     started = time.perf_counter()
-    detector, bundle, caught = train_with_defaults(cut(table, slice(0, SKAB_TRAIN_ROWS)), seed, work, conditions=conditions)
+    detector, bundle, caught = train_with_defaults(cut(table, slice(0, SKAB_TRAIN_ROWS)), seed, work, kind="dense",
+                                                  conditions=conditions)
     seconds = time.perf_counter() - started
     with create_backend(bundle) as backend:
         parts = labelled_parts(backend, [str(p) for p in paths], None, None, "anomaly", SKAB_TRAIN_ROWS)

@@ -213,9 +213,8 @@ def run_demo(out: Path, settings: DemoSettings, live: bool, broker: str = "auto"
     write_table(test_frame, str(out / "test.csv"))
     test_frame["ts"] = (pd.to_datetime(test_frame["time"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
 
-    echo("2/5 training a dense autoencoder on the CPU")
-    detector = AutoencoderDetector(kind="dense", window=s.window, stride=s.stride, epochs=s.epochs, seed=s.seed, device="cpu",
-                                   model_params={"hidden": [64], "latent": 8})
+    detector = AutoencoderDetector(window=s.window, stride=s.stride, epochs=s.epochs, seed=s.seed, device="cpu")
+    echo(f"2/5 training the default model ({detector.kind}) on the CPU")
     detector.fit(read_table(out / "train.csv", series_column="machine"))
     detector.save(out / "run")
     echo(f"    run directory: {out / 'run'} ({detector.history_.seconds:.1f} s, threshold {detector.threshold_:.4g})")

@@ -65,8 +65,9 @@ def simulate(output, machines, rows, normal_rows, faults_per_machine, period, se
 @click.command()
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
-@click.option("--model", "kind", type=click.Choice(["auto", *sorted(MODELS)]), default="dense", show_default=True,
-              help="auto: try every kind and keep the one that best detects synthetic faults written into held-out normal windows.")
+@click.option("--model", "kind", type=click.Choice(["auto", *sorted(MODELS)]), default=None,
+              help="Model kind (default: pca, or dense with --conditions). auto: try every kind and keep the one that best detects "
+                   "synthetic faults written into held-out normal windows.")
 @click.option("--window", type=int, default=None, help="Samples per window (default: a twentieth of the shortest series, 10 to 50).")
 @click.option("--stride", type=int, default=None, help="Samples between scored windows at runtime (default: a fifth of the window).")
 @click.option("--train-stride", default=1, show_default=True, help="Samples between training windows.")
@@ -109,7 +110,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     Rows labelled anomalous are left out of training. The run directory receives config.json,
     model.npz, calibration windows and the loss curve (CSV and PNG).
     """
-    from train.detector import AutoencoderDetector
+    from train.detector import AutoencoderDetector, default_kind
 
     condition_names = [c for c in (conditions or "").split(",") if c]
     table = read(data, time_column, label_column, series_column, features, condition_names)
@@ -136,6 +137,7 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
     if supervised and threshold_data is None:
         raise click.ClickException(f"--threshold {threshold} needs --threshold-data with labels")
     selection = None
+    kind = kind or default_kind(condition_names)
     if kind == "auto":
         kind, selection = _choose_kind(table, model_params, condition_names, quiet, window=window, stride=stride, max_gap=max_gap,
                                        train_stride=train_stride, max_windows=max_windows, epochs=epochs, batch_size=batch_size,

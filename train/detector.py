@@ -32,6 +32,12 @@ MIN_LEVEL_WINDOWS = 100  # windows on each side before the trained windows' scor
 CALIBRATIONS = ("out-of-fold", "holdout")  # errors each channel's level (and a per-window threshold) rest on (see fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 CONDITIONAL_KINDS = ("dense", "vae")  # the models that take operating conditions (conditional AE and VAE)
+DEFAULT_KIND = "pca"  # ranks best or level on SKAB, NAB and the simulator (benchmarks/results/score_ranking.md)
+
+
+def default_kind(conditions: list[str] | None = None) -> str:
+    """The kind trained when none is named: PCA, or the first conditional kind (dense) when conditions are given."""
+    return CONDITIONAL_KINDS[0] if conditions else DEFAULT_KIND
 
 
 def as_table(X, features: list[str] | None = None, sample_period: float = 1.0) -> SensorTable:
@@ -72,7 +78,7 @@ class AutoencoderDetector:
 
     def __init__(
         self,
-        kind: str = "dense",
+        kind: str = DEFAULT_KIND,
         window: int = 50,
         stride: int = 10,
         model_params: dict | None = None,

@@ -82,7 +82,7 @@ def test_a_failed_split_names_its_cause_and_ignore_labels_trains_anyway(tmp_path
     assert result.exit_code == 1 and "240 of 300 rows are labelled anomalous" in result.output and "--ignore-labels" in result.output
     result = CliRunner().invoke(main, ["train", str(path), "--window", "20", "--quiet", "--ignore-labels", "--epochs", "3", "-o", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("trained dense on ")  # --quiet: the result line (and warnings) only
+    assert result.output.startswith("trained pca on ")  # the default kind; --quiet: the result line (and warnings) only
 
 
 def test_training_warnings_are_said_as_warning_lines(tmp_path):

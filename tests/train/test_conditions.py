@@ -130,6 +130,7 @@ def test_train_and_evaluate_take_conditions_on_the_command_line(regime_csv, tmp_
                                        "--window", "20", "--epochs", "2", "--max-windows", "1500", "--quiet", "-o", str(run)])
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "dense"  # with conditions and no --model, the default is a conditional kind, not PCA
     assert [c["name"] for c in config["conditions"]] == ["setpoint", "recipe"] and config["conditions"][1]["categories"] == ["A", "B", "C"]
     assert config["conditions"][0]["min"] == pytest.approx(0.2) and config["conditions"][0]["max"] == pytest.approx(1.0)
     result = CliRunner().invoke(main, ["evaluate", str(run), str(regime_csv), "--series-column", "machine", "-o", str(tmp_path / "ev")])
