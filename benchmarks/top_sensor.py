@@ -1,6 +1,6 @@
 """Which sensor: does an alarm's top sensor name the sensor the fault hit?
 
-On the simulated plant (faults of every kind, each on a known sensor), the default dense autoencoder is trained with the
+On the simulated plant (faults of every kind, each on a known sensor), the default model (PCA) is trained with the
 tool's defaults on each machine's normal hours; the rest is scored, the runtime's default alarm policy is applied, and
 for every fault that raised an alarm, the sensors with the largest errors in the window that raised it (the event's
 ``top_features``) are compared with the sensors the fault changed. Broken correlation changes flow, degradation
@@ -22,6 +22,7 @@ from benchmarks.common import train_with_defaults, write_results
 from edge_runtime.contract.alarms import Alarm, AlarmConfig
 from edge_runtime.delivery.event_schema import top_features
 from train.data import read_table
+from train.detector import DEFAULT_KIND
 from train.simulate import FAULT_KINDS, simulate_plant, write_table
 
 CHANGED = {"broken_correlation": {"flow"}, "degradation": {"vibration", "bearing_temp"}}  # kinds that change fixed sensors
@@ -88,7 +89,7 @@ def main() -> None:
     write_results("top_sensor", {"seeds": args.seeds, "summary": summary, "faults": faults},
                   ["fault kind", "faults", "detected", "top sensor is a changed one", "a changed sensor in the top three"], rows,
                   f"The simulated plant ({args.machines} machines, {args.faults} faults each, seeds {', '.join(map(str, args.seeds))}), the default "
-                  "dense autoencoder trained with the tool's defaults on each machine's first "
+                  f"model ({DEFAULT_KIND}) trained with the tool's defaults on each machine's first "
                   f"{args.normal_rows:,} rows, the runtime's default alarm policy; per detected fault, the top sensors of the window that "
                   "raised its alarm (as the event's top_features) against the sensors the fault changed. "
                   "Command: `python -m benchmarks.top_sensor`.")
