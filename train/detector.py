@@ -28,7 +28,9 @@ from train.trainer import TrainingHistory, TrainingOptions, fit_scorer, select_d
 from train.windows import SeriesWindows, series_windows
 
 CALIBRATION_KEEP = 512
-MIN_LEVEL_WINDOWS = 100  # windows on each side before the trained windows' scores are corrected to the unseen ones' level
+MIN_LEVEL_WINDOWS = 10  # windows on each side before the trained windows' scores are corrected to the unseen ones' level
+LEVEL_QUANTILE = 0.95  # the quantile the two levels are compared at, lowered so that LEVEL_TAIL_WINDOWS lie above it
+LEVEL_TAIL_WINDOWS = 5
 CALIBRATIONS = ("out-of-fold", "holdout")  # errors each channel's level (and a per-window threshold) rest on (see fit)
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 CONDITIONAL_KINDS = ("dense", "vae")  # the models that take operating conditions (conditional AE and VAE)
@@ -38,6 +40,18 @@ DEFAULT_KIND = "pca"  # ranks best or level on SKAB, NAB and the simulator (benc
 def default_kind(conditions: list[str] | None = None) -> str:
     """The kind trained when none is named: PCA, or the first conditional kind (dense) when conditions are given."""
     return CONDITIONAL_KINDS[0] if conditions else DEFAULT_KIND
+
+
+def seen_level(trained: np.ndarray, unseen: np.ndarray) -> float:
+    """How much higher new normal windows score than the windows the model trained on: the ratio of the two scores'
+    95th percentiles (a lower quantile where one side has fewer than 100 windows, so that 5 of them lie above it),
+    at least 1; 1 where a side has fewer than ``MIN_LEVEL_WINDOWS``.
+    """
+    fewest = min(len(trained), len(unseen))
+    if fewest < MIN_LEVEL_WINDOWS:
+        return 1.0
+    q = min(LEVEL_QUANTILE, 1 - LEVEL_TAIL_WINDOWS / fewest)
+    return max(1.0, float(np.quantile(unseen, q) / np.quantile(trained, q)))
 
 
 def as_table(X, features: list[str] | None = None, sample_period: float = 1.0) -> SensorTable:
@@ -332,8 +346,7 @@ class AutoencoderDetector:
         """The ``alarms`` threshold from the deployed model's scores of every window of ``windowed``, in time order.
 
         ``seen`` (per series, the windows the model trained on) are scored lower than new normal data: their scores
-        are raised by the ratio of the 95th percentiles of the unseen (validation) windows' scores to theirs, when
-        that is above 1. Windows are scored at the training stride; every ``stride / train_stride``-th of them from
+        are raised by how much higher the unseen (validation) windows score (:func:`seen_level`). Windows are scored at the training stride; every ``stride / train_stride``-th of them from
         each offset makes one replica of the deployed stream, and the alarm policy is replayed on each.
         """
         scores = [self._scores_of(sw) for sw in windowed]
@@ -342,8 +355,7 @@ class AutoencoderDetector:
             mask = [np.isin(np.arange(len(sc)), idx) for sc, idx in zip(scores, seen)]
             trained = np.concatenate([sc[m] for sc, m in zip(scores, mask)] or [np.empty(0)])
             unseen = np.concatenate([sc[~m] for sc, m in zip(scores, mask)] or [np.empty(0)])
-            if len(trained) >= MIN_LEVEL_WINDOWS and len(unseen) >= MIN_LEVEL_WINDOWS:
-                self.seen_level_ = max(1.0, float(np.quantile(unseen, 0.95) / np.quantile(trained, 0.95)))
+            self.seen_level_ = seen_level(trained, unseen)
             scores = [np.where(m, sc * self.seen_level_, sc) for sc, m in zip(scores, mask)]
         phases = max(1, round(self.stride / self.train_stride))
         sequences = [run[p::phases] for sw, sc in zip(windowed, scores) for run in _contiguous(sc, sw.starts, self.train_stride)

@@ -261,3 +261,16 @@ def test_the_cross_fitted_threshold_keeps_its_rate_although_the_channel_levels_a
         detector.threshold_ = saved[2].value
     assert np.mean(exceed) <= rate
     assert np.mean(exceed_same) > rate  # calibrated on the windows that set the levels, the promise is broken
+
+
+def test_the_trained_windows_level_is_corrected_on_few_unseen_windows_too():
+    pytest.importorskip("torch")
+    from train.detector import seen_level
+
+    rng = np.random.default_rng(4)
+    trained, unseen = rng.exponential(1.0, 300), 2.0 * rng.exponential(1.0, 57)  # SKAB-sized: 57 validation windows
+    assert 1.2 < seen_level(trained, unseen) < 3.5  # twice as high, compared at the quantile 5 of the 57 lie above: not skipped
+    assert seen_level(trained, unseen[:9]) == 1.0  # too few to say
+    assert seen_level(unseen, trained) == 1.0  # never lowered
+    many = 2.0 * rng.exponential(1.0, 5_000)
+    assert seen_level(trained, many) == pytest.approx(np.quantile(many, 0.95) / np.quantile(trained, 0.95))
