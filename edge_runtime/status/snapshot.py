@@ -101,7 +101,7 @@ class StatusSnapshot:
             models.append({"name": runner.config.name, "bundle": runner.bundle.name, "bundle_id": runner.bundle.model_id,
                            "threshold": runner.threshold, "scored": counts["scored"], "alarms_active": counts["alarms_active"],
                            "deadline_misses": counts["deadline_misses"], "shed": counts["shed"], "drifting": counts["drifting"],
-                           "commissioning": counts["commissioning"], "gaps": counts["gaps"],
+                           "commissioning": counts["commissioning"], "gaps": counts["gaps"], "handover": counts["handover"],
                            "streams": rows(runner)})
         return {
             "schema": SCHEMA, "generated_at": iso(time.time()), "version": __version__, "client_id": broker.client_id,

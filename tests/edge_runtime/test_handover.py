@@ -14,6 +14,7 @@ from edge_runtime.ingest.streams import Stream
 from edge_runtime.runtime import Runtime
 from edge_runtime.scoring.commissioning import Commissioning, ThresholdStore
 from edge_runtime.scoring.handover import SCHEMA, Handover
+from edge_runtime.status.snapshot import StatusSnapshot
 from helpers import FEATURES, feed, flapping_config, wait_for
 from mqtt_helpers import Collector
 
@@ -84,6 +85,7 @@ def test_a_stream_in_alarm_moves_without_a_second_raise_and_its_new_owner_clears
     assert events.events("alarm_raised") == []  # taken over in alarm: not raised a second time
     assert [e["stream"] for e in events.events("alarm_cleared")] == [STREAM]
     assert second.snapshot()["models"]["pumps"]["handover"] == {"alarms_taken": 1, "thresholds_taken": 0, "refused": 0}
+    assert StatusSnapshot(second).build()["models"][0]["handover"]["alarms_taken"] == 1  # the status page's too
     scrape = generate_latest(second.metrics.registry).decode()
     assert 'linewatch_stream_states_taken_total{model="pumps",state="alarm"} 1.0' in scrape
     assert watcher.wait_for(lambda c: states(c)[-1]["alarm"] is False, 10)  # and the next owner finds it clear

@@ -199,3 +199,20 @@ def test_each_machine_shows_the_messages_refused_for_it(broker, runtime_bundle, 
         assert (streams["l1/m1"]["refused"], streams["l1/m2"]["refused"]) == (1, 2)
     finally:
         runtime.stop()
+
+
+def test_states_taken_over_from_another_worker_show_in_the_model_s_heading(broker, runtime_bundle, tmp_path, browser):
+    config = runtime_config(broker.port, runtime_bundle, tmp_path, status_port=free_port(), handover_topic="linewatch/handover")
+    runtime = Runtime(config)
+    try:
+        runtime.start()
+        assert runtime.link.wait_subscribed(10)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{config.runtime.status_port}/")
+        page.wait_for_selector("section.model h2", timeout=5000)
+        assert "taken over" not in page.inner_text("section.model h2")  # nothing taken: nothing said
+        handover = runtime.models[0].handover
+        handover.alarms_taken, handover.thresholds_taken, handover.refused = 2, 1, 1  # as Handover.take counts them
+        page.wait_for_selector("section.model h2:has-text('taken over: 2 alarms, 1 thresholds, 1 states refused')", timeout=5000)
+    finally:
+        runtime.stop()
