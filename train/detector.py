@@ -346,8 +346,9 @@ class AutoencoderDetector:
         """The ``alarms`` threshold from the deployed model's scores of every window of ``windowed``, in time order.
 
         ``seen`` (per series, the windows the model trained on) are scored lower than new normal data: their scores
-        are raised by how much higher the unseen (validation) windows score (:func:`seen_level`). Windows are scored at the training stride; every ``stride / train_stride``-th of them from
-        each offset makes one replica of the deployed stream, and the alarm policy is replayed on each.
+        are raised by how much higher the unseen (validation) windows score (:func:`seen_level`). Windows are scored
+        at the training stride; every ``stride / train_stride``-th of them from each offset makes one replica of the
+        deployed stream, and the alarm policy is replayed on each.
         """
         scores = [self._scores_of(sw) for sw in windowed]
         self.seen_level_ = 1.0
