@@ -171,10 +171,11 @@ def train(data, run_dir, kind, window, stride, train_stride, max_gap, epochs, ba
 
     write_loss_curve(detector.history_, detector.save(run_dir))
     h = detector.history_
+    fit = "closed form" if h.closed_form else f"{len(h.train_loss)} epochs, best {h.best_epoch}"
     click.echo(
         f"trained {kind} on {detector.training_windows_} windows x {len(detector.features_)} features in "
-        f"{time.perf_counter() - started:.1f} s on {h.device} ({len(h.train_loss)} epochs, best {h.best_epoch}, "
-        f"val loss {min(h.val_loss):.4g}); threshold {detector.threshold_:.4g} ({threshold}) -> {run_dir}"
+        f"{time.perf_counter() - started:.1f} s on {h.device} ({fit}, val loss {min(h.val_loss):.4g}); "
+        f"threshold {detector.threshold_:.4g} ({threshold}) -> {run_dir}"
     )
     from edge_runtime.contract.bundle import threshold_notes
 

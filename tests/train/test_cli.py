@@ -62,6 +62,7 @@ def test_simulate_train_evaluate_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "pca" / "config.json").read_text())["threshold"]["method"] == "f1"
     assert "still falling" not in result.output  # a closed-form fit has no epochs for early stopping to decide
+    assert "(closed form, val loss" in result.output
 
 
 def test_train_reports_bad_input_in_one_line(tmp_path):
@@ -83,6 +84,7 @@ def test_a_failed_split_names_its_cause_and_ignore_labels_trains_anyway(tmp_path
     result = CliRunner().invoke(main, ["train", str(path), "--window", "20", "--quiet", "--ignore-labels", "--epochs", "3", "-o", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("trained pca on ")  # the default kind; --quiet: the result line (and warnings) only
+    assert "(closed form, val loss" in result.output  # no epochs to count
 
 
 def test_training_warnings_are_said_as_warning_lines(tmp_path):
