@@ -45,7 +45,8 @@ def inspect(bundle_path):
     for line in threshold_notes(t, bundle.stride, bundle.sample_period):
         click.echo(line)
     tr = m["training"]
-    click.echo(f"training {tr['windows']} windows, {tr['epochs_run']} epochs on {tr['device']}, data sha256 {tr['data_fingerprint']['sha256'][:16]}")
+    fit = "closed form" if tr.get("closed_form") else f"{tr['epochs_run']} epochs"
+    click.echo(f"training {tr['windows']} windows, {fit} on {tr['device']}, data sha256 {tr['data_fingerprint']['sha256'][:16]}")
     click.echo("artifacts (all hashes verified):")
     click.echo(f"  {'file':<22} {'format':<9} {'prec':<5} {'bytes':>9}  {'score max abs':>13} {'max rel':>9} {'feat max abs':>12}  flips")
     for a in m["artifacts"]:

@@ -161,6 +161,7 @@ def _manifest(detector: AutoencoderDetector, artifacts: list, name: str, units: 
             "data_fingerprint": detector.data_fingerprint_,
             "windows": detector.training_windows_,
             "epochs_run": len(history.train_loss),
+            "closed_form": history.closed_form,
             "best_epoch": history.best_epoch,
             "final_train_loss": history.train_loss[-1],
             "best_val_loss": float(min(history.val_loss)),

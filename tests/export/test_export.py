@@ -123,6 +123,9 @@ def test_inspect_shows_summary_and_parity(kind_bundles):
     assert result.exit_code == 0, result.output
     assert "all hashes verified" in result.output and "model.onnx" in result.output and "lstm" in result.output
     assert "lstm {'hidden': 16} + residual and operating-point distances" in result.output  # what the score is made of
+    assert " epochs on cpu" in result.output
+    result = CliRunner().invoke(main, ["inspect", str(kind_bundles["pca"][1])])
+    assert result.exit_code == 0 and "closed form on cpu" in result.output  # PCA has no epochs
 
 
 def test_runtime_loads_and_scores_a_bundle_without_torch(kind_bundles, plant_csv):
