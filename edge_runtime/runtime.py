@@ -23,6 +23,7 @@ from edge_runtime.ingest.badinput import BadInput
 from edge_runtime.ingest.router import Router
 from edge_runtime.metrics import Metrics
 from edge_runtime.scoring.commissioning import ThresholdStore
+from edge_runtime.scoring.handover import NOTHING_TAKEN
 from edge_runtime.scoring.model_runner import ModelRunner
 from edge_runtime.sparkplug.events import SparkplugEvents
 from edge_runtime.throttle import Throttle
@@ -138,9 +139,7 @@ class Runtime:
                                 "reloads_refused": m.reloads_refused,
                                 "commissioning": len(m.commissioning.learning) if m.commissioning else 0,
                                 "commissioned": len(m.commissioning.learned) if m.commissioning else 0,
-                                "handover": {"alarms_taken": m.handover.alarms_taken if m.handover else 0,
-                                             "thresholds_taken": m.handover.thresholds_taken if m.handover else 0,
-                                             "refused": m.handover.refused if m.handover else 0}}
+                                "handover": m.handover.counts() if m.handover else dict(NOTHING_TAKEN)}
                 for m in self.models
             },
             "events_stored": self.sink.stored,

@@ -145,9 +145,7 @@ class Commissioning:
         scores = state.scores[: min(state.count, MAX_SCORES)]
         value, supported = conformal(scores, self.rate)
         threshold = max(self.floor, value)
-        entry = {"threshold": threshold, "windows": int(len(scores)), "supported": supported,
-                 "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self._keep(key, entry)
+        self._keep(key, {"threshold": threshold, "windows": int(len(scores)), "supported": supported})
         self.completed += 1
         if self.on_learned is not None:
             self.on_learned(key)
@@ -162,13 +160,12 @@ class Commissioning:
         with self.lock:
             if key in self.learned:
                 return False
-            self._keep(key, {"threshold": max(self.floor, threshold), "windows": 0, "supported": True, "handed_over": True,
-                             "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self._keep(key, {"threshold": max(self.floor, threshold), "windows": 0, "supported": True, "handed_over": True})
         return True
 
     def _keep(self, key: str, entry: dict) -> None:
-        """A stream's learned threshold (holding the lock): kept, at most ``max_learned``, its learning ended."""
-        self.learned[key] = entry
+        """A stream's learned threshold (holding the lock): kept with the time, at most ``max_learned``, its learning ended."""
+        self.learned[key] = entry | {"learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         while len(self.learned) > self.max_learned:  # insertion order: the longest-learned first
             del self.learned[next(iter(self.learned))]
         self.store.put(self.model, self.bundle_id, self.learned)

@@ -21,6 +21,7 @@ from edge_runtime.ingest.registry import StreamState
 from edge_runtime.scoring.commissioning import Commissioning
 
 SCHEMA = "linewatch.stream_state/1"
+NOTHING_TAKEN = {"alarms_taken": 0, "thresholds_taken": 0, "refused": 0}  # the counts of a model without a handover
 
 
 class Handover:
@@ -35,6 +36,10 @@ class Handover:
         self.alarms_taken = 0
         self.thresholds_taken = 0
         self.refused = 0  # messages on the handover topic that were not a state of this model and bundle
+
+    def counts(self) -> dict[str, int]:
+        """What was taken and refused, as the snapshot reports it (keys as :data:`NOTHING_TAKEN`)."""
+        return {"alarms_taken": self.alarms_taken, "thresholds_taken": self.thresholds_taken, "refused": self.refused}
 
     @property
     def subscription(self) -> str:
