@@ -117,7 +117,8 @@ class Metrics:
                                 value=snap["events_unstored"])
         yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes in the outbox", value=snap["outbox_bytes"])
         yield GaugeMetricFamily("linewatch_connected", "1 while connected to the broker", value=1 if snap["connected"] else 0)
-        yield _labelled("linewatch_connection_failures", "Failed connection attempts, by cause", "reason", REASONS, snap["connection_failures"])
+        yield _labelled("linewatch_connection_failures", "Failed connection attempts, and connections closed because writes stalled, by cause",
+                        "reason", REASONS, snap["connection_failures"])
         yield GaugeMetricFamily("linewatch_subscriptions_refused", "Subscription filters the broker refused (SUBACK failure)",
                                 value=snap["subscriptions_refused"])
         yield GaugeMetricFamily("linewatch_subscriptions_silent", "Subscriptions without a message for runtime.silent_after_s",

@@ -246,7 +246,7 @@ class Runtime:
 
     def _watch(self) -> None:
         """Reload bundles on request (SIGHUP) or when their files change; release samples held for reordering on
-        streams that went quiet; evict idle streams. Survives any error.
+        streams that went quiet; evict idle streams; reopen a broker connection whose writes stalled. Survives any error.
         """
         r = self.config.runtime
         sweep_every = min(60.0, *(limit / 2 for limit in (r.stream_idle_s, r.silent_after_s) if limit)) \
@@ -272,6 +272,8 @@ class Runtime:
                     self.link.online["bundles"] = self._bundles()
                     self.link.publish_status("online")
                 self._check_silence()
+                if self.link is not None:
+                    self.link.reopen_if_stalled(time.monotonic())
                 if r.reorder_s:
                     with self.ingest_lock:
                         for runner in self.models:

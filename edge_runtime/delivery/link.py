@@ -25,7 +25,8 @@ from edge_runtime.config import BrokerConfig
 from edge_runtime.contract.errors import BrokerError
 from edge_runtime.delivery import publish_decoder
 from edge_runtime.delivery.linkerrors import classify, closed_before_connack, refused_by_broker
-from edge_runtime.delivery.paho_client import LinkClient
+from edge_runtime.delivery.paho_client import LinkClient, ReadAheadSocket
+from edge_runtime.delivery.tcp_progress import tcp_progress
 from edge_runtime.throttle import Throttle
 
 log = logging.getLogger("linewatch.mqtt")
@@ -88,6 +89,7 @@ class Link:
         self.qos0_waiting: set[int] = set()  # ids of QoS 0 messages paho holds (the sink's telemetry, reports)
         self.pending_subscriptions: dict[int, list[str]] = {}
         self.connected_since: float | None = None  # time.perf_counter() of the last successful connection
+        self.write_progress: tuple[object, int, float] | None = None  # (socket, bytes out, since when) while bytes wait
         self.fallback_lock = threading.Lock()
         # host:port, then the failover brokers: a failed connection moves on to the next, in turn
         self.endpoints = config.endpoints()
@@ -288,6 +290,39 @@ class Link:
                 self.qos0_waiting.add(info.mid)
             return info.mid
         return None
+
+    def reopen_if_stalled(self, now: float) -> bool:
+        """Close the connection when bytes have waited ``write_stall_s`` seconds and none went out: a broker that
+        stopped reading, a TCP connection stuck in the kernel. Samples keep arriving on such a connection, so paho's
+        keep-alive never sees it stuck; the broker's would only after 1.5 keep-alive periods. paho then connects again
+        with backoff and the outbox resends what was not acknowledged. Progress is the bytes the broker acknowledged
+        where the kernel tells (Linux), else the bytes the socket took. Call it periodically (``now``:
+        ``time.monotonic()``); True when it closed the connection.
+        """
+        limit, client = self.config.write_stall_s, self.client
+        sock = client._sock
+        if not limit or not isinstance(sock, ReadAheadSocket):
+            self.write_progress = None
+            return False
+        kernel = tcp_progress(sock)
+        done, waiting = kernel if kernel is not None else (sock.written, False)
+        if not (waiting or client.want_write()):
+            self.write_progress = None
+            return False
+        progress = self.write_progress
+        if progress is None or progress[0] is not sock or progress[1] != done:
+            self.write_progress = (sock, done, now)
+            return False
+        if now - progress[2] < limit:
+            return False
+        self.write_progress = None
+        self.failures["write_stalled"] += 1
+        host, port = self.endpoints[self.endpoint]
+        log.warning("nothing written to %s:%d went out for %.0f s (%d packet(s) waiting in paho): closing the connection "
+                    "to open it again", host, port, now - progress[2], len(client._out_packet))
+        with contextlib.suppress(OSError, AttributeError):  # already closed; a websocket wrapper without shutdown
+            sock.shutdown(socket.SHUT_RDWR)  # paho's loop reads the end of the stream and reconnects
+        return True
 
     def publish_status(self, state: str, retain: bool = True) -> mqtt.MQTTMessageInfo:
         """Publish the retained status (``online`` / ``offline``); its acknowledgement is nobody's business."""

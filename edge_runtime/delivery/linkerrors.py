@@ -11,7 +11,8 @@ import ssl
 
 from edge_runtime.config import BrokerConfig
 
-REASONS = ("tls_verify", "tls", "closed_before_connack", "refused_by_broker", "connection_refused", "dns", "timeout", "network")
+REASONS = ("tls_verify", "tls", "closed_before_connack", "refused_by_broker", "connection_refused", "dns", "timeout", "network",
+           "write_stalled")
 
 
 def classify(error: BaseException, config: BrokerConfig) -> tuple[str, str]:

@@ -1,10 +1,11 @@
 """A publisher for the overload test, run as its own process:
-``python flood.py PORT FLOOD_MACHINES FLOOD_S SLOW_MACHINES SLOW_S RATE_HZ FEATURE,FEATURE,...``.
+``python flood.py PORT FLOOD_MACHINES FLOOD_S SLOW_MACHINES MAX_SLOW_S RATE_HZ FEATURE,FEATURE,...``.
 
 Publishes live samples (``ts`` = wall clock) with QoS 0: FLOOD_MACHINES machines in turn as fast
 as it can for FLOOD_S seconds (each machine's samples then come at about the bundle's rate, the
-offered total far above what the runtime takes), then SLOW_MACHINES machines at RATE_HZ each for
-SLOW_S seconds. Prints one JSON line per phase with its start, end and message count.
+offered total far above what the runtime takes), then SLOW_MACHINES machines at RATE_HZ each until
+its standard input closes (the test has seen what it waits for) or MAX_SLOW_S seconds pass.
+Prints one JSON line per phase with its start, end and message count.
 """
 
 import sys
@@ -18,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 def main() -> None:
     """Run both phases and report them."""
-    port, flood_machines, flood_s, slow_machines, slow_s, rate_hz = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
+    port, flood_machines, flood_s, slow_machines, max_slow_s, rate_hz = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
                                                                     int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
     features = sys.argv[7].split(",")
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -37,8 +38,10 @@ def main() -> None:
         send(sent % flood_machines, sent // flood_machines)
         sent += 1
     print(orjson.dumps({"phase": "flood", "start": started, "end": time.time(), "messages": sent}).decode(), flush=True)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     started, ticks = time.time(), 0
-    while time.time() - started < slow_s:
+    while not stop.is_set() and time.time() - started < max_slow_s:
         for machine in range(slow_machines):
             send(machine, ticks)
         ticks += 1
