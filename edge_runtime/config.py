@@ -53,8 +53,8 @@ class BrokerConfig:
     key_file: str = setting("", help="the client certificate's private key (PEM), with cert_file")
     reconnect_min_s: float = setting(0.5, above=0, help="reconnect backoff starts here (rounded up to 1 s by paho)")
     reconnect_max_s: float = setting(30.0, above=0, help="...and doubles up to this")
-    write_stall_s: float = setting(10.0, lo=0, help="a connection with packets waiting that writes no byte for this long is "
-                                   "closed and opened again (a broker that stopped reading, a TCP connection stuck); 0: never")
+    write_stall_s: float = setting(10.0, lo=0, help="a connection whose bytes waited this long with none acknowledged is closed "
+                                   "and opened again (a broker that stopped reading, a TCP connection stuck); 0: never")
     session_expiry_s: int = setting(0, lo=0, hi=4_294_967_295, help="0: a clean session at every connect; > 0: a persistent "
                                     "session the broker keeps this long while the runtime is away, holding its QoS 1 samples "
                                     "(workers that must not lose samples while they restart; MQTT 3.1.1 brokers keep it by their own rule)")
