@@ -1,6 +1,6 @@
 """A connection whose writes stall is opened again: a proxy in front of a real mosquitto stops reading what the
 link sends (as a broker that stopped reading, or a TCP connection stuck in the kernel, does) while the broker's
-side keeps flowing, so paho's keep-alive sees nothing wrong. The link closes the connection once packets waited
+side keeps flowing, so paho's keep-alive sees nothing wrong. The link closes the connection once bytes waited
 ``write_stall_s`` with none of them going out, paho connects again, and what is published then arrives. Progress is
 the kernel's count of bytes the broker acknowledged, or, where the kernel does not tell, the bytes the socket took.
 """
@@ -44,14 +44,11 @@ def test_a_connection_whose_writes_stall_is_closed_and_opened_again(broker, monk
         # the clock the check is given advances a whole stall limit per call: it closes the connection on the first
         # call that finds bytes still waiting and none more gone out since the call before
         clock = itertools.count(0.0, STALL_S)
-        closed = False
 
         def published_until_stalled() -> bool:
-            nonlocal closed
-            if link.client.want_write() is False:
+            if not link.client.want_write():
                 link.publish("stall/filler", PAYLOAD, qos=0)
-            closed = link.reopen_if_stalled(next(clock))
-            return closed
+            return link.reopen_if_stalled(next(clock))
 
         assert wait_for(published_until_stalled, 30), "no stall seen"
         assert link.failures["write_stalled"] == 1
