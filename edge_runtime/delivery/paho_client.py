@@ -1,5 +1,5 @@
 """paho's client as the runtime's link uses it: reading its socket in large chunks, handing samples straight to the
-runtime, telling a QoS 0 message written from an acknowledgement, and capping its TCP segments.
+runtime, and telling a QoS 0 message written from an acknowledgement.
 
 paho reads each packet with at least three ``recv`` calls (the command byte, each byte of the remaining length, the
 rest) and runs one ``select`` per packet. Every one of those calls gives up the interpreter lock, and in the runtime
@@ -24,7 +24,6 @@ delivery thread as acknowledgements to settle.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -34,7 +33,6 @@ from paho.mqtt.enums import MQTTErrorCode
 from edge_runtime.delivery.publish_decoder import NO_PROPERTIES
 
 CHUNK = 65536  # bytes asked of the socket per recv
-MAX_SEGMENT = 16384  # bytes per TCP segment, set before connecting (LinkClient._create_socket_connection says why)
 PACKETS_PER_READ = 64  # packets handled per pass of paho's loop: outgoing events and acks wait no longer than that
 
 
@@ -91,32 +89,6 @@ class LinkClient(mqtt.Client):
 
     def _create_socket(self):
         return ReadAheadSocket(super()._create_socket())
-
-    def _create_socket_connection(self) -> socket.socket:
-        """The TCP connection paho makes, with its segment size capped at :data:`MAX_SEGMENT`, which only a socket not yet
-        connected takes. Over loopback (a broker on the gateway itself) a segment is 64 KiB, more than the receive
-        window mosquitto's socket opens to a client that writes small messages; when the runtime's writes back up
-        (after an overload), Linux waits to send until the window holds one whole segment, and the window does not
-        grow without data arriving: nothing goes out until a keep-alive ends the connection. Over Ethernet segments
-        are far smaller than the cap anyway. A connection through a SOCKS or HTTP proxy is paho's own.
-        """
-        if self._get_proxy():
-            return super()._create_socket_connection()
-        error: OSError = OSError(f"{self._host} has no address")
-        for family, kind, protocol, _, address in socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM):
-            sock = socket.socket(family, kind, protocol)
-            try:
-                with contextlib.suppress(OSError, AttributeError):  # a platform without the option
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MAX_SEGMENT)
-                sock.settimeout(self._connect_timeout)
-                if self._bind_address or self._bind_port:
-                    sock.bind((self._bind_address, self._bind_port))
-                sock.connect(address)
-                return sock
-            except OSError as failed:
-                sock.close()
-                error = failed
-        raise error
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """One chunk read into the empty buffer, then the packets in it: samples cut out of it, others read by
