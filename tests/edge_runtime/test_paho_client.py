@@ -1,8 +1,8 @@
-"""The runtime's paho client: its read-ahead socket hands paho the bytes in order whatever the read sizes, a client on it
-receives every message of a burst intact, small and larger than its buffer, and its ``on_publish`` tells a QoS 0 write
-from a QoS 1 acknowledgement; samples without properties go straight to ``on_sample`` and are acknowledged, the rest
-through paho's ``on_message``; against a real broker. Whole samples waiting in the buffer are cut out of it in order,
-and the first packet that is anything else is left where it is for paho.
+"""The runtime's paho client: its read-ahead socket hands paho the bytes in order whatever the read sizes, a client
+on it receives every message of a burst intact, small and larger than its buffer, and its ``on_publish`` tells a
+QoS 0 write from a QoS 1 acknowledgement; samples without properties go straight to ``on_sample`` and are
+acknowledged, the rest through paho's ``on_message``; against a real broker. Whole samples waiting in the buffer are
+cut out of it in order, and the first packet that is anything else is left where it is for paho.
 """
 
 import socket
