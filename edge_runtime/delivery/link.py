@@ -7,6 +7,7 @@ paho's errors are translated into :class:`edge_runtime.contract.errors.BrokerErr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import ssl
@@ -125,12 +126,17 @@ class Link:
             try:
                 return reconnect()
             except OSError as error:
-                self._failed(*classify(error, self.config), error)
+                self._failed(*classify(error, self._tried()), error)
                 self.endpoint = (self.endpoint + 1) % len(self.endpoints)  # the next broker, at the next try
                 raise
 
         client.reconnect = reconnect_saying_why
         return client
+
+    def _tried(self) -> BrokerConfig:
+        """The broker config with the host and port of the endpoint tried now, so that advice names that broker."""
+        host, port = self.endpoints[self.endpoint]
+        return dataclasses.replace(self.config, host=host, port=port)
 
     def _failed(self, reason: str, advice: str, error: BaseException | None = None) -> None:
         """Count a connection failure; log it once per cause."""
@@ -210,7 +216,7 @@ class Link:
                 log.warning("broker %s:%d refused MQTT 5 (%s)", self.config.host, self.config.port, reason_code)
                 threading.Thread(target=self._fall_back, daemon=True).start()
                 return
-            self._failed(*refused_by_broker(reason_code, self.config))
+            self._failed(*refused_by_broker(reason_code, self._tried()))
             return
         self.causes_logged.forget()
         self.subscribed.clear()
@@ -258,7 +264,7 @@ class Link:
         self.connected_since = None
         self.qos0_waiting.clear()  # paho does not send QoS 0 messages of a dropped connection again
         if self.connack is None and not self.stopping:
-            self._failed(*closed_before_connack(self.config))
+            self._failed(*closed_before_connack(self._tried()))
         elif self.connack == "accepted" and reason_code.value != 0:
             self.last_error = str(reason_code)
             log.warning("disconnected from broker: %s; reconnecting with backoff", reason_code)

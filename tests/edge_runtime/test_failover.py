@@ -1,12 +1,19 @@
-"""Broker failover: when the broker a runtime is connected to dies, it moves to the next one configured."""
+"""Broker failover: when the broker a runtime is connected to dies, it moves to the next one configured; a failed
+attempt's advice names the broker it tried.
+"""
+
+import logging
+import re
 
 import orjson
 import pytest
 
+from edge_runtime.config import BrokerConfig
 from edge_runtime.contract.bundle import load_bundle
+from edge_runtime.delivery.link import Link
 from edge_runtime.runtime import Runtime
 from helpers import runtime_config, wait_for
-from mqtt_helpers import Collector, Mosquitto, client
+from mqtt_helpers import Collector, Mosquitto, client, free_port
 
 
 @pytest.mark.slow
@@ -37,3 +44,19 @@ def test_the_runtime_moves_to_the_next_broker_when_its_broker_dies(mosquitto_pat
             collector.close()
         runtime.stop()
         second.stop()
+
+
+def test_each_failed_attempt_names_the_broker_it_tried(caplog):
+    first, second = free_port(), free_port()  # nothing listens on either
+    config = BrokerConfig(port=first, client_id="lw-nowhere", failover=[f"127.0.0.1:{second}"], reconnect_min_s=0.5, reconnect_max_s=1.0)
+    link = Link(config, [], "linewatch/lw-nowhere/status", {"state": "online"}, lambda *a: None, lambda: None, lambda *a: None)
+    with caplog.at_level(logging.ERROR, logger="linewatch.mqtt"):
+        link.start()
+        try:
+            assert wait_for(lambda: link.failures["connection_refused"] >= 2, 20), link.failures
+        finally:
+            link.stop()
+    attempts = [re.match(r"cannot connect to (\S+): nothing accepts connections on (\S+):", r.getMessage()) for r in caplog.records]
+    named = [(m.group(1), m.group(2)) for m in attempts if m]
+    assert {tried for tried, _ in named} == {f"127.0.0.1:{first}", f"127.0.0.1:{second}"}
+    assert all(tried == advised for tried, advised in named), named
