@@ -154,8 +154,9 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
     statistic = np.concatenate([alarm_statistic(s, policy[0], policy[1]) for s in sequences] or [np.empty(0)])
     if not len(statistic):
         statistic = np.concatenate(sequences)
-    allowed = target * days - 1
-    if allowed + 1 >= TAIL_PEAKS:
+    expected = target * days  # alarms of the target the days hold
+    if expected >= TAIL_PEAKS:
+        allowed = expected - 1
         interval = max(1, round(sum(len(s) for s in sequences) / phases / days / target))  # windows in 1 / target days
 
         def within(value: float) -> bool:
@@ -165,7 +166,7 @@ def calibrate_alarm_rate(sequences: list[np.ndarray], days: float, target: float
         value = float(candidates[_lowest_within(candidates, within)])
         return AlarmRateThreshold(value, target, days, True, raise_count(sequences, value, policy, phases), "count")
     value = _exponential_tail(sequences, days * phases, target, policy)
-    supported = allowed >= 0
+    supported = expected >= 1
     if not supported:
         value = max(value, float(statistic.max()))
     return AlarmRateThreshold(value, target, days, supported, raise_count(sequences, value, policy, phases), "tail")
